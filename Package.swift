@@ -1,0 +1,61 @@
+// swift-tools-version:6.1
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import PackageDescription
+
+let package = Package(
+    name: "sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Sluice", targets: ["Sluice"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // MARK: Engine
+        .target(
+            name: "Sluice",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SluiceTests", dependencies: ["Sluice"]),
+
+        // MARK: Benchmarks
+        .executableTarget(
+            name: "sluice-bench",
+            dependencies: ["Sluice"],
+            path: "Benchmarks/sluice-bench"
+        ),
+
+        // MARK: Examples
+        .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),
+        .executableTarget(name: "ExampleEventManager", dependencies: ["Sluice"], path: "examples/event-manager"),
+
+        // MARK: Brokers (C modules and smoke tests are added below this line by the brokers work)
+    ]
+)
+
+// One settings loop for every non-system target: Swift 6 language mode comes from the tools
+// version; complete strict concurrency and import hygiene are stated explicitly.
+for target in package.targets {
+    switch target.type {
+    case .regular, .test, .executable:
+        var settings = target.swiftSettings ?? []
+        settings.append(.enableExperimentalFeature("StrictConcurrency=complete"))
+        settings.append(.enableUpcomingFeature("MemberImportVisibility"))
+        settings.append(.enableUpcomingFeature("ExistentialAny"))
+        target.swiftSettings = settings
+    default:
+        break
+    }
+}
