@@ -1,0 +1,36 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+
+/// Runs `body` `repetitions` times (after one warm-up) and returns the median rate in
+/// events per second; `body` returns how many events it moved.
+func medianRate(repetitions: Int, _ body: () async throws -> Int) async rethrows -> Double {
+    _ = try await body()
+    var rates: [Double] = []
+    for _ in 0..<repetitions {
+        let clock = ContinuousClock()
+        var moved = 0
+        let elapsed = try await clock.measure { moved = try await body() }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        rates.append(Double(moved) / seconds)
+    }
+    rates.sort()
+    return rates[rates.count / 2]
+}
+
+func formatRate(_ rate: Double) -> String {
+    if rate >= 1e9 { return String(format: "%.2f G/s", rate / 1e9) }
+    if rate >= 1e6 { return String(format: "%.1f M/s", rate / 1e6) }
+    if rate >= 1e3 { return String(format: "%.1f k/s", rate / 1e3) }
+    return String(format: "%.0f /s", rate)
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}

@@ -1,0 +1,33 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Sluice
+
+// sluice-bench: side-by-side benchmarks. Build and run in release:
+//   swift run -c release sluice-bench [suite ...] [--quick]
+// Each suite prints a table and a last line `RESULT <suite> key=value ...`.
+
+let arguments = CommandLine.arguments.dropFirst()
+let quick = arguments.contains("--quick")
+let suites = arguments.filter { !$0.hasPrefix("--") }
+let selected = suites.isEmpty ? ["engine"] : suites
+
+for suite in selected {
+    switch suite {
+    case "engine":
+        await EngineSuite(quick: quick).run()
+    case "profile-abc":
+        // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
+        let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
+        print("A→B→C maxDemand 1000: \(formatRate(rate))")
+    default:
+        print("unknown suite \(suite); known: engine")
+        exit(2)
+    }
+}

@@ -1,0 +1,68 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// An error raised by the Sluice engine.
+///
+/// The ``code`` says what kind of failure happened; ``message`` says what exactly failed and,
+/// where it helps, what to do about it. New codes may be added in future releases, so switch
+/// over codes with a `default` branch.
+public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// A kind of ``SluiceError``.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case invalidOption
+            case stageEnded
+            case unknownPartition
+            case partitionTaken
+            case duplicateSubscription
+            case unknownSubscription
+            case restartIntensityExceeded
+            case notSupported
+        }
+
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// An option has a value outside its allowed range (for example `maxDemand <= 0`).
+        public static let invalidOption = Code(.invalidOption)
+        /// The stage addressed has already ended.
+        public static let stageEnded = Code(.stageEnded)
+        /// A subscription named a partition the partition dispatcher does not have.
+        public static let unknownPartition = Code(.unknownPartition)
+        /// A subscription asked for a partition another subscriber already holds.
+        public static let partitionTaken = Code(.partitionTaken)
+        /// The same consumer subscribed twice to a broadcasting producer.
+        public static let duplicateSubscription = Code(.duplicateSubscription)
+        /// An operation named a subscription that does not exist (or no longer exists).
+        public static let unknownSubscription = Code(.unknownSubscription)
+        /// A supervisor's children crashed more often than its restart intensity allows.
+        public static let restartIntensityExceeded = Code(.restartIntensityExceeded)
+        /// The operation is not supported by this stage or dispatcher.
+        public static let notSupported = Code(.notSupported)
+
+        public var description: String { self.base.rawValue }
+    }
+
+    /// What kind of failure this is.
+    public let code: Code
+    /// A human-readable explanation naming the option, value or stage involved.
+    public let message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "SluiceError.\(self.code): \(self.message)" }
+
+    @usableFromInline
+    static func invalidOption(_ name: String, _ value: some CustomStringConvertible, _ rule: String) -> SluiceError {
+        SluiceError(.invalidOption, "invalid option \(name)=\(value): \(rule)")
+    }
+}

@@ -1,0 +1,158 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Synchronization
+
+/// Identifies one subscription between a consumer and a producer.
+///
+/// Both sides know a subscription by this identifier; it is unique for the life of the process.
+public struct SubscriptionID: Hashable, Sendable, CustomStringConvertible {
+    /// The raw value of the identifier.
+    public let rawValue: UInt64
+
+    private static let counter = Atomic<UInt64>(0)
+
+    @usableFromInline
+    static func next() -> SubscriptionID {
+        SubscriptionID(rawValue: Self.counter.wrappingAdd(1, ordering: .relaxed).newValue)
+    }
+
+    public var description: String { "sub#\(self.rawValue)" }
+}
+
+/// Identifies a running stage; unique for the life of the process.
+public struct StageID: Hashable, Sendable, CustomStringConvertible {
+    /// The raw value of the identifier.
+    public let rawValue: UInt64
+
+    private static let counter = Atomic<UInt64>(0)
+
+    @usableFromInline
+    static func next() -> StageID {
+        StageID(rawValue: Self.counter.wrappingAdd(1, ordering: .relaxed).newValue)
+    }
+
+    public var description: String { "stage#\(self.rawValue)" }
+}
+
+/// What a consumer does when the producer of one of its subscriptions goes away.
+public struct CancelMode: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: Hashable, Sendable { case permanent, transient, temporary }
+    private let base: Base
+
+    /// The consumer ends whenever the producer ends, whatever the reason (the default).
+    public static let permanent = CancelMode(base: .permanent)
+    /// The consumer ends unless the producer ended normally or was shut down.
+    public static let transient = CancelMode(base: .transient)
+    /// The consumer keeps running; only the subscription is removed.
+    public static let temporary = CancelMode(base: .temporary)
+
+    /// Whether a consumer with this mode ends when its producer ended for `reason`.
+    public func endsConsumer(for reason: StopReason) -> Bool {
+        switch self.base {
+        case .permanent: return true
+        case .transient: return !reason.isNormalOrShutdown
+        case .temporary: return false
+        }
+    }
+
+    public var description: String {
+        switch self.base {
+        case .permanent: return "permanent"
+        case .transient: return "transient"
+        case .temporary: return "temporary"
+        }
+    }
+}
+
+/// How a consumer asks for events on a subscription.
+public enum DemandMode: Hashable, Sendable {
+    /// The engine asks for `maxDemand` first and re-asks whenever pending demand falls to
+    /// `minDemand` (the default).
+    case automatic
+    /// Nothing is asked automatically; the stage asks with ``StageContext/ask(_:on:)``.
+    case manual
+}
+
+/// A partition of a partition dispatcher, by number or by name.
+public enum PartitionKey: Hashable, Sendable, CustomStringConvertible, ExpressibleByIntegerLiteral,
+    ExpressibleByStringLiteral
+{
+    /// The partition at this index (partitions created by count are numbered from 0).
+    case index(Int)
+    /// The partition with this name.
+    case name(String)
+
+    public init(integerLiteral value: Int) { self = .index(value) }
+    public init(stringLiteral value: String) { self = .name(value) }
+
+    public var description: String {
+        switch self {
+        case .index(let index): return "\(index)"
+        case .name(let name): return "\"\(name)\""
+        }
+    }
+}
+
+/// How a consumer subscribes to a producer.
+///
+/// ```swift
+/// try await consumer.subscribe(to: producer, options: .init(maxDemand: 10, minDemand: 5))
+/// ```
+public struct SubscriptionOptions<Event: Sendable>: Sendable {
+    /// The most events this subscription ever has outstanding. Must be greater than 0.
+    public var maxDemand: Int
+    /// When pending demand falls to this value or below, the consumer asks back up to
+    /// ``maxDemand``. Defaults to `maxDemand / 2`; must be at least 0 and less than ``maxDemand``.
+    public var minDemand: Int?
+    /// What the consumer does when the producer ends.
+    public var cancel: CancelMode
+    /// Whether demand is asked automatically or by the stage itself.
+    public var demand: DemandMode
+    /// The partition to take from a producer using a partition dispatcher.
+    public var partition: PartitionKey?
+    /// With a broadcast dispatcher: only events for which this returns `true` are sent to this
+    /// subscriber; the demand of filtered events is given back.
+    public var selector: (@Sendable (Event) -> Bool)?
+
+    /// Creates subscription options.
+    public init(
+        maxDemand: Int = 1000,
+        minDemand: Int? = nil,
+        cancel: CancelMode = .permanent,
+        demand: DemandMode = .automatic,
+        partition: PartitionKey? = nil,
+        selector: (@Sendable (Event) -> Bool)? = nil
+    ) {
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.cancel = cancel
+        self.demand = demand
+        self.partition = partition
+        self.selector = selector
+    }
+
+    /// The effective minimum demand (``minDemand`` or `maxDemand / 2`).
+    public var effectiveMinDemand: Int { self.minDemand ?? self.maxDemand / 2 }
+
+    /// Checks the demand bounds and throws ``SluiceError/Code-swift.struct/invalidOption`` naming
+    /// the option and value that are wrong.
+    public func validate() throws(SluiceError) {
+        guard self.maxDemand > 0 else {
+            throw .invalidOption("maxDemand", self.maxDemand, "must be greater than 0")
+        }
+        if let minDemand = self.minDemand {
+            guard minDemand >= 0 else {
+                throw .invalidOption("minDemand", minDemand, "must be 0 or more")
+            }
+            guard minDemand < self.maxDemand else {
+                throw .invalidOption("minDemand", minDemand, "must be less than maxDemand (\(self.maxDemand))")
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// Sends every event to every subscriber, never more than the slowest subscriber asked.
+///
+/// Each subscriber's demand is kept relative to the smallest one; only the smallest demand is
+/// passed upstream, so a subscriber that never asks holds everyone back. A subscriber with a
+/// selector receives only the events it selects, and the demand of the others is given back to it.
+@usableFromInline
+struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
+    @usableFromInline
+    struct Entry {
+        @usableFromInline
+        let subscription: SubscriptionID
+        @usableFromInline
+        let sink: any EventSink<Event>
+        @usableFromInline
+        let selector: (@Sendable (Event) -> Bool)?
+        /// Demand beyond what every subscriber asked (the common part is in `waiting`).
+        @usableFromInline
+        var demand: Int
+
+        @inlinable
+        init(
+            subscription: SubscriptionID,
+            sink: any EventSink<Event>,
+            selector: (@Sendable (Event) -> Bool)?,
+            demand: Int
+        ) {
+            self.subscription = subscription
+            self.sink = sink
+            self.selector = selector
+            self.demand = demand
+        }
+    }
+
+    @usableFromInline
+    var entries: [Entry] = []
+    /// Demand passed upstream and not yet satisfied by emitted events.
+    @usableFromInline
+    var waiting = 0
+
+    @inlinable
+    init() {}
+
+    @inlinable
+    var subscriberCount: Int { self.entries.count }
+    @inlinable
+    var discarded: Int { 0 }
+
+    @inlinable
+    func contains(_ subscription: SubscriptionID) -> Bool {
+        self.entries.contains { $0.subscription == subscription }
+    }
+
+    @inlinable
+    mutating func subscribe(
+        _ subscription: SubscriptionID,
+        sink: any EventSink<Event>,
+        options: SubscriptionOptions<Event>
+    ) throws(SluiceError) {
+        if self.entries.contains(where: { $0.sink.stageID == sink.stageID }) {
+            throw SluiceError(
+                .duplicateSubscription,
+                "\(sink.stageID) is already subscribed to this broadcasting producer"
+            )
+        }
+        self.entries.append(Entry(subscription: subscription, sink: sink, selector: options.selector, demand: 0))
+    }
+
+    @inlinable
+    mutating func cancel(_ subscription: SubscriptionID) -> Int {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
+        self.entries.remove(at: index)
+        return self.normalize()
+    }
+
+    @inlinable
+    mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
+        self.entries[index].demand += count
+        return self.normalize()
+    }
+
+    @inlinable
+    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
+        let now = min(self.waiting, events.count)
+        guard now > 0 else { return DispatchOutcome(leftover: events) }
+        self.waiting -= now
+        let deliverNow = events.slice(0..<now)
+        for index in self.entries.indices {
+            let entry = self.entries[index]
+            if let selector = entry.selector {
+                let selected = deliverNow.filter(selector)
+                self.entries[index].demand += now - selected.count
+                if !selected.isEmpty { entry.sink.deliver(selected, on: entry.subscription) }
+            } else {
+                entry.sink.deliver(deliverNow, on: entry.subscription)
+            }
+        }
+        let extra = self.normalize()
+        return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: extra)
+    }
+
+    @inlinable
+    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+        for entry in self.entries { body(entry.subscription, entry.sink) }
+    }
+
+    /// Moves the demand every subscriber shares into `waiting`; returns that new upstream demand.
+    @inlinable
+    mutating func normalize() -> Int {
+        guard let least = self.entries.lazy.map(\.demand).min(), least > 0 else { return 0 }
+        for index in self.entries.indices { self.entries[index].demand -= least }
+        self.waiting += least
+        return least
+    }
+}

@@ -1,0 +1,107 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// Sends each batch to the subscriber with the largest pending demand, up to that demand, then
+/// to the next one.
+///
+/// The demand of a subscriber that cancels is remembered: the producer may still emit events
+/// for it, so later asks are reduced by that amount and upstream is never asked twice.
+@usableFromInline
+struct DemandDispatcher<Event: Sendable>: EventDispatcher {
+    @usableFromInline
+    struct Entry {
+        @usableFromInline
+        let subscription: SubscriptionID
+        @usableFromInline
+        let sink: any EventSink<Event>
+        @usableFromInline
+        var demand: Int
+
+        @inlinable
+        init(subscription: SubscriptionID, sink: any EventSink<Event>, demand: Int) {
+            self.subscription = subscription
+            self.sink = sink
+            self.demand = demand
+        }
+    }
+
+    /// Subscribers, ordered by pending demand, largest first (ties keep arrival order).
+    @usableFromInline
+    var entries: [Entry] = []
+    /// Unmet demand of cancelled subscribers, not yet covered by emitted events.
+    @usableFromInline
+    var cancelledDemand = 0
+
+    @inlinable
+    init() {}
+
+    @inlinable
+    var subscriberCount: Int { self.entries.count }
+    @inlinable
+    var discarded: Int { 0 }
+
+    @inlinable
+    func contains(_ subscription: SubscriptionID) -> Bool {
+        self.entries.contains { $0.subscription == subscription }
+    }
+
+    @inlinable
+    mutating func subscribe(
+        _ subscription: SubscriptionID,
+        sink: any EventSink<Event>,
+        options: SubscriptionOptions<Event>
+    ) throws(SluiceError) {
+        self.entries.append(Entry(subscription: subscription, sink: sink, demand: 0))
+    }
+
+    @inlinable
+    mutating func cancel(_ subscription: SubscriptionID) -> Int {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
+        self.cancelledDemand += self.entries.remove(at: index).demand
+        return 0
+    }
+
+    @inlinable
+    mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
+        var entry = self.entries.remove(at: index)
+        entry.demand += count
+        self.insert(entry)
+        let alreadyEmitted = min(self.cancelledDemand, count)
+        self.cancelledDemand -= alreadyEmitted
+        return count - alreadyEmitted
+    }
+
+    @inlinable
+    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
+        var start = 0
+        while start < events.count, let first = self.entries.first, first.demand > 0 {
+            let count = min(first.demand, events.count - start)
+            var entry = self.entries.removeFirst()
+            entry.demand -= count
+            entry.sink.deliver(events.slice(start..<(start + count)), on: entry.subscription)
+            self.insert(entry)
+            start += count
+        }
+        if start == events.count { return DispatchOutcome() }
+        return DispatchOutcome(leftover: events.slice(start..<events.count))
+    }
+
+    @inlinable
+    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+        for entry in self.entries { body(entry.subscription, entry.sink) }
+    }
+
+    /// Inserts keeping the order: after every entry with at least as much demand.
+    @inlinable
+    mutating func insert(_ entry: Entry) {
+        var index = self.entries.count
+        while index > 0 && self.entries[index - 1].demand < entry.demand { index -= 1 }
+        self.entries.insert(entry, at: index)
+    }
+}

@@ -1,0 +1,167 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import DequeModule
+
+/// Routes each event to one partition; each partition has at most one subscriber and its own
+/// queue of events waiting for that subscriber's demand.
+///
+/// Events the hash discards, or routes to a partition that does not exist, are counted in
+/// ``discarded`` and use no subscriber's demand: the producer may emit that many more.
+@usableFromInline
+struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
+    @usableFromInline
+    struct Partition {
+        @usableFromInline
+        let key: PartitionKey
+        @usableFromInline
+        var subscriber: (subscription: SubscriptionID, sink: any EventSink<Event>)?
+        @usableFromInline
+        var demand = 0
+        @usableFromInline
+        var queue: Deque<Event> = []
+
+        @inlinable
+        init(key: PartitionKey) { self.key = key }
+    }
+
+    @usableFromInline
+    var partitions: [Partition]
+    @usableFromInline
+    let indexByKey: [PartitionKey: Int]
+    @usableFromInline
+    let route: @Sendable (Event) -> (Event, PartitionKey)?
+    @usableFromInline
+    var partitionBySubscription: [SubscriptionID: Int] = [:]
+    /// Demand passed upstream and not yet satisfied by emitted events.
+    @usableFromInline
+    var waiting = 0
+    /// Unmet demand of cancelled subscribers.
+    @usableFromInline
+    var cancelledDemand = 0
+    @usableFromInline
+    var discarded = 0
+
+    @inlinable
+    init(partitions: [PartitionKey], route: @escaping @Sendable (Event) -> (Event, PartitionKey)?) {
+        self.partitions = partitions.map { Partition(key: $0) }
+        var indexByKey: [PartitionKey: Int] = [:]
+        for (index, key) in partitions.enumerated() { indexByKey[key] = index }
+        self.indexByKey = indexByKey
+        self.route = route
+    }
+
+    @inlinable
+    var subscriberCount: Int { self.partitionBySubscription.count }
+
+    @inlinable
+    func contains(_ subscription: SubscriptionID) -> Bool {
+        self.partitionBySubscription[subscription] != nil
+    }
+
+    /// Events queued in partitions, waiting for their subscriber's demand.
+    @inlinable
+    var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
+
+    @inlinable
+    mutating func subscribe(
+        _ subscription: SubscriptionID,
+        sink: any EventSink<Event>,
+        options: SubscriptionOptions<Event>
+    ) throws(SluiceError) {
+        guard let key = options.partition else {
+            throw SluiceError(
+                .invalidOption,
+                "invalid option partition=nil: a subscriber of a partition dispatcher must name its partition "
+                    + "(one of \(self.partitions.map(\.key.description).joined(separator: ", ")))"
+            )
+        }
+        guard let index = self.indexByKey[key] else {
+            throw SluiceError(
+                .unknownPartition,
+                "unknown partition \(key); this dispatcher has "
+                    + self.partitions.map(\.key.description).joined(separator: ", ")
+            )
+        }
+        if let holder = self.partitions[index].subscriber {
+            throw SluiceError(.partitionTaken, "partition \(key) is already taken by \(holder.subscription)")
+        }
+        self.partitions[index].subscriber = (subscription, sink)
+        self.partitions[index].demand = 0
+        self.partitionBySubscription[subscription] = index
+    }
+
+    @inlinable
+    mutating func cancel(_ subscription: SubscriptionID) -> Int {
+        guard let index = self.partitionBySubscription.removeValue(forKey: subscription) else { return 0 }
+        self.partitions[index].subscriber = nil
+        self.cancelledDemand += self.partitions[index].demand
+        self.partitions[index].demand = 0
+        return 0
+    }
+
+    @inlinable
+    mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
+        guard let index = self.partitionBySubscription[subscription] else { return 0 }
+        self.partitions[index].demand += count
+        self.flush(index)
+        let alreadyEmitted = min(self.cancelledDemand, count)
+        self.cancelledDemand -= alreadyEmitted
+        let upstream = count - alreadyEmitted
+        self.waiting += upstream
+        return upstream
+    }
+
+    @inlinable
+    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
+        let now = min(self.waiting, events.count)
+        guard now > 0 else { return DispatchOutcome(leftover: events) }
+        self.waiting -= now
+        var outgoing = [[Event]](repeating: [], count: self.partitions.count)
+        var refund = 0
+        for position in 0..<now {
+            guard let (event, key) = self.route(events[position]), let index = self.indexByKey[key] else {
+                refund += 1
+                continue
+            }
+            if self.partitions[index].demand > 0 && self.partitions[index].queue.isEmpty {
+                self.partitions[index].demand -= 1
+                outgoing[index].append(event)
+            } else {
+                self.partitions[index].queue.append(event)
+            }
+        }
+        for index in outgoing.indices where !outgoing[index].isEmpty {
+            // demand > 0 implies a subscriber: demand is reset when a subscriber leaves.
+            let subscriber = self.partitions[index].subscriber!
+            subscriber.sink.deliver(outgoing[index], on: subscriber.subscription)
+        }
+        self.discarded += refund
+        self.waiting += refund
+        return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: refund)
+    }
+
+    @inlinable
+    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+        for partition in self.partitions {
+            if let subscriber = partition.subscriber { body(subscriber.subscription, subscriber.sink) }
+        }
+    }
+
+    /// Sends queued events of a partition up to its demand.
+    @inlinable
+    mutating func flush(_ index: Int) {
+        guard let subscriber = self.partitions[index].subscriber else { return }
+        let count = min(self.partitions[index].demand, self.partitions[index].queue.count)
+        guard count > 0 else { return }
+        let events = Array(self.partitions[index].queue.prefix(count))
+        self.partitions[index].queue.removeFirst(count)
+        self.partitions[index].demand -= count
+        subscriber.sink.deliver(events, on: subscriber.subscription)
+    }
+}

@@ -1,0 +1,128 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// The role of a stage in a pipeline.
+public enum StageRole: Hashable, Sendable {
+    /// Receives demand and emits at most that many events.
+    case producer
+    /// Receives events, emits transformed events; demand flows through it.
+    case producerConsumer
+    /// Receives events and asks for more.
+    case consumer
+}
+
+/// The behaviour of a stage: its state and the callbacks that run, one message at a time, in
+/// the stage's own task.
+///
+/// Do not conform to `Stage` directly; conform to ``Producer``, ``ProducerConsumer`` or
+/// ``Consumer``, implement the callbacks your role needs, and start the stage with
+/// ``StageHandle/start(_:options:subscribeTo:)``.
+///
+/// ```swift
+/// struct Counter: Producer {
+///     var next = 0
+///     mutating func handleDemand(_ demand: Int, context: inout StageContext<Int>) {
+///         context.emit(Array(next..<next + demand))
+///         next += demand
+///     }
+/// }
+/// ```
+public protocol Stage: SendableMetatype {
+    /// The events this stage consumes (`Never` for producers).
+    associatedtype Input: Sendable = Never
+    /// The events this stage emits (`Never` for consumers).
+    associatedtype Output: Sendable = Never
+    /// Messages other code may send to the stage with ``StageHandle/send(_:)``.
+    associatedtype Message: Sendable = Never
+
+    /// The stage's role; provided by ``Producer``, ``ProducerConsumer`` and ``Consumer``.
+    static var role: StageRole { get }
+
+    /// Producers: subscribers asked for `demand` more events. Emit at most that many, now or
+    /// later, with ``StageContext/emit(_:)-(Output)``. Demand that is not satisfied now remains
+    /// the producer's to satisfy later (for example when a ``Message`` brings events).
+    mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws
+
+    /// Consumers and producer-consumers: a slice of events arrived on `subscription`.
+    mutating func handleEvents(
+        _ events: [Input],
+        from subscription: SubscriptionID,
+        context: inout StageContext<Output>
+    ) async throws
+
+    /// A message sent with ``StageHandle/send(_:)`` or ``StageHandle/call(_:)`` arrived.
+    mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws
+
+    /// The stage subscribed to a producer. Return the demand mode for this subscription
+    /// (by default the one the subscriber asked for in ``SubscriptionOptions/demand``).
+    mutating func handleSubscribe(
+        to subscription: SubscriptionID,
+        requested: DemandMode,
+        context: inout StageContext<Output>
+    ) async throws -> DemandMode
+
+    /// The producer of `subscription` ended or the subscription was rejected. Whether the stage
+    /// then ends depends on the subscription's ``CancelMode``.
+    mutating func handleCancel(
+        _ subscription: SubscriptionID,
+        reason: StopReason,
+        context: inout StageContext<Output>
+    ) async throws
+
+    /// The stage is ending for `reason`; release resources here.
+    mutating func terminate(reason: StopReason) async
+}
+
+extension Stage {
+    public mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws {}
+
+    public mutating func handleEvents(
+        _ events: [Input],
+        from subscription: SubscriptionID,
+        context: inout StageContext<Output>
+    ) async throws {}
+
+    public mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws {}
+
+    public mutating func handleSubscribe(
+        to subscription: SubscriptionID,
+        requested: DemandMode,
+        context: inout StageContext<Output>
+    ) async throws -> DemandMode {
+        requested
+    }
+
+    public mutating func handleCancel(
+        _ subscription: SubscriptionID,
+        reason: StopReason,
+        context: inout StageContext<Output>
+    ) async throws {}
+
+    public mutating func terminate(reason: StopReason) async {}
+}
+
+/// A stage that emits events on demand; it consumes nothing.
+public protocol Producer: Stage where Input == Never {}
+
+extension Producer {
+    public static var role: StageRole { .producer }
+}
+
+/// A stage that consumes events, transforms them and emits the results; demand flows through it.
+public protocol ProducerConsumer: Stage {}
+
+extension ProducerConsumer {
+    public static var role: StageRole { .producerConsumer }
+}
+
+/// A stage that consumes events and emits nothing.
+public protocol Consumer: Stage where Output == Never {}
+
+extension Consumer {
+    public static var role: StageRole { .consumer }
+}

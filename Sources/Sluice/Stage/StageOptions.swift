@@ -1,0 +1,107 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Logging
+
+/// How a stage runs: its name, dispatcher, buffer, demand mode and logger.
+public struct StageOptions<Output: Sendable>: Sendable {
+    /// A name for logs and errors; defaults to the stage type's name.
+    public var name: String?
+    /// How emitted events are spread over subscribers. Default: ``Dispatcher/demand``.
+    public var dispatcher: Dispatcher<Output>
+    /// How many events to keep when they exist without demand. Default: 10 000.
+    public var bufferSize: BufferLimit
+    /// Which events a full buffer keeps. Default: ``BufferKeep/last``.
+    public var bufferKeep: BufferKeep
+    /// Whether demand reaches the producer at once or is held. Default: ``ProducerDemandMode/forward``.
+    public var demandMode: ProducerDemandMode
+    /// The logger; defaults to `Logger.current` when the stage starts.
+    public var logger: Logger?
+
+    /// Creates stage options.
+    public init(
+        name: String? = nil,
+        dispatcher: Dispatcher<Output> = .demand,
+        bufferSize: BufferLimit = .events(10_000),
+        bufferKeep: BufferKeep = .last,
+        demandMode: ProducerDemandMode = .forward,
+        logger: Logger? = nil
+    ) {
+        self.name = name
+        self.dispatcher = dispatcher
+        self.bufferSize = bufferSize
+        self.bufferKeep = bufferKeep
+        self.demandMode = demandMode
+        self.logger = logger
+    }
+
+    @usableFromInline
+    func validate() throws(SluiceError) {
+        if case .events(let count) = self.bufferSize, count < 0 {
+            throw .invalidOption("bufferSize", count, "must be 0 or more (or .unbounded)")
+        }
+        try self.dispatcher.validate()
+    }
+}
+
+/// A subscription a stage makes when it starts (and again each time a supervisor restarts it).
+public struct SubscribeTo<Event: Sendable>: Sendable {
+    @usableFromInline
+    let source: any EventSource<Event>
+    @usableFromInline
+    let options: SubscriptionOptions<Event>
+
+    /// Subscribes to a running producer or producer-consumer.
+    public init(_ producer: ProducerRef<Event>, options: SubscriptionOptions<Event> = .init()) {
+        self.source = producer.source
+        self.options = options
+    }
+
+    /// Subscribes to a running producer or producer-consumer.
+    public init<P: Stage>(_ producer: StageHandle<P>, options: SubscriptionOptions<Event> = .init())
+    where P.Output == Event {
+        self.source = producer.cell
+        self.options = options
+    }
+}
+
+/// Metadata keys Sluice puts on log messages.
+public enum SluiceLogKey {
+    /// The name of the stage logging.
+    public static let stageName = "sluice.stage.name"
+    /// The identifier of the stage logging.
+    public static let stageID = "sluice.stage.id"
+    /// A subscription identifier.
+    public static let subscription = "sluice.subscription"
+    /// A count of events.
+    public static let count = "sluice.count"
+    /// A stop reason.
+    public static let reason = "sluice.reason"
+}
+
+/// Counters of a running stage, for tests and diagnostics.
+public struct StageStatistics: Hashable, Sendable {
+    /// Events received from upstream subscriptions.
+    public var eventsIn = 0
+    /// Events sent to subscribers.
+    public var eventsOut = 0
+    /// Events in the producer buffer now.
+    public var buffered = 0
+    /// Events the producer buffer discarded because it was full.
+    public var bufferDiscarded = 0
+    /// Events the dispatcher discarded (partition hash said "discard", or unknown partition).
+    public var dispatcherDiscarded = 0
+    /// Downstream subscribers now.
+    public var subscribers = 0
+    /// Upstream subscriptions now.
+    public var upstreamSubscriptions = 0
+    /// Demand asked upstream and not yet received, over all upstream subscriptions.
+    public var pendingUpstreamDemand = 0
+    /// Held demand in accumulate mode.
+    public var accumulatedDemand = 0
+}
