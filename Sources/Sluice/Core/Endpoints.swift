@@ -8,39 +8,84 @@
 
 /// The producer end of subscriptions: what a consumer talks to.
 ///
-/// Every method only posts a message to the producer and returns at once.
+/// Every operation only posts a message to the producer and returns at once. The operations
+/// are closures made where the producer's concrete type is known, so calling them runs fully
+/// specialized code (a protocol witness of a generic class would not be).
 @usableFromInline
-protocol EventSource<Output>: AnyObject, Sendable {
-    associatedtype Output: Sendable
+final class EventSource<Output: Sendable>: Sendable {
+    @usableFromInline let stageID: StageID
+    @usableFromInline let stageName: String
+    @usableFromInline let subscribeOperation:
+        @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool
+    @usableFromInline let askOperation: @Sendable (Int, SubscriptionID) -> Void
+    @usableFromInline let cancelOperation: @Sendable (SubscriptionID, StopReason) -> Void
 
-    var stageID: StageID { get }
-    var stageName: String { get }
+    @inlinable
+    init(
+        stageID: StageID,
+        stageName: String,
+        subscribe: @escaping @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool,
+        ask: @escaping @Sendable (Int, SubscriptionID) -> Void,
+        cancel: @escaping @Sendable (SubscriptionID, StopReason) -> Void
+    ) {
+        self.stageID = stageID
+        self.stageName = stageName
+        self.subscribeOperation = subscribe
+        self.askOperation = ask
+        self.cancelOperation = cancel
+    }
 
     /// Posts a subscription request; `false` if the producer has already ended.
+    @inlinable
     func subscribe(
         _ subscription: SubscriptionID,
-        sink: any EventSink<Output>,
+        sink: EventSink<Output>,
         options: SubscriptionOptions<Output>,
         reply: Reply<SubscriptionID>?
-    ) -> Bool
+    ) -> Bool {
+        self.subscribeOperation(subscription, sink, options, reply)
+    }
 
     /// Asks for `count` more events on `subscription`.
-    func ask(_ count: Int, on subscription: SubscriptionID)
+    @inlinable
+    func ask(_ count: Int, on subscription: SubscriptionID) {
+        self.askOperation(count, subscription)
+    }
 
     /// Cancels `subscription` from the consumer side.
-    func cancel(_ subscription: SubscriptionID, reason: StopReason)
+    @inlinable
+    func cancel(_ subscription: SubscriptionID, reason: StopReason) {
+        self.cancelOperation(subscription, reason)
+    }
 }
 
 /// The consumer end of subscriptions: what a producer or dispatcher delivers to.
 @usableFromInline
-protocol EventSink<Input>: AnyObject, Sendable {
-    associatedtype Input: Sendable
+final class EventSink<Input: Sendable>: Sendable {
+    @usableFromInline let stageID: StageID
+    @usableFromInline let deliverOperation: @Sendable ([Input], SubscriptionID) -> Void
+    @usableFromInline let endedOperation: @Sendable (SubscriptionID, StopReason) -> Void
 
-    var stageID: StageID { get }
+    @inlinable
+    init(
+        stageID: StageID,
+        deliver: @escaping @Sendable ([Input], SubscriptionID) -> Void,
+        ended: @escaping @Sendable (SubscriptionID, StopReason) -> Void
+    ) {
+        self.stageID = stageID
+        self.deliverOperation = deliver
+        self.endedOperation = ended
+    }
 
     /// Delivers a batch of events on `subscription`; never more than was asked.
-    func deliver(_ events: [Input], on subscription: SubscriptionID)
+    @inlinable
+    func deliver(_ events: [Input], on subscription: SubscriptionID) {
+        self.deliverOperation(events, subscription)
+    }
 
     /// The producer of `subscription` ended, or rejected the subscription.
-    func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason)
+    @inlinable
+    func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason) {
+        self.endedOperation(subscription, reason)
+    }
 }

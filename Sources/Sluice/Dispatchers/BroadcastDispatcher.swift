@@ -18,7 +18,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         @usableFromInline
         let subscription: SubscriptionID
         @usableFromInline
-        let sink: any EventSink<Event>
+        let sink: EventSink<Event>
         @usableFromInline
         let selector: (@Sendable (Event) -> Bool)?
         /// Demand beyond what every subscriber asked (the common part is in `waiting`).
@@ -28,7 +28,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         @inlinable
         init(
             subscription: SubscriptionID,
-            sink: any EventSink<Event>,
+            sink: EventSink<Event>,
             selector: (@Sendable (Event) -> Bool)?,
             demand: Int
         ) {
@@ -61,7 +61,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     mutating func subscribe(
         _ subscription: SubscriptionID,
-        sink: any EventSink<Event>,
+        sink: EventSink<Event>,
         options: SubscriptionOptions<Event>
     ) throws(SluiceError) {
         if self.entries.contains(where: { $0.sink.stageID == sink.stageID }) {
@@ -108,7 +108,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+    func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
     }
 

@@ -18,12 +18,12 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
         @usableFromInline
         let subscription: SubscriptionID
         @usableFromInline
-        let sink: any EventSink<Event>
+        let sink: EventSink<Event>
         @usableFromInline
         var demand: Int
 
         @inlinable
-        init(subscription: SubscriptionID, sink: any EventSink<Event>, demand: Int) {
+        init(subscription: SubscriptionID, sink: EventSink<Event>, demand: Int) {
             self.subscription = subscription
             self.sink = sink
             self.demand = demand
@@ -53,7 +53,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     mutating func subscribe(
         _ subscription: SubscriptionID,
-        sink: any EventSink<Event>,
+        sink: EventSink<Event>,
         options: SubscriptionOptions<Event>
     ) throws(SluiceError) {
         self.entries.append(Entry(subscription: subscription, sink: sink, demand: 0))
@@ -93,7 +93,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+    func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
     }
 

@@ -112,7 +112,7 @@ protocol EventDispatcher<Event>: SendableMetatype {
     /// Adds a subscriber with zero demand; throws a typed error to reject it.
     mutating func subscribe(
         _ subscription: SubscriptionID,
-        sink: any EventSink<Event>,
+        sink: EventSink<Event>,
         options: SubscriptionOptions<Event>
     ) throws(SluiceError)
 
@@ -126,7 +126,7 @@ protocol EventDispatcher<Event>: SendableMetatype {
     mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event>
 
     /// Calls `body` for every subscriber (used to announce the producer's end).
-    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void)
+    func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void)
 }
 
 extension Array {

@@ -20,7 +20,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         @usableFromInline
         let key: PartitionKey
         @usableFromInline
-        var subscriber: (subscription: SubscriptionID, sink: any EventSink<Event>)?
+        var subscriber: (subscription: SubscriptionID, sink: EventSink<Event>)?
         @usableFromInline
         var demand = 0
         @usableFromInline
@@ -71,7 +71,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     mutating func subscribe(
         _ subscription: SubscriptionID,
-        sink: any EventSink<Event>,
+        sink: EventSink<Event>,
         options: SubscriptionOptions<Event>
     ) throws(SluiceError) {
         guard let key = options.partition else {
@@ -147,7 +147,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    func forEachSubscriber(_ body: (SubscriptionID, any EventSink<Event>) -> Void) {
+    func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for partition in self.partitions {
             if let subscriber = partition.subscriber { body(subscriber.subscription, subscriber.sink) }
         }

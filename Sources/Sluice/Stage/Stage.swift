@@ -6,6 +6,32 @@
 //
 //===----------------------------------------------------------------------===//
 
+/// What a consumer stage knows about one of its upstream subscriptions.
+public struct SubscriptionInfo: Hashable, Sendable {
+    /// The subscription's identifier.
+    public let id: SubscriptionID
+    /// The producer's identity.
+    public let producer: StageID
+    /// The subscription's maximum demand.
+    public let maxDemand: Int
+    /// The subscription's (effective) minimum demand.
+    public let minDemand: Int
+    /// The demand mode the subscriber asked for.
+    public let demand: DemandMode
+    /// What happens to the consumer when the producer ends.
+    public let cancel: CancelMode
+
+    @inlinable
+    init(id: SubscriptionID, producer: StageID, maxDemand: Int, minDemand: Int, demand: DemandMode, cancel: CancelMode) {
+        self.id = id
+        self.producer = producer
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.demand = demand
+        self.cancel = cancel
+    }
+}
+
 /// The role of a stage in a pipeline.
 public enum StageRole: Hashable, Sendable {
     /// Receives demand and emits at most that many events.
@@ -43,6 +69,10 @@ public protocol Stage: SendableMetatype {
     /// The stage's role; provided by ``Producer``, ``ProducerConsumer`` and ``Consumer``.
     static var role: StageRole { get }
 
+    /// The stage started; `handle` refers to the stage itself. Keep it to let other tasks send
+    /// this stage messages (for example a task that finished work the stage started).
+    mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) async throws
+
     /// Producers: subscribers asked for `demand` more events. Emit at most that many, now or
     /// later, with ``StageContext/emit(_:)-(Output)``. Demand that is not satisfied now remains
     /// the producer's to satisfy later (for example when a ``Message`` brings events).
@@ -58,11 +88,11 @@ public protocol Stage: SendableMetatype {
     /// A message sent with ``StageHandle/send(_:)`` or ``StageHandle/call(_:)`` arrived.
     mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws
 
-    /// The stage subscribed to a producer. Return the demand mode for this subscription
-    /// (by default the one the subscriber asked for in ``SubscriptionOptions/demand``).
+    /// The stage is subscribing to a producer. Return the demand mode for this subscription
+    /// (by default the one asked for in ``SubscriptionOptions/demand``). In manual mode, ask for
+    /// the first events here with ``StageContext/ask(_:on:)``.
     mutating func handleSubscribe(
-        to subscription: SubscriptionID,
-        requested: DemandMode,
+        _ subscription: SubscriptionInfo,
         context: inout StageContext<Output>
     ) async throws -> DemandMode
 
@@ -79,6 +109,8 @@ public protocol Stage: SendableMetatype {
 }
 
 extension Stage {
+    public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) async throws {}
+
     public mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws {}
 
     public mutating func handleEvents(
@@ -90,11 +122,10 @@ extension Stage {
     public mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws {}
 
     public mutating func handleSubscribe(
-        to subscription: SubscriptionID,
-        requested: DemandMode,
+        _ subscription: SubscriptionInfo,
         context: inout StageContext<Output>
     ) async throws -> DemandMode {
-        requested
+        subscription.demand
     }
 
     public mutating func handleCancel(

@@ -14,10 +14,10 @@ enum StageMail<S: Stage>: Sendable {
     // This stage as a consumer.
     case events(SubscriptionID, [S.Input])
     case upstreamEnded(SubscriptionID, StopReason)
-    case subscribeUpstream(any EventSource<S.Input>, SubscriptionOptions<S.Input>, Reply<SubscriptionID>?)
+    case subscribeUpstream(EventSource<S.Input>, SubscriptionOptions<S.Input>, Reply<SubscriptionID>?)
     case cancelUpstream(SubscriptionID, StopReason)
     // This stage as a producer.
-    case subscribe(SubscriptionID, any EventSink<S.Output>, SubscriptionOptions<S.Output>, Reply<SubscriptionID>?)
+    case subscribe(SubscriptionID, EventSink<S.Output>, SubscriptionOptions<S.Output>, Reply<SubscriptionID>?)
     case ask(SubscriptionID, Int)
     case cancel(SubscriptionID, StopReason)
     case supply(Int)
@@ -72,59 +72,38 @@ final class Termination: Sendable {
     }
 }
 
-/// The shared, thread-safe face of a running stage: its mailbox and its end.
-///
-/// Producers and consumers hold each other through this class (as ``EventSource`` and
-/// ``EventSink``); every call only posts mail.
+/// The shared, thread-safe face of a running stage: its mailbox, its two endpoints and its end.
 @usableFromInline
-final class StageCell<S: Stage>: EventSource, EventSink, Sendable {
-    @usableFromInline
-    typealias Output = S.Output
-    @usableFromInline
-    typealias Input = S.Input
-
-    @usableFromInline
-    let stageID: StageID
-    @usableFromInline
-    let stageName: String
-    @usableFromInline
-    let mailbox = Mailbox<StageMail<S>>()
-    @usableFromInline
-    let termination = Termination()
+final class StageCell<S: Stage>: Sendable {
+    @usableFromInline let stageID: StageID
+    @usableFromInline let stageName: String
+    @usableFromInline let mailbox: Mailbox<StageMail<S>>
+    @usableFromInline let termination = Termination()
+    /// This stage as the producer of its subscriptions.
+    @usableFromInline let source: EventSource<S.Output>
+    /// This stage as the consumer of its subscriptions.
+    @usableFromInline let sink: EventSink<S.Input>
 
     @inlinable
     init(name: String) {
-        self.stageID = StageID.next()
+        let stageID = StageID.next()
+        let mailbox = Mailbox<StageMail<S>>()
+        self.stageID = stageID
         self.stageName = name
-    }
-
-    @inlinable
-    func subscribe(
-        _ subscription: SubscriptionID,
-        sink: any EventSink<S.Output>,
-        options: SubscriptionOptions<S.Output>,
-        reply: Reply<SubscriptionID>?
-    ) -> Bool {
-        self.mailbox.send(.subscribe(subscription, sink, options, reply))
-    }
-
-    @inlinable
-    func ask(_ count: Int, on subscription: SubscriptionID) {
-        self.mailbox.send(.ask(subscription, count))
-    }
-
-    @inlinable
-    func cancel(_ subscription: SubscriptionID, reason: StopReason) {
-        self.mailbox.send(.cancel(subscription, reason))
-    }
-
-    @inlinable
-    func deliver(_ events: [S.Input], on subscription: SubscriptionID) {
-        self.mailbox.send(.events(subscription, events))
-    }
-
-    @inlinable
-    func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason) {
-        self.mailbox.send(.upstreamEnded(subscription, reason))
+        self.mailbox = mailbox
+        self.source = EventSource(
+            stageID: stageID,
+            stageName: name,
+            subscribe: { subscription, sink, options, reply in
+                mailbox.send(.subscribe(subscription, sink, options, reply))
+            },
+            ask: { count, subscription in mailbox.send(.ask(subscription, count)) },
+            cancel: { subscription, reason in mailbox.send(.cancel(subscription, reason)) }
+        )
+        self.sink = EventSink(
+            stageID: stageID,
+            deliver: { events, subscription in mailbox.send(.events(subscription, events)) },
+            ended: { subscription, reason in mailbox.send(.upstreamEnded(subscription, reason)) }
+        )
     }
 }

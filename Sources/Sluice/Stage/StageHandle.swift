@@ -32,7 +32,7 @@ public struct StageHandle<S: Stage>: Sendable {
     public var name: String { self.cell.stageName }
 
     /// This stage as a producer others can subscribe to, with its concrete type erased.
-    public var producer: ProducerRef<S.Output> { ProducerRef(source: self.cell) }
+    public var producer: ProducerRef<S.Output> { ProducerRef(source: self.cell.source) }
 
     /// Starts `stage` in its own task and returns its handle.
     ///
@@ -91,7 +91,7 @@ public struct StageHandle<S: Stage>: Sendable {
     ) where D.Event == S.Output {
         // Detached: a stage is an independent process-like loop and must not inherit the
         // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
-        Task.detached {
+        Task.detached(executorPreference: StageExecutor.shared) {
             var runner = StageRunner(stage: stage, cell: cell, dispatcher: dispatcher, options: options, logger: logger)
             let reason = await runner.run()
             cell.termination.finish(reason)
@@ -110,7 +110,7 @@ public struct StageHandle<S: Stage>: Sendable {
         to producer: StageHandle<P>,
         options: SubscriptionOptions<S.Input> = .init()
     ) async throws -> SubscriptionID where P.Output == S.Input {
-        try await self.subscribe(to: producer.cell, options: options)
+        try await self.subscribe(to: producer.cell.source, options: options)
     }
 
     /// Subscribes this stage to a type-erased producer and waits until the producer accepted.
@@ -124,7 +124,7 @@ public struct StageHandle<S: Stage>: Sendable {
 
     @usableFromInline
     func subscribe(
-        to source: any EventSource<S.Input>,
+        to source: EventSource<S.Input>,
         options: SubscriptionOptions<S.Input>
     ) async throws -> SubscriptionID {
         try options.validate()
@@ -197,10 +197,10 @@ public struct StageHandle<S: Stage>: Sendable {
 /// A running producer or producer-consumer with its concrete stage type erased.
 public struct ProducerRef<Output: Sendable>: Sendable {
     @usableFromInline
-    let source: any EventSource<Output>
+    let source: EventSource<Output>
 
     @usableFromInline
-    init(source: any EventSource<Output>) { self.source = source }
+    init(source: EventSource<Output>) { self.source = source }
 
     /// The producer's identity.
     public var id: StageID { self.source.stageID }

@@ -52,7 +52,7 @@ public struct StageOptions<Output: Sendable>: Sendable {
 /// A subscription a stage makes when it starts (and again each time a supervisor restarts it).
 public struct SubscribeTo<Event: Sendable>: Sendable {
     @usableFromInline
-    let source: any EventSource<Event>
+    let source: EventSource<Event>
     @usableFromInline
     let options: SubscriptionOptions<Event>
 
@@ -65,7 +65,7 @@ public struct SubscribeTo<Event: Sendable>: Sendable {
     /// Subscribes to a running producer or producer-consumer.
     public init<P: Stage>(_ producer: StageHandle<P>, options: SubscriptionOptions<Event> = .init())
     where P.Output == Event {
-        self.source = producer.cell
+        self.source = producer.cell.source
         self.options = options
     }
 }

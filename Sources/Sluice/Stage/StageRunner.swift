@@ -21,14 +21,14 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @usableFromInline
     struct Upstream {
         @usableFromInline
-        let source: any EventSource<S.Input>
+        let source: EventSource<S.Input>
         @usableFromInline
         var demand: ConsumerDemand
         @usableFromInline
         let cancel: CancelMode
 
         @inlinable
-        init(source: any EventSource<S.Input>, demand: ConsumerDemand, cancel: CancelMode) {
+        init(source: EventSource<S.Input>, demand: ConsumerDemand, cancel: CancelMode) {
             self.source = source
             self.demand = demand
             self.cancel = cancel
@@ -85,6 +85,12 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func run() async -> StopReason {
         var inbox = Deque<StageMail<S>>()
+        do {
+            try await self.stage.didStart(handle: StageHandle(cell: self.cell), context: &self.context)
+        } catch {
+            self.crash(error)
+        }
+        await self.afterCallback()
         while self.stopReason == nil {
             await self.cell.mailbox.receive(into: &inbox)
             while self.stopReason == nil, let mail = inbox.popFirst() {
@@ -255,18 +261,22 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     @inlinable
     mutating func subscribeUpstream(
-        _ source: any EventSource<S.Input>,
+        _ source: EventSource<S.Input>,
         options: SubscriptionOptions<S.Input>,
         reply: Reply<SubscriptionID>?
     ) async {
         let subscription = SubscriptionID.next()
         let mode: DemandMode
         do {
-            mode = try await self.stage.handleSubscribe(
-                to: subscription,
-                requested: options.demand,
-                context: &self.context
+            let info = SubscriptionInfo(
+                id: subscription,
+                producer: source.stageID,
+                maxDemand: options.maxDemand,
+                minDemand: options.effectiveMinDemand,
+                demand: options.demand,
+                cancel: options.cancel
             )
+            mode = try await self.stage.handleSubscribe(info, context: &self.context)
         } catch {
             reply?.fail(error)
             self.crash(error)
@@ -279,7 +289,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         )
         let first = demand.initialAsk()
         self.upstreams[subscription] = Upstream(source: source, demand: demand, cancel: options.cancel)
-        guard source.subscribe(subscription, sink: self.cell, options: options, reply: reply) else {
+        guard source.subscribe(subscription, sink: self.cell.sink, options: options, reply: reply) else {
             let error = SluiceError(.stageEnded, "cannot subscribe to \(source.stageName) (\(source.stageID)): it has ended")
             reply?.fail(error)
             await self.upstreamEnded(subscription, reason: .failure(error))
