@@ -18,15 +18,15 @@ import Sluice
 struct EventManager: Producer {
     typealias Output = String
 
-    enum Message: Sendable {
+    enum Info: Sendable {
         case notify(String, Reply<Void>)
     }
 
     private var queue: [(String, Reply<Void>)] = []
     private var demand = 0
 
-    mutating func handleMessage(_ message: Message, context: inout StageContext<String>) {
-        switch message {
+    mutating func handleInfo(_ info: Info, context: inout StageContext<String>) {
+        switch info {
         case .notify(let event, let reply):
             self.queue.append((event, reply))
             self.dispatch(&context)

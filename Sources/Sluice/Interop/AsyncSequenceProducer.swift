@@ -19,7 +19,7 @@ where Base.Element: Sendable {
     public typealias Output = Base.Element
 
     /// Messages from the pulling task.
-    public enum Message: Sendable {
+    public enum Info: Sendable {
         /// Elements (or the end) are ready to be emitted.
         case ready
     }
@@ -47,7 +47,7 @@ where Base.Element: Sendable {
         self.pump.addDemand(demand)
     }
 
-    public mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) throws {
+    public mutating func handleInfo(_ info: Info, context: inout StageContext<Output>) throws {
         let (elements, end) = self.pump.take()
         if !elements.isEmpty { context.emit(elements) }
         switch end {

@@ -26,7 +26,7 @@ import Logging
 /// ```
 public struct ConcurrentConsumer<Input: Sendable>: Consumer {
     /// Messages from the event tasks.
-    public enum Message: Sendable {
+    public enum Info: Sendable {
         /// The task `task` for one event of `subscription` finished.
         case finished(task: Int, subscription: SubscriptionID)
     }
@@ -101,8 +101,8 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         }
     }
 
-    public mutating func handleMessage(_ message: Message, context: inout StageContext<Never>) {
-        switch message {
+    public mutating func handleInfo(_ info: Info, context: inout StageContext<Never>) {
+        switch info {
         case .finished(let task, let subscription):
             self.tasks[task] = nil
             guard var slot = self.slots[subscription] else { return }

@@ -63,8 +63,8 @@ public protocol Stage: SendableMetatype {
     associatedtype Input: Sendable = Never
     /// The events this stage emits (`Never` for consumers).
     associatedtype Output: Sendable = Never
-    /// Messages other code may send to the stage with ``StageHandle/send(_:)``.
-    associatedtype Message: Sendable = Never
+    /// Information other code may send to the stage with ``StageHandle/send(_:)``.
+    associatedtype Info: Sendable = Never
 
     /// The stage's role; provided by ``Producer``, ``ProducerConsumer`` and ``Consumer``.
     static var role: StageRole { get }
@@ -75,7 +75,7 @@ public protocol Stage: SendableMetatype {
 
     /// Producers: subscribers asked for `demand` more events. Emit at most that many, now or
     /// later, with ``StageContext/emit(_:)-(Output)``. Demand that is not satisfied now remains
-    /// the producer's to satisfy later (for example when a ``Message`` brings events).
+    /// the producer's to satisfy later (for example when an ``Info`` brings events).
     mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws
 
     /// Consumers and producer-consumers: a slice of events arrived on `subscription`.
@@ -85,8 +85,8 @@ public protocol Stage: SendableMetatype {
         context: inout StageContext<Output>
     ) async throws
 
-    /// A message sent with ``StageHandle/send(_:)`` or ``StageHandle/call(_:)`` arrived.
-    mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws
+    /// Information sent with ``StageHandle/send(_:)`` or ``StageHandle/call(_:)`` arrived.
+    mutating func handleInfo(_ info: Info, context: inout StageContext<Output>) async throws
 
     /// The stage is subscribing to a producer. Return the demand mode for this subscription
     /// (by default the one asked for in ``SubscriptionOptions/demand``). In manual mode, ask for
@@ -119,7 +119,7 @@ extension Stage {
         context: inout StageContext<Output>
     ) async throws {}
 
-    public mutating func handleMessage(_ message: Message, context: inout StageContext<Output>) async throws {}
+    public mutating func handleInfo(_ info: Info, context: inout StageContext<Output>) async throws {}
 
     public mutating func handleSubscribe(
         _ subscription: SubscriptionInfo,

@@ -23,7 +23,7 @@ enum StageMail<S: Stage>: Sendable {
     case supply(Int)
     case demandMode(ProducerDemandMode)
     // Anyone.
-    case message(S.Message)
+    case info(S.Info)
     case statistics(Reply<StageStatistics>)
     case stop(StopReason)
 }

@@ -142,23 +142,23 @@ public struct StageHandle<S: Stage>: Sendable {
 
     // MARK: Messages
 
-    /// Sends a message to the stage's ``Stage/handleMessage(_:context:)``.
+    /// Sends a message to the stage's ``Stage/handleInfo(_:context:)``.
     ///
     /// - Returns: `false` if the stage has ended and the message was not delivered.
     @discardableResult
-    public func send(_ message: S.Message) -> Bool {
-        self.cell.mailbox.send(.message(message))
+    public func send(_ info: S.Info) -> Bool {
+        self.cell.mailbox.send(.info(info))
     }
 
     /// Sends a message carrying a ``Reply`` and waits for the stage to answer it.
     ///
     /// - Throws: ``SluiceError/Code-swift.struct/stageEnded`` if the stage ends (or drops the
     ///   message) without answering, or the error the stage answered with.
-    public func call<Value: Sendable>(_ message: (Reply<Value>) -> S.Message) async throws -> Value {
+    public func call<Value: Sendable>(_ message: (Reply<Value>) -> S.Info) async throws -> Value {
         try await Reply<Value>.awaiting { reply in
             // If the stage has ended the message is dropped here, and so is the reply,
             // which then fails with `stageEnded`.
-            self.cell.mailbox.send(.message(message(reply)))
+            self.cell.mailbox.send(.info(message(reply)))
         }
     }
 

@@ -155,9 +155,9 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .demandMode(let mode):
             await self.setDemandMode(mode)
 
-        case .message(let message):
+        case .info(let info):
             do {
-                try await self.stage.handleMessage(message, context: &self.context)
+                try await self.stage.handleInfo(info, context: &self.context)
             } catch {
                 self.crash(error)
             }
