@@ -42,6 +42,34 @@ let package = Package(
         .executableTarget(name: "ExampleEventManager", dependencies: ["Sluice"], path: "examples/event-manager"),
 
         // MARK: Brokers (C modules and smoke tests are added below this line by the brokers work)
+        .systemLibrary(
+            name: "CKafka",
+            path: "CKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"]), .brew(["librdkafka"])]
+        ),
+        .systemLibrary(
+            name: "CRabbit",
+            path: "CRabbit",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+        ),
+        .systemLibrary(
+            name: "CRedis",
+            path: "CRedis",
+            // hiredis.pc carries -D_FILE_OFFSET_BITS=64, which SwiftPM drops with a warning on
+            // every build. Linux installs hiredis on the default search paths, so only other
+            // platforms (Homebrew) need to read hiredis.pc.
+            pkgConfig: { () -> String? in
+                #if os(Linux)
+                return nil
+                #else
+                return "hiredis"
+                #endif
+            }(),
+            providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
+        ),
+        .testTarget(name: "BrokerSmokeTests", dependencies: ["CKafka", "CRabbit", "CRedis"]),
     ]
 )
 
