@@ -14,10 +14,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Sluice", targets: ["Sluice"]),
+        .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // MARK: Engine
@@ -26,14 +29,34 @@ let package = Package(
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "SluiceTests", dependencies: ["Sluice"]),
+        .target(
+            name: "SluiceTestKit",
+            dependencies: [
+                "Sluice",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .testTarget(
+            name: "SluicePipelineTests",
+            dependencies: [
+                "Sluice",
+                "SluiceTestKit",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
 
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice"],
+            dependencies: ["Sluice", "SluiceTestKit"],
             path: "Benchmarks/sluice-bench"
         ),
 

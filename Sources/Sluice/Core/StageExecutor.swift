@@ -31,7 +31,10 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     // under the documented pthread rules; everything else is behind `Mutex` or atomics.
 
     /// The executor stages use unless told otherwise: one worker per active processor.
-    public static let shared = StageExecutor(threads: StageExecutor.activeProcessorCount())
+    public static let shared = StageExecutor(threads: StageExecutor.defaultThreadCount)
+
+    /// The number of active processors: the default worker count and processor concurrency.
+    public static let defaultThreadCount = StageExecutor.activeProcessorCount()
 
     private let jobs = Mutex<Deque<UnownedJob>>([])
     private let queued = Atomic<Int>(0)

@@ -52,6 +52,8 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     var subscriberCount: Int { self.entries.count }
     @inlinable
     var discarded: Int { 0 }
+    @inlinable
+    var undelivered: Int { 0 }
 
     @inlinable
     func contains(_ subscription: SubscriptionID) -> Bool {

@@ -44,6 +44,8 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     var subscriberCount: Int { self.entries.count }
     @inlinable
     var discarded: Int { 0 }
+    @inlinable
+    var undelivered: Int { 0 }
 
     @inlinable
     func contains(_ subscription: SubscriptionID) -> Bool {

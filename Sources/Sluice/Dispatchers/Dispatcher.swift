@@ -106,6 +106,9 @@ protocol EventDispatcher<Event>: SendableMetatype {
     /// Events discarded by this dispatcher so far (partition hash said "discard", or named a
     /// partition that does not exist).
     var discarded: Int { get }
+    /// Events the dispatcher itself holds for current subscribers (partition queues); a
+    /// producer that stops normally first waits for these to be delivered.
+    var undelivered: Int { get }
 
     func contains(_ subscription: SubscriptionID) -> Bool
 

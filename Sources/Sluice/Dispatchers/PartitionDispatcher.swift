@@ -64,6 +64,11 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.partitionBySubscription[subscription] != nil
     }
 
+    @inlinable
+    var undelivered: Int {
+        self.partitions.reduce(0) { $0 + ($1.subscriber == nil ? 0 : $1.queue.count) }
+    }
+
     /// Events queued in partitions, waiting for their subscriber's demand.
     @inlinable
     var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }

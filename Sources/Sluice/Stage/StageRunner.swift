@@ -422,17 +422,23 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func requestStop(_ reason: StopReason) {
         guard self.stopReason == nil else { return }
-        if case .normal = reason, !self.buffer.isEmpty, self.dispatcher.subscriberCount > 0 {
+        if case .normal = reason, self.hasUndelivered {
             self.drainingReason = reason
         } else {
             self.stopReason = reason
         }
     }
 
+    /// Whether events wait in the buffer or the dispatcher for subscribers that may still ask.
+    @inlinable
+    var hasUndelivered: Bool {
+        self.dispatcher.subscriberCount > 0 && (!self.buffer.isEmpty || self.dispatcher.undelivered > 0)
+    }
+
     @inlinable
     mutating func checkDrained() {
         guard let reason = self.drainingReason, self.stopReason == nil else { return }
-        if self.buffer.isEmpty || self.dispatcher.subscriberCount == 0 {
+        if !self.hasUndelivered {
             self.stopReason = reason
         }
     }

@@ -1,0 +1,128 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// What every source's metadata can tell the pipeline.
+public protocol MessageMetadata: Sendable {
+    /// How many times the broker has delivered this message, counting this delivery, if the
+    /// broker tracks it (AMQP redelivery, Redis stream pending count). Used to cap poison
+    /// messages with ``FailurePolicy/maxDeliveries``.
+    var deliveryCount: Int? { get }
+}
+
+extension MessageMetadata {
+    public var deliveryCount: Int? { nil }
+}
+
+/// What happens to a message that failed for good.
+public struct FailureDisposition: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: Hashable, Sendable { case deadLetter, requeue, drop }
+    private let base: Base
+
+    /// Hand the message to the source's dead-letter mechanism (AMQP dead-letter exchange,
+    /// Redis dead-letter stream, Kafka dead-letter topic) and acknowledge it.
+    public static let deadLetter = FailureDisposition(base: .deadLetter)
+    /// Give the message back to the broker for another delivery (AMQP requeue, Redis list
+    /// push-back; Kafka: not committed).
+    public static let requeue = FailureDisposition(base: .requeue)
+    /// Acknowledge and discard the message; it is counted.
+    public static let drop = FailureDisposition(base: .drop)
+
+    public var description: String {
+        switch self.base {
+        case .deadLetter: return "deadLetter"
+        case .requeue: return "requeue"
+        case .drop: return "drop"
+        }
+    }
+}
+
+/// A message from a broker: payload bytes, typed metadata, and its state in the pipeline.
+///
+/// A processor may change the payload, mark the message failed, or route it to a batcher.
+/// The pipeline acknowledges it once, after the last stage that handles it.
+public struct Message<Metadata: Sendable>: Sendable {
+    /// The payload.
+    public var payload: [UInt8]
+    /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
+    public var metadata: Metadata
+    /// The batcher the message goes to after its processor (`nil`: the first batcher).
+    public var batcher: String?
+    /// Messages with the same batch key are batched together (`nil`: one common batch).
+    public var batchKey: String?
+    /// Why the message failed, if it did; a failed message goes to no batcher.
+    public internal(set) var failure: MessageFailure?
+    /// How many times this pipeline ran the processor for this message (1 on the first run).
+    public internal(set) var attempts: Int = 0
+
+    /// Creates a message.
+    public init(payload: [UInt8], metadata: Metadata) {
+        self.payload = payload
+        self.metadata = metadata
+    }
+
+    /// Whether the message was marked failed.
+    public var isFailed: Bool { self.failure != nil }
+
+    /// Marks the message failed. With `disposition` `nil` the pipeline's failure policy decides
+    /// (retry, then its final disposition); otherwise the message goes that way at once.
+    public mutating func fail(_ error: any Error, disposition: FailureDisposition? = nil) {
+        self.failure = MessageFailure(error: error, disposition: disposition)
+    }
+
+    /// The payload as UTF-8 text.
+    ///
+    /// - Throws: ``DecodingFailure`` if the payload is not valid UTF-8; thrown from a handler it
+    ///   fails the message (it never crashes the pipeline).
+    public func string() throws(DecodingFailure) -> String {
+        guard let text = String(validating: self.payload, as: UTF8.self) else {
+            throw DecodingFailure("payload of \(self.payload.count) bytes is not valid UTF-8")
+        }
+        return text
+    }
+}
+
+/// Why a message failed.
+public struct MessageFailure: Sendable, CustomStringConvertible {
+    /// The error.
+    public var error: any Error
+    /// A disposition chosen by the handler, or `nil` to let the failure policy decide.
+    public var disposition: FailureDisposition?
+
+    /// Creates a failure.
+    public init(error: any Error, disposition: FailureDisposition? = nil) {
+        self.error = error
+        self.disposition = disposition
+    }
+
+    public var description: String { "\(self.error)" }
+}
+
+/// A payload that could not be decoded.
+public struct DecodingFailure: Error, Sendable, CustomStringConvertible {
+    /// What was wrong with the payload.
+    public let message: String
+
+    /// Creates a decoding failure.
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { "DecodingFailure: \(self.message)" }
+}
+
+/// Metadata of messages that carry none beyond an identifier (in-memory sources, tests).
+public struct BasicMetadata: MessageMetadata, Hashable {
+    /// An identifier unique within its source.
+    public var id: UInt64
+    /// The delivery count, if known.
+    public var deliveryCount: Int?
+
+    /// Creates metadata.
+    public init(id: UInt64, deliveryCount: Int? = nil) {
+        self.id = id
+        self.deliveryCount = deliveryCount
+    }
+}

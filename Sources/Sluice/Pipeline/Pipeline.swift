@@ -1,0 +1,331 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Logging
+public import Metrics
+public import ServiceLifecycle
+import Synchronization
+
+/// How a pipeline runs: failure policy, shutdown deadline, rate limit, clock, logging, metrics.
+public struct PipelineConfiguration: Sendable {
+    /// What happens to messages that fail. Default: 3 attempts with backoff, then dead-letter.
+    public var failurePolicy: FailurePolicy
+    /// How long a graceful shutdown may take to finish in-flight work before the remaining
+    /// messages are left unacknowledged for the broker to deliver again. Default: 30 s.
+    public var shutdownTimeout: Duration
+    /// At most this many messages per interval (`nil`: unlimited). Changeable at runtime with
+    /// ``Pipeline/setRateLimit(_:)``.
+    public var rateLimit: RateLimit?
+    /// The clock for batch timeouts, backoff and the rate limit.
+    public var clock: PipelineClock
+    /// The logger; defaults to `Logger.current` when the pipeline runs.
+    public var logger: Logger?
+    /// The metrics factory; defaults to `MetricsSystem.factory`.
+    public var metricsFactory: (any MetricsFactory)?
+
+    /// Creates a configuration.
+    public init(
+        failurePolicy: FailurePolicy = FailurePolicy(),
+        shutdownTimeout: Duration = .seconds(30),
+        rateLimit: RateLimit? = nil,
+        clock: PipelineClock = .continuous,
+        logger: Logger? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
+    ) {
+        self.failurePolicy = failurePolicy
+        self.shutdownTimeout = shutdownTimeout
+        self.rateLimit = rateLimit
+        self.clock = clock
+        self.logger = logger
+        self.metricsFactory = metricsFactory
+    }
+}
+
+/// A running message pipeline: a source, processors and batchers, as a service.
+///
+/// ```swift
+/// let pipeline = Pipeline("orders", source: source) {
+///     Processors(concurrency: 8, partitionBy: \.metadata.key) { message in
+///         let order = try message.decode(Order.self)
+///         message.batchKey = order.region
+///     }
+///     Batcher(size: 500, timeout: .milliseconds(200)) { batch in try await db.insert(batch) }
+/// }
+/// try await ServiceGroup(services: [pipeline], gracefulShutdownSignals: [.sigterm], logger: logger).run()
+/// ```
+///
+/// Every message is settled exactly once, after the last stage that handles it: acknowledged
+/// after success, or routed by the ``FailurePolicy``. On graceful shutdown the pipeline stops
+/// taking messages, finishes what is in flight, flushes batches, settles, and closes the source
+/// within ``PipelineConfiguration/shutdownTimeout``; messages still in flight after that stay
+/// unacknowledged (the broker delivers them again) and their number is logged. Cancelling the
+/// task running ``run()`` stops at once, leaving in-flight messages unacknowledged.
+public final class Pipeline<Source: PipelineSource>: Service, Sendable {
+    public typealias Metadata = Source.Metadata
+
+    /// The pipeline's name, in logs and metrics.
+    public let name: String
+    /// The source.
+    public let source: Source
+    /// The configuration.
+    public let configuration: PipelineConfiguration
+    let components: PipelineComponents<Metadata>
+    private let limiter: RateLimiter
+    private let running = Mutex<RunningState?>(nil)
+
+    private struct RunningState: Sendable {
+        var stages: [SupervisedStage]
+        var drain: @Sendable () -> Void
+        var pokeProcessors: @Sendable () -> Void
+        var statistics: @Sendable () -> PipelineStatistics
+    }
+
+    /// Creates a pipeline; nothing runs until ``run()``.
+    public init(
+        _ name: String,
+        source: Source,
+        configuration: PipelineConfiguration = .init(),
+        @PipelineBuilder<Source.Metadata> _ build: () -> PipelineComponents<Source.Metadata>
+    ) {
+        self.name = name
+        self.source = source
+        self.configuration = configuration
+        self.components = build()
+        self.limiter = RateLimiter(configuration.rateLimit)
+    }
+
+    /// The in-flight window the topology needs: Σ processor maxDemand + Σ batch size × batcher
+    /// concurrency. Handed to the source (e.g. as AMQP prefetch).
+    public var window: Int {
+        let processors = self.components.processors.reduce(0) { $0 + $1.concurrency * $1.maxDemand }
+        let batchers = self.components.batchers.reduce(0) { $0 + $1.size * $1.concurrency }
+        return processors + batchers
+    }
+
+    /// Checks the topology and configuration; ``run()`` does this first.
+    ///
+    /// - Throws: ``SluiceError`` (``SluiceError/Code-swift.struct/invalidOption``) naming the
+    ///   option and the numbers that do not fit.
+    public func validate() throws(SluiceError) {
+        guard self.components.processors.count == 1 else {
+            throw .invalidOption(
+                "processors",
+                self.components.processors.count,
+                "a pipeline has exactly one Processors component"
+            )
+        }
+        try self.components.processors[0].validate()
+        var names = Set<String>()
+        for batcher in self.components.batchers {
+            try batcher.validate()
+            guard names.insert(batcher.name).inserted else {
+                throw .invalidOption("batcher.name", batcher.name, "batcher names must be unique")
+            }
+        }
+        try self.configuration.failurePolicy.validate()
+        try self.configuration.rateLimit?.validate()
+        guard self.configuration.shutdownTimeout >= .zero else {
+            throw .invalidOption("shutdownTimeout", self.configuration.shutdownTimeout, "must not be negative")
+        }
+        if let maximum = self.source.maximumInFlight, maximum < self.window {
+            let processors = self.components.processors[0]
+            let batchers = self.components.batchers.map { "\($0.size)×\($0.concurrency) (\($0.name))" }
+            throw SluiceError(
+                .invalidOption,
+                "the pipeline needs an in-flight window of \(self.window) messages "
+                    + "(processors \(processors.concurrency)×maxDemand \(processors.maxDemand)"
+                    + (batchers.isEmpty ? "" : " + batches " + batchers.joined(separator: " + "))
+                    + ") but the source allows at most \(maximum) unacknowledged; "
+                    + "raise the source's limit or lower the demand and batch sizes"
+            )
+        }
+    }
+
+    /// Changes the rate limit while running (`nil` removes it).
+    public func setRateLimit(_ limit: RateLimit?) throws(SluiceError) {
+        try limit?.validate()
+        self.limiter.set(limit)
+        let poke = self.running.withLock { $0?.pokeProcessors }
+        poke?()
+    }
+
+    /// The message counts so far (zero before the pipeline runs).
+    public var statistics: PipelineStatistics {
+        self.running.withLock { $0?.statistics() } ?? PipelineStatistics()
+    }
+
+    /// Asks a running pipeline to drain: stop taking messages, finish in-flight work, end.
+    public func drain() {
+        let drain = self.running.withLock { $0?.drain }
+        drain?()
+    }
+
+    /// Runs the pipeline until the source ends, a stage fails, graceful shutdown completes, or
+    /// the task is cancelled.
+    ///
+    /// - Throws: ``SluiceError`` for an invalid configuration; the source's error if it cannot
+    ///   connect or fails later; a stage's error if one crashed.
+    public func run() async throws {
+        try self.validate()
+        var pipelineLogger = self.configuration.logger ?? Logger.current
+        pipelineLogger[metadataKey: "sluice.pipeline"] = "\(self.name)"
+        let logger = pipelineLogger
+        let processors = self.components.processors[0]
+        let batchers = self.components.batchers
+        let parts = try await self.source.makeParts(
+            context: SourceContext(pipelineName: self.name, window: self.window, logger: logger)
+        )
+        let runtime = PipelineRuntime<Source>(
+            name: self.name,
+            acknowledger: parts.acknowledger,
+            policy: self.configuration.failurePolicy,
+            clock: self.configuration.clock,
+            limiter: self.limiter,
+            logger: logger,
+            batcherNames: batchers.map(\.name),
+            metricsFactory: self.configuration.metricsFactory
+        )
+
+        // Start downstream of the source only once what it subscribes to runs.
+        var stages: [SupervisedStage] = []
+        var pokes: [@Sendable () -> Void] = []
+        do {
+            let partition = processors.partition
+            let count = processors.concurrency
+            let sourceDispatcher: Dispatcher<Message<Metadata>> =
+                partition.map { hash in .partition(count: count) { message in .index(Int(UInt(bitPattern: hash(message)) % UInt(count))) } }
+                ?? .demand
+            let sourceHandle = try await StageHandle.start(
+                parts.stage,
+                options: StageOptions(name: "\(self.name).source", dispatcher: sourceDispatcher, bufferSize: .unbounded, logger: logger)
+            )
+            stages.append(SupervisedStage(sourceHandle))
+            let drainSource: @Sendable () -> Void = { sourceHandle.send(.drain) }
+            let demand = SubscriptionOptions<Message<Metadata>>(maxDemand: processors.maxDemand, minDemand: processors.minDemand)
+
+            if batchers.isEmpty {
+                for index in 0..<count {
+                    var options = demand
+                    if partition != nil { options.partition = .index(index) }
+                    let stage = TerminalProcessorStage(
+                        core: ProcessorCore(runtime: runtime, processors: processors, index: index, routesToBatchers: false)
+                    )
+                    let handle = try await StageHandle.start(
+                        stage,
+                        options: StageOptions(name: "\(self.name).processor.\(index)", logger: logger),
+                        subscribeTo: [SubscribeTo(sourceHandle, options: options)]
+                    )
+                    stages.append(SupervisedStage(handle))
+                    pokes.append { handle.send(.tokens) }
+                }
+            } else {
+                let first = batchers[0].name
+                var processorHandles: [StageHandle<ProcessorStage<Source>>] = []
+                for index in 0..<count {
+                    var options = demand
+                    if partition != nil { options.partition = .index(index) }
+                    let stage = ProcessorStage(
+                        core: ProcessorCore(runtime: runtime, processors: processors, index: index, routesToBatchers: true)
+                    )
+                    let handle = try await StageHandle.start(
+                        stage,
+                        options: StageOptions(
+                            name: "\(self.name).processor.\(index)",
+                            dispatcher: .partition(names: batchers.map(\.name)) { message in .name(message.batcher ?? first) },
+                            bufferSize: .unbounded,
+                            logger: logger
+                        ),
+                        subscribeTo: [SubscribeTo(sourceHandle, options: options)]
+                    )
+                    processorHandles.append(handle)
+                    stages.append(SupervisedStage(handle))
+                    pokes.append { handle.send(.tokens) }
+                }
+                for batcher in batchers {
+                    let subscriptions = processorHandles.map { handle in
+                        SubscribeTo(
+                            handle,
+                            options: SubscriptionOptions(
+                                maxDemand: batcher.size,
+                                cancel: .transient,
+                                partition: .name(batcher.name)
+                            )
+                        )
+                    }
+                    let batcherHandle = try await StageHandle.start(
+                        BatcherStage(runtime: runtime, batcher: batcher),
+                        options: StageOptions(name: "\(self.name).batcher.\(batcher.name)", bufferSize: .unbounded, logger: logger),
+                        subscribeTo: subscriptions
+                    )
+                    stages.append(SupervisedStage(batcherHandle))
+                    for index in 0..<batcher.concurrency {
+                        let handle = try await StageHandle.start(
+                            BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
+                            options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
+                            subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: 2, minDemand: 1))]
+                        )
+                        stages.append(SupervisedStage(handle))
+                    }
+                }
+            }
+            let allPokes = pokes
+            self.running.withLock {
+                $0 = RunningState(
+                    stages: stages,
+                    drain: drainSource,
+                    pokeProcessors: { for poke in allPokes { poke() } },
+                    statistics: { runtime.statistics }
+                )
+            }
+        } catch {
+            for stage in stages.reversed() { _ = await stage.stop(.shutdown) }
+            await self.source.shutdown(parts.acknowledger)
+            throw error
+        }
+        defer { self.running.withLock { $0 = nil } }
+
+        let all = stages
+        let deadline = Mutex<Task<Void, Never>?>(nil)
+        let clock = self.configuration.clock
+        let timeout = self.configuration.shutdownTimeout
+        let reasons = await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                var reasons: [StopReason] = []
+                for stage in all { reasons.append(await stage.wait()) }
+                return reasons
+            } onGracefulShutdown: {
+                logger.debug("graceful shutdown: draining")
+                self.drain()
+                let task = Task {
+                    do {
+                        try await clock.sleep(for: timeout)
+                    } catch {
+                        return
+                    }
+                    logger.info("shutdown deadline passed; stopping with messages in flight")
+                    for stage in all { _ = await stage.stop(.shutdown) }
+                }
+                deadline.withLock { $0 = task }
+            }
+        } onCancel: {
+            Task { for stage in all { _ = await stage.stop(.shutdown) } }
+        }
+        deadline.withLock { $0 }?.cancel()
+        await self.source.shutdown(parts.acknowledger)
+        let statistics = runtime.statistics
+        if statistics.inFlight > 0 {
+            logger.info(
+                "pipeline stopped with messages unacknowledged; the broker will deliver them again",
+                metadata: [SluiceLogKey.count: "\(statistics.inFlight)"]
+            )
+        }
+        if let failure = reasons.lazy.compactMap(\.error).first {
+            throw failure
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// The processors of a pipeline: `concurrency` stages that each run `handler` for one message
+/// at a time.
+///
+/// With `partitionBy`, messages with equal keys always go to the same processor, so they are
+/// handled one after the other and in order, while different keys run in parallel.
+public struct Processors<Metadata: Sendable>: Sendable {
+    /// How many processor stages run.
+    public var concurrency: Int
+    /// Each processor's maximum demand.
+    public var maxDemand: Int
+    /// Each processor's minimum demand (`nil`: `maxDemand / 2`).
+    public var minDemand: Int?
+    let partition: (@Sendable (Message<Metadata>) -> Int)?
+    let handler: @Sendable (inout Message<Metadata>) async throws -> Void
+
+    /// Creates processors.
+    ///
+    /// - Parameters:
+    ///   - concurrency: How many processors run; defaults to the number of cores.
+    ///   - maxDemand: How many messages each processor asks for at most.
+    ///   - minDemand: When a processor re-asks; `nil` for `maxDemand / 2`.
+    ///   - handler: Handles one message; throwing (or ``Message/fail(_:disposition:)``) fails it.
+    public init(
+        concurrency: Int = StageExecutor.defaultThreadCount,
+        maxDemand: Int = 10,
+        minDemand: Int? = nil,
+        handler: @escaping @Sendable (inout Message<Metadata>) async throws -> Void
+    ) {
+        self.concurrency = concurrency
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.partition = nil
+        self.handler = handler
+    }
+
+    /// Creates processors that keep messages with equal `partitionBy` keys in order.
+    public init<Key: Hashable & SendableMetatype>(
+        concurrency: Int = StageExecutor.defaultThreadCount,
+        maxDemand: Int = 10,
+        minDemand: Int? = nil,
+        partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
+        handler: @escaping @Sendable (inout Message<Metadata>) async throws -> Void
+    ) {
+        self.concurrency = concurrency
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.partition = { message in key(message).hashValue }
+        self.handler = handler
+    }
+
+    func validate() throws(SluiceError) {
+        guard self.concurrency >= 1 else { throw .invalidOption("processors.concurrency", self.concurrency, "must be 1 or more") }
+        try SubscriptionOptions<Int>(maxDemand: self.maxDemand, minDemand: self.minDemand).validate()
+    }
+}
+
+/// A batcher: groups processed messages into batches of up to `size` (or whatever arrived
+/// within `timeout`), by batch key, and runs `handler` on each batch in one of `concurrency`
+/// batch processors.
+public struct Batcher<Metadata: Sendable>: Sendable {
+    /// The batcher's name; processors route messages with ``Message/batcher``.
+    public var name: String
+    /// The most messages in a batch.
+    public var size: Int
+    /// How long a batch may wait to fill before it is handled anyway.
+    public var timeout: Duration
+    /// How many batch processors run this batcher's handler in parallel.
+    public var concurrency: Int
+    let key: (@Sendable (Message<Metadata>) -> String?)?
+    let handler: @Sendable (inout [Message<Metadata>]) async throws -> Void
+
+    /// Creates a batcher.
+    ///
+    /// - Parameters:
+    ///   - name: The name processors route to; the first batcher also takes unrouted messages.
+    ///   - size: The most messages in a batch.
+    ///   - timeout: How long a partial batch waits.
+    ///   - concurrency: Batch processors running the handler.
+    ///   - batchKey: Groups messages into separate batches (``Message/batchKey`` wins if set).
+    ///   - handler: Handles a batch; throwing fails every message of it, and it may mark single
+    ///     messages failed with ``Message/fail(_:disposition:)``.
+    public init(
+        _ name: String = "default",
+        size: Int = 100,
+        timeout: Duration = .seconds(1),
+        concurrency: Int = 1,
+        batchKey: (@Sendable (Message<Metadata>) -> String?)? = nil,
+        handler: @escaping @Sendable (inout [Message<Metadata>]) async throws -> Void
+    ) {
+        self.name = name
+        self.size = size
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.key = batchKey
+        self.handler = handler
+    }
+
+    func validate() throws(SluiceError) {
+        guard !self.name.isEmpty else { throw .invalidOption("batcher.name", "\"\"", "must not be empty") }
+        guard self.size >= 1 else { throw .invalidOption("batcher(\(self.name)).size", self.size, "must be 1 or more") }
+        guard self.timeout > .zero else {
+            throw .invalidOption("batcher(\(self.name)).timeout", self.timeout, "must be positive")
+        }
+        guard self.concurrency >= 1 else {
+            throw .invalidOption("batcher(\(self.name)).concurrency", self.concurrency, "must be 1 or more")
+        }
+    }
+}
+
+/// The stages of a pipeline, as written in its builder.
+public struct PipelineComponents<Metadata: Sendable>: Sendable {
+    var processors: [Processors<Metadata>] = []
+    var batchers: [Batcher<Metadata>] = []
+}
+
+/// Builds a pipeline's topology: one ``Processors`` and any number of ``Batcher``s.
+@resultBuilder
+public enum PipelineBuilder<Metadata: Sendable> {
+    public static func buildExpression(_ processors: Processors<Metadata>) -> PipelineComponents<Metadata> {
+        PipelineComponents(processors: [processors])
+    }
+
+    public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineComponents<Metadata> {
+        PipelineComponents(batchers: [batcher])
+    }
+
+    public static func buildPartialBlock(first: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
+        first
+    }
+
+    public static func buildPartialBlock(
+        accumulated: PipelineComponents<Metadata>,
+        next: PipelineComponents<Metadata>
+    ) -> PipelineComponents<Metadata> {
+        PipelineComponents(
+            processors: accumulated.processors + next.processors,
+            batchers: accumulated.batchers + next.batchers
+        )
+    }
+
+    public static func buildOptional(_ component: PipelineComponents<Metadata>?) -> PipelineComponents<Metadata> {
+        component ?? PipelineComponents()
+    }
+
+    public static func buildEither(first component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
+        component
+    }
+
+    public static func buildEither(second component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
+        component
+    }
+
+    public static func buildArray(_ components: [PipelineComponents<Metadata>]) -> PipelineComponents<Metadata> {
+        PipelineComponents(
+            processors: components.flatMap(\.processors),
+            batchers: components.flatMap(\.batchers)
+        )
+    }
+}

@@ -1,0 +1,200 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import Metrics
+import Synchronization
+
+/// Counts of a pipeline's messages, by outcome.
+public struct PipelineStatistics: Hashable, Sendable {
+    /// Messages the processors received from the source.
+    public var received = 0
+    /// Messages acknowledged after successful processing.
+    public var acknowledged = 0
+    /// Messages that failed for good (dead-lettered + requeued + dropped).
+    public var failed = 0
+    /// Retries run (message or batch attempts after the first).
+    public var retried = 0
+    /// Messages dead-lettered.
+    public var deadLettered = 0
+    /// Messages given back to the broker.
+    public var requeued = 0
+    /// Messages dropped by the failure policy.
+    public var dropped = 0
+
+    /// Creates empty statistics.
+    public init() {}
+
+    /// Messages settled one way or another.
+    public var settled: Int { self.acknowledged + self.failed }
+    /// Messages received and not yet settled.
+    public var inFlight: Int { self.received - self.settled }
+}
+
+/// Metric labels Sluice reports through swift-metrics (dimensions: `pipeline`, and `stage` for
+/// per-stage metrics).
+public enum SluiceMetricLabel {
+    /// Counter: messages received by processors.
+    public static let received = "sluice_messages_received_total"
+    /// Counter: messages acknowledged.
+    public static let acknowledged = "sluice_messages_acked_total"
+    /// Counter: messages failed for good.
+    public static let failed = "sluice_messages_failed_total"
+    /// Counter: retries.
+    public static let retried = "sluice_messages_retried_total"
+    /// Counter: messages dead-lettered.
+    public static let deadLettered = "sluice_messages_dead_lettered_total"
+    /// Gauge: messages received and not yet settled.
+    public static let inFlight = "sluice_messages_in_flight"
+    /// Gauge: demand a processor asked and did not yet receive.
+    public static let pendingDemand = "sluice_stage_pending_demand"
+    /// Recorder: sizes of handled batches.
+    public static let batchSize = "sluice_batch_size"
+    /// Timer: handler time per message (processors) or per batch (batch processors).
+    public static let handlerLatency = "sluice_handler_duration"
+}
+
+/// What the stages of one running pipeline share: the acknowledger, the failure policy, the
+/// clock, the rate limiter, counters and metrics.
+final class PipelineRuntime<Source: PipelineSource>: Sendable {
+    typealias Metadata = Source.Metadata
+
+    let name: String
+    let acknowledger: Source.Acker
+    let policy: FailurePolicy
+    let clock: PipelineClock
+    let limiter: RateLimiter
+    let logger: Logger
+    let batcherNames: [String]
+
+    private let counters = Mutex(PipelineStatistics())
+    private let receivedCounter: Counter
+    private let acknowledgedCounter: Counter
+    private let failedCounter: Counter
+    private let retriedCounter: Counter
+    private let deadLetteredCounter: Counter
+    private let inFlightGauge: Gauge
+
+    init(
+        name: String,
+        acknowledger: Source.Acker,
+        policy: FailurePolicy,
+        clock: PipelineClock,
+        limiter: RateLimiter,
+        logger: Logger,
+        batcherNames: [String],
+        metricsFactory: (any MetricsFactory)?
+    ) {
+        self.name = name
+        self.acknowledger = acknowledger
+        self.policy = policy
+        self.clock = clock
+        self.limiter = limiter
+        self.logger = logger
+        self.batcherNames = batcherNames
+        let dimensions = [("pipeline", name)]
+        let factory = metricsFactory ?? MetricsSystem.factory
+        self.receivedCounter = Counter(label: SluiceMetricLabel.received, dimensions: dimensions, factory: factory)
+        self.acknowledgedCounter = Counter(label: SluiceMetricLabel.acknowledged, dimensions: dimensions, factory: factory)
+        self.failedCounter = Counter(label: SluiceMetricLabel.failed, dimensions: dimensions, factory: factory)
+        self.retriedCounter = Counter(label: SluiceMetricLabel.retried, dimensions: dimensions, factory: factory)
+        self.deadLetteredCounter = Counter(label: SluiceMetricLabel.deadLettered, dimensions: dimensions, factory: factory)
+        self.inFlightGauge = Gauge(label: SluiceMetricLabel.inFlight, dimensions: dimensions, factory: factory)
+        self.metricsFactory = factory
+    }
+
+    let metricsFactory: any MetricsFactory
+
+    var statistics: PipelineStatistics { self.counters.withLock { $0 } }
+
+    func received(_ count: Int) {
+        let inFlight = self.counters.withLock { counters -> Int in
+            counters.received += count
+            return counters.inFlight
+        }
+        self.receivedCounter.increment(by: count)
+        self.inFlightGauge.record(inFlight)
+    }
+
+    func retried(_ count: Int = 1) {
+        self.counters.withLock { $0.retried += count }
+        self.retriedCounter.increment(by: count)
+    }
+
+    /// Counts and hands a settlement to the acknowledger. Every message passes here once.
+    func settle(_ settlement: Settlement<Metadata>) {
+        guard !settlement.isEmpty else { return }
+        var deadLettered = 0
+        var requeued = 0
+        var dropped = 0
+        for failure in settlement.failed {
+            switch failure.disposition {
+            case .deadLetter: deadLettered += 1
+            case .requeue: requeued += 1
+            default: dropped += 1
+            }
+        }
+        let inFlight = self.counters.withLock { counters -> Int in
+            counters.acknowledged += settlement.acknowledged.count
+            counters.failed += settlement.failed.count
+            counters.deadLettered += deadLettered
+            counters.requeued += requeued
+            counters.dropped += dropped
+            return counters.inFlight
+        }
+        if !settlement.acknowledged.isEmpty { self.acknowledgedCounter.increment(by: settlement.acknowledged.count) }
+        if !settlement.failed.isEmpty {
+            self.failedCounter.increment(by: settlement.failed.count)
+            if deadLettered > 0 { self.deadLetteredCounter.increment(by: deadLettered) }
+            self.logger.debug(
+                "messages failed",
+                metadata: [
+                    SluiceLogKey.count: "\(settlement.failed.count)",
+                    "sluice.failure": "\(settlement.failed.first.map { "\($0.message.failure?.error ?? SluiceError(.notSupported, "unknown"))" } ?? "")",
+                ]
+            )
+        }
+        self.inFlightGauge.record(inFlight)
+        self.acknowledger.settle(settlement)
+    }
+
+    /// The disposition of a message that failed for good.
+    func disposition(of message: Message<Metadata>) -> FailureDisposition {
+        message.failure?.disposition ?? self.policy.disposition
+    }
+
+    /// Whether the broker delivered `message` more often than the policy allows.
+    func exceedsDeliveries(_ message: Message<Metadata>) -> Bool {
+        guard let cap = self.policy.maxDeliveries, let count = message.metadata.deliveryCount else { return false }
+        return count > cap
+    }
+}
+
+/// The error a message gets when its delivery count exceeds ``FailurePolicy/maxDeliveries``.
+public struct PoisonMessage: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The broker's delivery count.
+    public let deliveryCount: Int
+    /// The policy's cap.
+    public let maxDeliveries: Int
+
+    public var description: String {
+        "message delivered \(self.deliveryCount) times, more than maxDeliveries=\(self.maxDeliveries)"
+    }
+}
+
+/// The error a message gets when a processor routes it to a batcher that does not exist.
+public struct UnknownBatcher: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The name the message asked for.
+    public let name: String
+    /// The batchers the pipeline has.
+    public let known: [String]
+
+    public var description: String {
+        "message routed to unknown batcher \"\(self.name)\"; this pipeline has \(self.known.map { "\"\($0)\"" }.joined(separator: ", "))"
+    }
+}

@@ -1,0 +1,145 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Sluice
+import SluiceTestKit
+import Testing
+
+@Suite struct PipelineBasicsTests {
+    @Test func processorsAcknowledgeEveryMessageExactlyOnce() async throws {
+        let source = InMemorySource()
+        let seen = Recorder<String>()
+        let pipeline = Pipeline("basic", source: source) {
+            Processors(concurrency: 3, maxDemand: 7) { message in seen.append(try message.string()) }
+        }
+        source.push(payloads(1000))
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        #expect(seen.count == 1000)
+        #expect(Set(seen.all).count == 1000)
+        let counts = source.settlementCounts
+        #expect(counts.count == 1000)
+        #expect(counts.values.allSatisfy { $0 == 1 })
+        #expect((0..<1000).allSatisfy { source.outcome(of: UInt64($0)) == .acknowledged })
+        #expect(pipeline.statistics == PipelineStatistics())  // no longer running
+    }
+
+    @Test func batchersReceiveFullBatchesAndAcknowledgeAfterTheBatch() async throws {
+        let source = InMemorySource()
+        let sizes = Recorder<Int>()
+        let settledBeforeBatch = Recorder<Int>()
+        let pipeline = Pipeline("batched", source: source) {
+            Processors(concurrency: 2, maxDemand: 10) { _ in }
+            Batcher(size: 25, timeout: .seconds(60)) { batch in
+                sizes.append(batch.count)
+                // Nothing of this batch may be settled before the batch handler finished.
+                settledBeforeBatch.append(batch.filter { source.outcome(of: $0.metadata.id) != nil }.count)
+            }
+        }
+        source.push(payloads(500))
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        #expect(sizes.all.reduce(0, +) == 500)
+        #expect(sizes.all.allSatisfy { $0 <= 25 })
+        #expect(sizes.all.filter { $0 == 25 }.count >= 18)
+        #expect(settledBeforeBatch.all.allSatisfy { $0 == 0 })
+        #expect(source.settlementCounts.count == 500)
+        #expect(source.settlementCounts.values.allSatisfy { $0 == 1 })
+    }
+
+    @Test func messagesAreRoutedToNamedBatchersAndUnknownNamesFail() async throws {
+        let source = InMemorySource()
+        let even = Recorder<String>()
+        let odd = Recorder<String>()
+        let pipeline = Pipeline(
+            "routing",
+            source: source,
+            configuration: PipelineConfiguration(failurePolicy: .deadLetter)
+        ) {
+            Processors(concurrency: 2) { message in
+                let text = try message.string()
+                if text == "nowhere" {
+                    message.batcher = "missing"
+                } else {
+                    message.batcher = Int(text)! % 2 == 0 ? "even" : "odd"
+                }
+            }
+            Batcher("even", size: 10, timeout: .seconds(60)) { batch in for m in batch { even.append(try m.string()) } }
+            Batcher("odd", size: 10, timeout: .seconds(60)) { batch in for m in batch { odd.append(try m.string()) } }
+        }
+        source.push((0..<100).map { Array("\($0)".utf8) })
+        let lost = source.push("nowhere")
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        #expect(Set(even.all) == Set(stride(from: 0, to: 100, by: 2).map { "\($0)" }))
+        #expect(Set(odd.all) == Set(stride(from: 1, to: 100, by: 2).map { "\($0)" }))
+        #expect(source.outcome(of: lost) == .failed(.deadLetter))
+        #expect(source.settlementCounts.count == 101)
+    }
+
+    @Test func sameKeyIsHandledInOrderWhileKeysRunInParallel() async throws {
+        let source = InMemorySource()
+        let seen = Recorder<(key: Int, sequence: Int)>()
+        let pipeline = Pipeline("ordered", source: source) {
+            Processors(concurrency: 4, maxDemand: 5, partitionBy: { message in (try? message.string()).map { $0.split(separator: ":")[0] } ?? "" }) {
+                message in
+                let parts = try message.string().split(separator: ":")
+                // Yield so different keys interleave across processors.
+                await Task.yield()
+                seen.append((Int(parts[0])!, Int(parts[1])!))
+            }
+        }
+        var batch: [[UInt8]] = []
+        for sequence in 0..<100 {
+            for key in 0..<8 { batch.append(Array("\(key):\(sequence)".utf8)) }
+        }
+        source.push(batch)
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        let all = seen.all
+        #expect(all.count == 800)
+        for key in 0..<8 {
+            let order = all.filter { $0.key == key }.map(\.sequence)
+            #expect(order == Array(0..<100), "key \(key) out of order")
+        }
+    }
+
+    @Test func aWindowLargerThanTheSourceAllowsIsRejectedWithTheNumbers() async throws {
+        let source = InMemorySource(maximumInFlight: 50)
+        let pipeline = Pipeline("window", source: source) {
+            Processors(concurrency: 2, maxDemand: 10) { _ in }
+            Batcher(size: 20, timeout: .seconds(1), concurrency: 2) { _ in }
+        }
+        #expect(pipeline.window == 60)
+        let error = await #expect(throws: SluiceError.self) { try await pipeline.run() }
+        #expect(error?.code == .invalidOption)
+        #expect(error?.message.contains("60") == true)
+        #expect(error?.message.contains("50") == true)
+    }
+
+    @Test func invalidTopologiesAreRejected() async throws {
+        let source = InMemorySource()
+        let noProcessors = Pipeline("none", source: source) { Batcher(size: 1) { _ in } }
+        #expect(throws: SluiceError.self) { try noProcessors.validate() }
+        let badBatch = Pipeline("bad", source: source) {
+            Processors { _ in }
+            Batcher(size: 0) { _ in }
+        }
+        let error = #expect(throws: SluiceError.self) { try badBatch.validate() }
+        #expect(error?.message.contains("size") == true)
+        let duplicate = Pipeline("dup", source: source) {
+            Processors { _ in }
+            Batcher("a") { _ in }
+            Batcher("a") { _ in }
+        }
+        #expect(throws: SluiceError.self) { try duplicate.validate() }
+        let badDemand = Pipeline("demand", source: source) { Processors(maxDemand: 0) { _ in } }
+        let demandError = #expect(throws: SluiceError.self) { try badDemand.validate() }
+        #expect(demandError?.message.contains("maxDemand") == true)
+    }
+}
