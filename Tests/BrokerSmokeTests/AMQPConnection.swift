@@ -84,10 +84,14 @@ final class AMQPConnection {
     /// ready messages.
     @discardableResult
     func declareQueue(_ name: String, on channel: amqp_channel_t, passive: Bool = false) throws -> UInt32 {
+        let passive: amqp_boolean_t = passive ? 1 : 0
+        let durable: amqp_boolean_t = 0
+        let exclusive: amqp_boolean_t = 0
+        let autoDelete: amqp_boolean_t = 0
         let declared = name.withCString { name in
             amqp_queue_declare(
                 self.state, channel, amqp_cstring_bytes(name),
-                passive ? 1 : 0, /* durable */ 0, /* exclusive */ 0, /* auto_delete */ 0, amqp_empty_table
+                passive, durable, exclusive, autoDelete, amqp_empty_table
             )
         }
         try self.check(amqp_get_rpc_reply(self.state), "declaring queue \(name)")
@@ -105,17 +109,20 @@ final class AMQPConnection {
     /// Publishes to the default exchange, which routes by queue name.
     func publish(_ body: String, routingKey: String, on channel: amqp_channel_t) throws {
         var bytes = Array(body.utf8)
+        let mandatory: amqp_boolean_t = 0
+        let immediate: amqp_boolean_t = 0
         let status = routingKey.withCString { routingKey in
             bytes.withUnsafeMutableBytes { bytes in
                 amqp_basic_publish(
                     self.state, channel, amqp_empty_bytes, amqp_cstring_bytes(routingKey),
-                    /* mandatory */ 0, /* immediate */ 0, nil,
+                    mandatory, immediate, nil,
                     amqp_bytes_t(len: bytes.count, bytes: bytes.baseAddress)
                 )
             }
         }
         guard status == AMQP_STATUS_OK.rawValue else {
-            throw BrokerSmokeError("basic.publish to \(routingKey) failed: \(String(cString: amqp_error_string2(status)))")
+            let reason = String(cString: amqp_error_string2(status))
+            throw BrokerSmokeError("basic.publish to \(routingKey) failed: \(reason)")
         }
     }
 
@@ -127,10 +134,13 @@ final class AMQPConnection {
 
     /// Starts a consumer with manual acknowledgement.
     func consume(_ queue: String, on channel: amqp_channel_t) throws {
+        let noLocal: amqp_boolean_t = 0
+        let noAck: amqp_boolean_t = 0
+        let exclusive: amqp_boolean_t = 0
         _ = queue.withCString { queue in
             amqp_basic_consume(
                 self.state, channel, amqp_cstring_bytes(queue), amqp_empty_bytes,
-                /* no_local */ 0, /* no_ack */ 0, /* exclusive */ 0, amqp_empty_table
+                noLocal, noAck, exclusive, amqp_empty_table
             )
         }
         try self.check(amqp_get_rpc_reply(self.state), "basic.consume \(queue)")

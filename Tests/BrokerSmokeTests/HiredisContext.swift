@@ -70,7 +70,11 @@ final class HiredisContext {
             }
             return copy
         }
-        defer { pointers.forEach { $0.deallocate() } }
+        defer {
+            for pointer in pointers {
+                pointer.deallocate()
+            }
+        }
         var argv = pointers.map { UnsafePointer<CChar>?(UnsafePointer($0)) }
         let lengths = buffers.map { $0.count - 1 }
 

@@ -93,7 +93,8 @@ final class RDKafkaHandle {
         }
         defer { rd_kafka_event_destroy(event) }
         guard rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw BrokerSmokeError("creating topic \(name) failed: \(String(cString: rd_kafka_event_error_string(event)))")
+            let reason = String(cString: rd_kafka_event_error_string(event))
+            throw BrokerSmokeError("creating topic \(name) failed: \(reason)")
         }
         guard let result = rd_kafka_event_CreateTopics_result(event) else {
             throw BrokerSmokeError("creating topic \(name): the answer was not a CreateTopics result")
