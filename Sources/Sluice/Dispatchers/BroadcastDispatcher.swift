@@ -11,6 +11,8 @@
 /// Each subscriber's demand is kept relative to the smallest one; only the smallest demand is
 /// passed upstream, so a subscriber that never asks holds everyone back. A subscriber with a
 /// selector receives only the events it selects, and the demand of the others is given back to it.
+/// A subscriber that joins while demand is outstanding upstream does not receive the events
+/// emitted for that demand: it never asked for them.
 @usableFromInline
 struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @usableFromInline
@@ -24,18 +26,24 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         /// Demand beyond what every subscriber asked (the common part is in `waiting`).
         @usableFromInline
         var demand: Int
+        /// How many of the next events are not for this subscriber: they were asked upstream
+        /// before it subscribed.
+        @usableFromInline
+        var skip: Int
 
         @inlinable
         init(
             subscription: SubscriptionID,
             sink: EventSink<Event>,
             selector: (@Sendable (Event) -> Bool)?,
-            demand: Int
+            demand: Int,
+            skip: Int
         ) {
             self.subscription = subscription
             self.sink = sink
             self.selector = selector
             self.demand = demand
+            self.skip = skip
         }
     }
 
@@ -72,7 +80,9 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
                 "\(sink.stageID) is already subscribed to this broadcasting producer"
             )
         }
-        self.entries.append(Entry(subscription: subscription, sink: sink, selector: options.selector, demand: 0))
+        self.entries.append(
+            Entry(subscription: subscription, sink: sink, selector: options.selector, demand: 0, skip: self.waiting)
+        )
     }
 
     @inlinable
@@ -97,13 +107,20 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         let deliverNow = events.slice(0..<now)
         for index in self.entries.indices {
             let entry = self.entries[index]
-            if let selector = entry.selector {
-                let selected = deliverNow.filter(selector)
-                self.entries[index].demand += now - selected.count
-                if !selected.isEmpty { entry.sink.deliver(selected, on: entry.subscription) }
-            } else {
-                entry.sink.deliver(deliverNow, on: entry.subscription)
+            var events = deliverNow
+            if entry.skip > 0 {
+                // Skipped events used none of this subscriber's demand: it keeps the same
+                // distance to the others, so its relative demand does not change.
+                let skipped = min(entry.skip, now)
+                self.entries[index].skip -= skipped
+                events = skipped == now ? [] : deliverNow.slice(skipped..<now)
             }
+            if let selector = entry.selector {
+                let selected = events.filter(selector)
+                self.entries[index].demand += events.count - selected.count
+                events = selected
+            }
+            if !events.isEmpty { entry.sink.deliver(events, on: entry.subscription) }
         }
         let extra = self.normalize()
         return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: extra)
