@@ -93,6 +93,12 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
+    mutating func buffered(_ count: Int) {
+        // Only happens with no subscriber, or with `waiting` already used up by a dispatch.
+        self.waiting -= min(self.waiting, count)
+    }
+
+    @inlinable
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
         guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
         self.entries[index].demand += count

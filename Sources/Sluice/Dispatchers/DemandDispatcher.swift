@@ -69,6 +69,11 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
+    mutating func buffered(_ count: Int) {
+        self.cancelledDemand -= min(self.cancelledDemand, count)
+    }
+
+    @inlinable
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
         guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
         var entry = self.entries.remove(at: index)

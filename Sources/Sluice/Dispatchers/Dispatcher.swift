@@ -122,6 +122,11 @@ protocol EventDispatcher<Event>: SendableMetatype {
     /// Removes a subscriber; returns demand that became available upstream (usually 0).
     mutating func cancel(_ subscription: SubscriptionID) -> Int
 
+    /// The producer put `count` new events in its buffer because no subscriber could take them.
+    /// They pay demand already passed upstream (for subscribers that left): later asks must not
+    /// be reduced in the expectation that the producer still emits those events.
+    mutating func buffered(_ count: Int)
+
     /// A subscriber asked for `count`; returns the demand the producer should now satisfy.
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int
 

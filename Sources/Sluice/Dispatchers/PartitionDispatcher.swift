@@ -111,6 +111,13 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
+    mutating func buffered(_ count: Int) {
+        self.waiting -= min(self.waiting, count)
+        // Cancelled subscribers cannot be owed more than the producer still owes at all.
+        self.cancelledDemand = min(self.cancelledDemand, self.waiting)
+    }
+
+    @inlinable
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
         guard let index = self.partitionBySubscription[subscription] else { return 0 }
         self.partitions[index].demand += count

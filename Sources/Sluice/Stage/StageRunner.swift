@@ -201,6 +201,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     @inlinable
     mutating func callHandleDemand(_ demand: Int) async {
+        // A producer that asked to stop only hands out what it already emitted.
+        guard self.drainingReason == nil else { return }
         do {
             try await self.stage.handleDemand(demand, context: &self.context)
         } catch {
@@ -233,6 +235,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             self.buffer.putBack(events)
             return
         }
+        self.dispatcher.buffered(events.count)
         let dropped = self.buffer.store(events)
         if dropped > 0 {
             self.statistics.bufferDiscarded += dropped

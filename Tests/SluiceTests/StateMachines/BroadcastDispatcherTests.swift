@@ -126,4 +126,17 @@ struct BroadcastDispatcherTests {
         _ = dispatcher.dispatch(Array(0..<14))
         #expect(self.log.events(for: second).count <= 4)
     }
+
+    @Test("events buffered with nobody subscribed pay the outstanding demand; a new subscriber gets them")
+    func bufferedPaysWaiting() throws {
+        var dispatcher = BroadcastDispatcher<Int>()
+        let first = try self.subscribe(&dispatcher)
+        #expect(dispatcher.ask(10, from: first) == 10)
+        _ = dispatcher.cancel(first)
+        dispatcher.buffered(10)  // the producer paid with nobody subscribed
+        let second = try self.subscribe(&dispatcher)
+        #expect(dispatcher.ask(4, from: second) == 4)
+        _ = dispatcher.dispatch([0, 1, 2, 3])  // the runner serves them from its buffer
+        #expect(self.log.events(for: second) == [0, 1, 2, 3])
+    }
 }

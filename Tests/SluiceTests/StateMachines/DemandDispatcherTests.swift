@@ -115,4 +115,19 @@ struct DemandDispatcherTests {
             #expect(self.log.events(for: subscription).count <= asked[subscription, default: 0])
         }
     }
+
+    @Test("events the producer had to buffer pay the remembered demand of cancelled subscribers")
+    func bufferedPaysCancelledDemand() throws {
+        var dispatcher = DemandDispatcher<Int>()
+        let a = try self.subscribe(&dispatcher)
+        #expect(dispatcher.ask(10, from: a) == 10)
+        _ = dispatcher.cancel(a)
+        // The producer emits 6 of the 10 it owed; nobody can take them, so they are buffered.
+        dispatcher.buffered(6)
+        let b = try self.subscribe(&dispatcher)
+        // b's 10 must be served from the buffer (6) and the producer's remaining debt (4): the
+        // producer is asked for the 6 again so the runner takes them from its buffer.
+        #expect(dispatcher.ask(10, from: b) == 6)
+        #expect(dispatcher.ask(5, from: b) == 5)
+    }
 }

@@ -155,4 +155,17 @@ struct PartitionDispatcherTests {
         // Now odd2 has 4 pending and the producer owes 2: 2 more go upstream.
         #expect(dispatcher.ask(3, from: odd2) == 2)
     }
+
+    @Test("events buffered with nobody subscribed pay the outstanding demand, cancelled or not")
+    func bufferedPaysWaiting() throws {
+        var dispatcher = self.make(.partition(count: 1) { _ in .index(0) })
+        let first = try self.subscribe(&dispatcher, 0)
+        #expect(dispatcher.ask(10, from: first) == 10)
+        _ = dispatcher.cancel(first)
+        dispatcher.buffered(10)
+        let second = try self.subscribe(&dispatcher, 0)
+        #expect(dispatcher.ask(4, from: second) == 4)
+        #expect(dispatcher.dispatch([0, 1, 2, 3]).leftover.isEmpty)
+        #expect(self.log.events(for: second) == [0, 1, 2, 3])
+    }
 }

@@ -26,7 +26,7 @@ struct ScriptedProducer: Producer {
         case queue
     }
 
-    enum Message: Sendable {
+    enum Info: Sendable {
         /// Queue mode: events to emit as demand allows.
         case push([Int])
         /// Emit these events now, whatever the demand.
@@ -53,11 +53,11 @@ struct ScriptedProducer: Producer {
         self.demands.append(demand)
         switch self.mode {
         case .generate(let limit):
-            let count = limit.map { min(demand, $0 - self.next) } ?? demand
+            let count = limit.map { max(0, min(demand, $0 - self.next)) } ?? demand
             context.emit(Array(self.next..<(self.next + count)))
             self.next += count
             if let limit, self.next >= limit {
-                if self.extraAtEnd > 0 {
+                if self.extraAtEnd > 0 && count > 0 {
                     context.emit(Array(self.next..<(self.next + self.extraAtEnd)))
                     self.next += self.extraAtEnd
                 }
@@ -69,7 +69,7 @@ struct ScriptedProducer: Producer {
         }
     }
 
-    mutating func handleMessage(_ message: Message, context: inout StageContext<Int>) throws {
+    mutating func handleInfo(_ message: Info, context: inout StageContext<Int>) throws {
         switch message {
         case .push(let events):
             self.queue.append(contentsOf: events)
@@ -108,7 +108,7 @@ struct ConsumerLog: Sendable {
 struct RecordingConsumer: Consumer {
     typealias Input = Int
 
-    enum Message: Sendable {
+    enum Info: Sendable {
         /// Asks on a subscription (the latest one if `nil`).
         case ask(Int, SubscriptionID?)
         case cancel(SubscriptionID?)
@@ -139,7 +139,7 @@ struct RecordingConsumer: Consumer {
         }
     }
 
-    mutating func handleMessage(_ message: Message, context: inout StageContext<Never>) {
+    mutating func handleInfo(_ message: Info, context: inout StageContext<Never>) {
         let latest = self.log.value.subscriptions.last?.id
         switch message {
         case .ask(let count, let subscription):
