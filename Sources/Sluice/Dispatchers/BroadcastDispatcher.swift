@@ -6,13 +6,18 @@
 //
 //===----------------------------------------------------------------------===//
 
+import DequeModule
+
 /// Sends every event to every subscriber, never more than the slowest subscriber asked.
 ///
 /// Each subscriber's demand is kept relative to the smallest one; only the smallest demand is
 /// passed upstream, so a subscriber that never asks holds everyone back. A subscriber with a
 /// selector receives only the events it selects, and the demand of the others is given back to it.
-/// A subscriber that joins while demand is outstanding upstream does not receive the events
-/// emitted for that demand: it never asked for them.
+///
+/// A subscriber that joins while demand is outstanding upstream starts with that much negative
+/// demand (as in GenStage): it receives every event emitted from then on, but only as far as it
+/// asked; the rest wait in its backlog until it asks, and upstream is not asked for more until
+/// it caught up.
 @usableFromInline
 struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @usableFromInline
@@ -23,27 +28,34 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         let sink: EventSink<Event>
         @usableFromInline
         let selector: (@Sendable (Event) -> Bool)?
-        /// Demand beyond what every subscriber asked (the common part is in `waiting`).
+        /// Demand beyond what every subscriber asked (the common part is in `waiting`), minus
+        /// the backlog. Negative for a subscriber that joined while demand was outstanding.
         @usableFromInline
         var demand: Int
-        /// How many of the next events are not for this subscriber: they were asked upstream
-        /// before it subscribed.
+        /// Events emitted for this subscriber beyond what it asked (it joined late).
         @usableFromInline
-        var skip: Int
+        var backlog: Deque<Event> = []
 
         @inlinable
         init(
             subscription: SubscriptionID,
             sink: EventSink<Event>,
             selector: (@Sendable (Event) -> Bool)?,
-            demand: Int,
-            skip: Int
+            demand: Int
         ) {
             self.subscription = subscription
             self.sink = sink
             self.selector = selector
             self.demand = demand
-            self.skip = skip
+        }
+
+        /// Removes and returns up to `count` events from the front of the backlog.
+        @inlinable
+        mutating func takeBacklog(_ count: Int) -> [Event] {
+            let taken = min(count, self.backlog.count)
+            guard taken > 0 else { return [] }
+            defer { self.backlog.removeFirst(taken) }
+            return Array(self.backlog.prefix(taken))
         }
     }
 
@@ -61,7 +73,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     var discarded: Int { 0 }
     @inlinable
-    var undelivered: Int { 0 }
+    var undelivered: Int { self.entries.reduce(0) { $0 + $1.backlog.count } }
 
     @inlinable
     func contains(_ subscription: SubscriptionID) -> Bool {
@@ -80,8 +92,10 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
                 "\(sink.stageID) is already subscribed to this broadcasting producer"
             )
         }
+        // The events already asked upstream will reach this subscriber too: it must ask for
+        // them before anything more is asked upstream.
         self.entries.append(
-            Entry(subscription: subscription, sink: sink, selector: options.selector, demand: 0, skip: self.waiting)
+            Entry(subscription: subscription, sink: sink, selector: options.selector, demand: -self.waiting)
         )
     }
 
@@ -102,6 +116,11 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int {
         guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
         self.entries[index].demand += count
+        if !self.entries[index].backlog.isEmpty {
+            let entry = self.entries[index]
+            let events = self.entries[index].takeBacklog(self.pending(of: entry))
+            if !events.isEmpty { entry.sink.deliver(events, on: entry.subscription) }
+        }
         return self.normalize()
     }
 
@@ -109,25 +128,23 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
         let now = min(self.waiting, events.count)
         guard now > 0 else { return DispatchOutcome(leftover: events) }
-        self.waiting -= now
         let deliverNow = events.slice(0..<now)
         for index in self.entries.indices {
             let entry = self.entries[index]
-            var events = deliverNow
-            if entry.skip > 0 {
-                // Skipped events used none of this subscriber's demand: it keeps the same
-                // distance to the others, so its relative demand does not change.
-                let skipped = min(entry.skip, now)
-                self.entries[index].skip -= skipped
-                events = skipped == now ? [] : deliverNow.slice(skipped..<now)
-            }
+            var selected = deliverNow
             if let selector = entry.selector {
-                let selected = events.filter(selector)
-                self.entries[index].demand += events.count - selected.count
-                events = selected
+                selected = deliverNow.filter(selector)
+                self.entries[index].demand += now - selected.count
             }
-            if !events.isEmpty { entry.sink.deliver(events, on: entry.subscription) }
+            if entry.demand < 0 || !entry.backlog.isEmpty {
+                // Joined while demand was outstanding: it may have asked less than this.
+                let pending = self.pending(of: entry)
+                self.entries[index].backlog.append(contentsOf: selected)
+                selected = self.entries[index].takeBacklog(pending)
+            }
+            if !selected.isEmpty { entry.sink.deliver(selected, on: entry.subscription) }
         }
+        self.waiting -= now
         let extra = self.normalize()
         return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: extra)
     }
@@ -135,6 +152,12 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
+    }
+
+    /// What `entry`'s subscriber asked and has not received yet.
+    @inlinable
+    func pending(of entry: Entry) -> Int {
+        entry.demand + entry.backlog.count + self.waiting
     }
 
     /// Moves the demand every subscriber shares into `waiting`; returns that new upstream demand.

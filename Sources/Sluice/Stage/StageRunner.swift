@@ -113,7 +113,9 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             }
 
         case .upstreamEnded(let subscription, let reason):
-            if S.role == .producerConsumer && !self.queuedInput.isEmpty {
+            // The end waits behind queued input so that input is still handled, unless it is a
+            // crash or shutdown that ends this stage: that must not wait for downstream demand.
+            if S.role == .producerConsumer && !self.queuedInput.isEmpty && !self.endsAtOnce(subscription, reason) {
                 self.queuedInput.append(.ended(subscription, reason))
                 await self.handleQueuedInput()
             } else {
@@ -361,6 +363,14 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
                 await self.consume(events, from: subscription)
             }
         }
+    }
+
+    /// Whether the end of `subscription`'s producer for `reason` ends this stage without
+    /// handling the input still queued (any end but a normal one that the cancel mode obeys).
+    @inlinable
+    func endsAtOnce(_ subscription: SubscriptionID, _ reason: StopReason) -> Bool {
+        if case .normal = reason { return false }
+        return self.upstreams[subscription]?.cancel.endsConsumer(for: reason) ?? false
     }
 
     @inlinable

@@ -137,8 +137,8 @@ struct DemandProtocolTests {
         // Nothing asked behind the stage's back.
         #expect(demands.value == [30, 3, 4])
         #expect(ledger.account(subscription).asks == [30, 3, 4])
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     @Test("a stage returning .manual from handleSubscribe asks only what it asks itself")
@@ -171,10 +171,10 @@ struct DemandProtocolTests {
         try await producer.settle()
         #expect(demands.value == [7, 2, 2])
         #expect(log.value.sliceSizes == [7, 2, 2])
-        let statistics = try await consumer.statistics()
+        let statistics = try await consumer.stats()
         #expect(statistics.pendingUpstreamDemand == 0)
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     @Test("a producer never sends a subscription more than it asked, even with events to spare")
@@ -193,7 +193,7 @@ struct DemandProtocolTests {
         #expect(log.value.events == Array(0..<100))
         #expect(ledger.violations == [])
         #expect(log.value.sliceSizes.allSatisfy { $0 <= 3 })
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 }

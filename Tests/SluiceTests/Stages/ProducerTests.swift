@@ -39,7 +39,7 @@ struct ProducerTests {
         consumer.send(.ask(10, nil))
         consumer.send(.ask(5, nil))
         try await consumer.settle()
-        var statistics = try await producer.statistics()
+        var statistics = try await producer.stats()
         #expect(demands.value == [], "handleDemand must not be called in accumulate mode")
         #expect(statistics.accumulatedDemand == 15)
         #expect(log.value.events == [])
@@ -49,7 +49,7 @@ struct ProducerTests {
         #expect(demands.value == [10, 5])
         try await log.wait("15 events") { $0.events.count >= 15 }
         #expect(log.value.events == Array(0..<15))
-        statistics = try await producer.statistics()
+        statistics = try await producer.stats()
         #expect(statistics.accumulatedDemand == 0)
 
         // Forward from now on: each ask reaches handleDemand at once.
@@ -57,8 +57,8 @@ struct ProducerTests {
         try await consumer.settle()
         try await producer.settle()
         #expect(demands.value == [10, 5, 2])
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     @Test("a stage can switch itself to accumulate and back with its context")
@@ -76,8 +76,8 @@ struct ProducerTests {
         producer.send(.demandMode(.forward))
         try await producer.settle()
         #expect(demands.value == [3, 4, 1])
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     // MARK: Buffer
@@ -88,7 +88,7 @@ struct ProducerTests {
         let log = Observed(ConsumerLog())
         let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil), demands: demands))
         producer.send(.emitNow([-7, -6, -5, -4, -3, -2, -1]))
-        var statistics = try await producer.statistics()
+        var statistics = try await producer.stats()
         #expect(statistics.buffered == 7)
 
         let consumer = try await self.manualConsumer(of: producer, log: log)
@@ -103,11 +103,11 @@ struct ProducerTests {
         try await log.wait("12 events") { $0.events.count >= 12 }
         try await producer.settle()
         #expect(demands.value == [3])
-        statistics = try await producer.statistics()
+        statistics = try await producer.stats()
         #expect(statistics.buffered == 1)
         #expect(Array(log.value.events.suffix(2)) == [100, 101])
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     @Test("a full buffer keeps the last events by default, discards the oldest and counts them")
@@ -115,7 +115,7 @@ struct ProducerTests {
         let producer = try await StageHandle.start(ScriptedProducer(.queue))
         producer.send(.emitNow(Array(0..<6_000)))
         producer.send(.emitNow(Array(6_000..<10_005)))
-        let statistics = try await producer.statistics()
+        let statistics = try await producer.stats()
         #expect(statistics.buffered == 10_000)
         #expect(statistics.bufferDiscarded == 5)
 
@@ -124,7 +124,7 @@ struct ProducerTests {
             return try await iterator.next()
         }
         #expect(first == Array(5..<15))
-        await producer.stop()
+        try await producer.halt()
     }
 
     @Test("bufferKeep .first keeps the oldest events and discards new ones")
@@ -135,7 +135,7 @@ struct ProducerTests {
         )
         producer.send(.emitNow([0, 1, 2]))
         producer.send(.emitNow([3, 4, 5]))
-        let statistics = try await producer.statistics()
+        let statistics = try await producer.stats()
         #expect(statistics.buffered == 4)
         #expect(statistics.bufferDiscarded == 2)
         let first = try await withTimeout("the first batch") {
@@ -143,17 +143,17 @@ struct ProducerTests {
             return try await iterator.next()
         }
         #expect(first == [0, 1, 2, 3])
-        await producer.stop()
+        try await producer.halt()
     }
 
     @Test("an unbounded buffer discards nothing")
     func unboundedBuffer() async throws {
         let producer = try await StageHandle.start(ScriptedProducer(.queue), options: .init(bufferSize: .unbounded))
         producer.send(.emitNow(Array(0..<25_000)))
-        let statistics = try await producer.statistics()
+        let statistics = try await producer.stats()
         #expect(statistics.buffered == 25_000)
         #expect(statistics.bufferDiscarded == 0)
-        await producer.stop()
+        try await producer.halt()
     }
 
     @Test("a buffer of size 0 discards everything emitted without demand")
@@ -162,7 +162,7 @@ struct ProducerTests {
         let producer = try await StageHandle.start(ScriptedProducer(.queue), options: .init(bufferSize: .events(0)))
         let consumer = try await self.manualConsumer(of: producer, log: log)
         producer.send(.emitNow([1, 2, 3]))
-        var statistics = try await producer.statistics()
+        var statistics = try await producer.stats()
         #expect(statistics.buffered == 0)
         #expect(statistics.bufferDiscarded == 3)
         // Events with demand still flow.
@@ -170,11 +170,11 @@ struct ProducerTests {
         try await consumer.settle()
         producer.send(.emitNow([4, 5, 6]))
         try await log.wait("2 events") { $0.events.count >= 2 }
-        statistics = try await producer.statistics()
+        statistics = try await producer.stats()
         #expect(log.value.events == [4, 5])
         #expect(statistics.bufferDiscarded == 4)
-        await consumer.stop()
-        await producer.stop()
+        try await consumer.halt()
+        try await producer.halt()
     }
 
     @Test("events buffered for a subscriber that left reach the next subscriber without asking the producer again")
@@ -189,12 +189,12 @@ struct ProducerTests {
         #expect(demands.value == [10])  // the producer owes 10
         first.send(.cancel(nil))
         try await first.settle()
-        var statistics = try await producer.statistics()
+        var statistics = try await producer.stats()
         #expect(statistics.subscribers == 0)
 
         // The producer now pays what it owed; nobody is subscribed, so it is buffered.
         producer.send(.push(Array(0..<10)))
-        statistics = try await producer.statistics()
+        statistics = try await producer.stats()
         #expect(statistics.buffered == 10)
 
         let secondLog = Observed(ConsumerLog())
@@ -205,9 +205,9 @@ struct ProducerTests {
         try await producer.settle()
         #expect(demands.value == [10], "the producer already emitted these events")
         #expect(firstLog.value.events == [])
-        await second.stop()
-        await first.stop()
-        await producer.stop()
+        try await second.halt()
+        try await first.halt()
+        try await producer.halt()
     }
 
     @Test("broadcast: events buffered after every subscriber left reach a new subscriber that asks")
@@ -225,7 +225,7 @@ struct ProducerTests {
         first.send(.cancel(nil))
         try await first.settle()
         producer.send(.push(Array(0..<10)))
-        let statistics = try await producer.statistics()
+        let statistics = try await producer.stats()
         #expect(statistics.buffered == 10)
 
         let secondLog = Observed(ConsumerLog())
@@ -233,9 +233,9 @@ struct ProducerTests {
         second.send(.ask(4, nil))
         try await secondLog.wait("4 buffered events") { $0.events.count >= 4 }
         #expect(secondLog.value.events == [0, 1, 2, 3])
-        await second.stop()
-        await first.stop()
-        await producer.stop()
+        try await second.halt()
+        try await first.halt()
+        try await producer.halt()
     }
 
     @Test("a producer that stopped normally delivers its buffer but is not asked for more")

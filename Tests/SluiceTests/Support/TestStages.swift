@@ -6,6 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Testing
+
 @testable import Sluice
 
 struct TestFailure: Error, Equatable, CustomStringConvertible {
@@ -178,7 +180,26 @@ struct Relay: ProducerConsumer {
 
 extension StageHandle {
     /// A barrier: returns once the stage handled every mail queued before this call.
-    func settle() async throws {
-        _ = try await self.statistics()
+    func settle(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        _ = try await self.stats(sourceLocation: sourceLocation)
+    }
+
+    /// `statistics()`, bounded by a timeout.
+    func stats(sourceLocation: SourceLocation = #_sourceLocation) async throws -> StageStatistics {
+        try await withTimeout("statistics of \(self.name)", sourceLocation: sourceLocation) {
+            try await self.statistics()
+        }
+    }
+
+    /// `stop(_:)`, bounded by a timeout.
+    @discardableResult
+    func halt(_ reason: StopReason = .shutdown, sourceLocation: SourceLocation = #_sourceLocation) async throws -> StopReason {
+        try await withTimeout("\(self.name) to stop", sourceLocation: sourceLocation) { await self.stop(reason) }
+    }
+
+    /// `waitForTermination()`, bounded by a timeout.
+    @discardableResult
+    func ended(sourceLocation: SourceLocation = #_sourceLocation) async throws -> StopReason {
+        try await withTimeout("\(self.name) to end", sourceLocation: sourceLocation) { await self.waitForTermination() }
     }
 }
