@@ -32,9 +32,13 @@ final class DemandLedger: Sendable {
     private let problems = Mutex<[String]>([])
     /// Also keep the delivered events (only for `Int` events).
     let keepEvents: Bool
+    /// Called with a subscription's account each time its consumer sends an ask, before the
+    /// ask reaches the producer.
+    let onAsk: (@Sendable (SubscriptionID, Account) -> Void)?
 
-    init(keepEvents: Bool = false) {
+    init(keepEvents: Bool = false, onAsk: (@Sendable (SubscriptionID, Account) -> Void)? = nil) {
         self.keepEvents = keepEvents
+        self.onAsk = onAsk
     }
 
     /// Every delivery that exceeded what its subscription had asked.
@@ -67,7 +71,11 @@ final class DemandLedger: Sendable {
                 return source.subscribe(subscription, sink: watchedSink, options: options, reply: reply)
             },
             ask: { count, subscription in
-                self.accounts.withLock { $0[subscription, default: Account()].asks.append(count) }
+                let account = self.accounts.withLock { accounts -> Account in
+                    accounts[subscription, default: Account()].asks.append(count)
+                    return accounts[subscription]!
+                }
+                self.onAsk?(subscription, account)
                 source.ask(count, on: subscription)
             },
             cancel: { subscription, reason in source.cancel(subscription, reason: reason) }
