@@ -144,7 +144,11 @@ final class EventsStorage<Event: Sendable>: Sendable {
                     return .batch(batch, ask: ask, state.subscription)
                 }
                 if state.cancelled { return .finished(nil) }
-                if let end = state.end { return .finished(end) }
+                if let end = state.end {
+                    // Reported once; later calls return nil, as after any end of a sequence.
+                    state.end = .normal
+                    return .finished(end)
+                }
                 return .wait
             }
             switch step {
@@ -177,7 +181,12 @@ final class EventsStorage<Event: Sendable>: Sendable {
             return state.started
         }
         if alreadyStarted { return }
-        try self.options.validate()
+        do {
+            try self.options.validate()
+        } catch {
+            self.state.withLock { $0.end = .normal }
+            throw error
+        }
         let subscription = SubscriptionID.next()
         var demand = ConsumerDemand(
             maxDemand: self.options.maxDemand,
@@ -190,6 +199,7 @@ final class EventsStorage<Event: Sendable>: Sendable {
             state.demand = demand
         }
         guard self.source.subscribe(subscription, sink: self.makeSink(), options: self.options, reply: nil) else {
+            self.state.withLock { $0.end = .normal }
             throw SluiceError(.stageEnded, "cannot consume \(self.source.stageName) (\(self.source.stageID)): it has ended")
         }
         self.source.ask(first, on: subscription)
