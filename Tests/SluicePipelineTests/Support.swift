@@ -12,9 +12,19 @@ import Synchronization
 import Testing
 
 /// Runs `body` with `pipeline` running in a child task; returns the pipeline's result.
+///
+/// The whole run is bounded by `seconds`, so a bug cannot hang the test suite.
 func withRunningPipeline<Source: PipelineSource, R: Sendable>(
     _ pipeline: Pipeline<Source>,
-    _ body: @Sendable () async throws -> R
+    seconds: Int = 20,
+    _ body: @escaping @Sendable () async throws -> R
+) async throws -> R {
+    try await withTimeout(seconds: seconds) { try await runPipeline(pipeline, body) }
+}
+
+private func runPipeline<Source: PipelineSource, R: Sendable>(
+    _ pipeline: Pipeline<Source>,
+    _ body: @escaping @Sendable () async throws -> R
 ) async throws -> R {
     try await withThrowingTaskGroup(of: R?.self) { group in
         group.addTask {

@@ -198,6 +198,8 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
                     batchError = error
                 }
                 self.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+                // Torn down while handling: leave the batch unsettled for redelivery.
+                if Task.isCancelled { return }
                 guard batchError != nil, attempt < self.runtime.policy.maxAttempts, let retry = self.runtime.policy.retry else { break }
                 self.runtime.retried()
                 do {

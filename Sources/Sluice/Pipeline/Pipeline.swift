@@ -308,12 +308,12 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         return
                     }
                     logger.info("shutdown deadline passed; stopping with messages in flight")
-                    for stage in all { _ = await stage.stop(.shutdown) }
+                    for stage in all { _ = await stage.kill() }
                 }
                 deadline.withLock { $0 = task }
             }
         } onCancel: {
-            Task { for stage in all { _ = await stage.stop(.shutdown) } }
+            Task { for stage in all { _ = await stage.kill() } }
         }
         deadline.withLock { $0 }?.cancel()
         await self.source.shutdown(parts.acknowledger)

@@ -98,6 +98,12 @@ struct ProcessorCore<Source: PipelineSource> {
                 } catch {
                     message.fail(error)
                 }
+                if Task.isCancelled {
+                    // The pipeline is being torn down (deadline passed, or cancelled): whatever
+                    // is not settled yet stays unacknowledged for the broker to deliver again.
+                    self.runtime.settle(settlement)
+                    return []
+                }
                 guard let failure = message.failure else { break }
                 guard failure.disposition == nil, message.attempts < self.runtime.policy.maxAttempts,
                     let retry = self.runtime.policy.retry

@@ -83,6 +83,8 @@ final class StageCell<S: Stage>: Sendable {
     @usableFromInline let source: EventSource<S.Output>
     /// This stage as the consumer of its subscriptions.
     @usableFromInline let sink: EventSink<S.Input>
+    /// The task running the stage, and whether it was killed before the task was known.
+    @usableFromInline let task = Mutex<(running: Task<Void, Never>?, killed: Bool)>((nil, false))
 
     @inlinable
     init(name: String) {
@@ -105,5 +107,26 @@ final class StageCell<S: Stage>: Sendable {
             deliver: { events, subscription in mailbox.send(.events(subscription, events)) },
             ended: { subscription, reason in mailbox.send(.upstreamEnded(subscription, reason)) }
         )
+    }
+
+    /// Records the task running the stage (cancelling it at once if the stage was killed).
+    @inlinable
+    func attach(_ running: Task<Void, Never>) {
+        let killed = self.task.withLock { task -> Bool in
+            task.running = running
+            return task.killed
+        }
+        if killed { running.cancel() }
+    }
+
+    /// Cancels the stage's task and asks it to stop with `reason`.
+    @usableFromInline
+    func kill(_ reason: StopReason) {
+        let running = self.task.withLock { task -> Task<Void, Never>? in
+            task.killed = true
+            return task.running
+        }
+        running?.cancel()
+        self.mailbox.send(.stop(reason))
     }
 }

@@ -91,11 +91,12 @@ public struct StageHandle<S: Stage>: Sendable {
     ) where D.Event == S.Output {
         // Detached: a stage is an independent process-like loop and must not inherit the
         // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
-        Task.detached(executorPreference: StageExecutor.shared) {
+        let running = Task.detached(executorPreference: StageExecutor.shared) {
             var runner = StageRunner(stage: stage, cell: cell, dispatcher: dispatcher, options: options, logger: logger)
             let reason = await runner.run()
             cell.termination.finish(reason)
         }
+        cell.attach(running)
     }
 
     // MARK: Subscriptions
@@ -182,6 +183,17 @@ public struct StageHandle<S: Stage>: Sendable {
     @discardableResult
     public func stop(_ reason: StopReason = .shutdown) async -> StopReason {
         self.cell.mailbox.send(.stop(reason))
+        return await self.cell.termination.wait()
+    }
+
+    /// Stops the stage at once and waits for its end: the task running it is cancelled, so a
+    /// callback that is awaiting (a sleep, I/O) sees cancellation instead of finishing its work.
+    /// The stage ends with ``StopReason/shutdown``.
+    ///
+    /// Use ``stop(_:)`` to let the current callback finish first.
+    @discardableResult
+    public func kill() async -> StopReason {
+        self.cell.kill(.shutdown)
         return await self.cell.termination.wait()
     }
 

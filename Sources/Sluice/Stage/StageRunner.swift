@@ -429,7 +429,9 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     @inlinable
     mutating func crash(_ error: any Error) {
-        if self.stopReason == nil { self.stopReason = .failure(error) }
+        guard self.stopReason == nil else { return }
+        // A callback that fails because the stage was killed is a shutdown, not a crash.
+        self.stopReason = Task.isCancelled ? .shutdown : .failure(error)
     }
 
     @inlinable

@@ -42,6 +42,7 @@ public struct RestartPolicy: Hashable, Sendable, CustomStringConvertible {
 public struct SupervisedStage: Sendable {
     let id: StageID
     let stop: @Sendable (StopReason) async -> StopReason
+    let kill: @Sendable () async -> StopReason
     let wait: @Sendable () async -> StopReason
     let handle: any Sendable
 
@@ -49,6 +50,7 @@ public struct SupervisedStage: Sendable {
     public init<S: Stage>(_ handle: StageHandle<S>) {
         self.id = handle.id
         self.stop = { await handle.stop($0) }
+        self.kill = { await handle.kill() }
         self.wait = { await handle.waitForTermination() }
         self.handle = handle
     }

@@ -1,0 +1,247 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import MetricsTestKit
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import Sluice
+import SluiceTestKit
+import Synchronization
+import Testing
+
+/// A gate a handler can wait on until the test opens it.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let open = self.state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if open { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+@Suite struct PipelineLifecycleTests {
+    @Test func gracefulShutdownFinishesInFlightWorkFlushesBatchesAndLosesNothing() async throws {
+        let source = InMemorySource()
+        let started = Gate()
+        let release = Gate()
+        let handled = Recorder<String>()
+        let batched = Recorder<String>()
+        let pipeline = Pipeline("drain", source: source) {
+            Processors(concurrency: 2, maxDemand: 4) { message in
+                started.open()
+                await release.wait()
+                handled.append(try message.string())
+            }
+            Batcher(size: 1000, timeout: .seconds(3600)) { batch in
+                for message in batch { batched.append(try message.string()) }
+            }
+        }
+        let ids = source.push(payloads(200))
+        try await withTimeout {
+            try await testGracefulShutdown { trigger in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await pipeline.run() }
+                    await started.wait()
+                    trigger.triggerGracefulShutdown()
+                    release.open()
+                    try await group.waitForAll()
+                }
+            }
+        }
+        // Whatever was taken from the source was finished, batched (the partial batch was
+        // flushed although its timeout is an hour away) and acknowledged exactly once; the
+        // rest is still in the source for the next run.
+        let settled = source.settlementCounts
+        #expect(settled.values.allSatisfy { $0 == 1 })
+        #expect(settled.count == source.emittedCount)
+        #expect(settled.count + source.queuedCount == ids.count)
+        #expect(settled.count < ids.count, "drain should stop taking new messages")
+        #expect(Set(handled.all) == Set(batched.all))
+        #expect(handled.count == settled.count)
+        #expect(ids.allSatisfy { source.outcome(of: $0) == .acknowledged || source.outcome(of: $0) == nil })
+    }
+
+    @Test func afterTheShutdownDeadlineInFlightMessagesStayUnacknowledged() async throws {
+        let source = InMemorySource()
+        let clock = ManualClock()
+        let started = Gate()
+        let pipeline = Pipeline(
+            "deadline",
+            source: source,
+            configuration: PipelineConfiguration(shutdownTimeout: .seconds(5), clock: PipelineClock(clock))
+        ) {
+            Processors(concurrency: 1, maxDemand: 2) { _ in
+                started.open()
+                // A handler that never finishes on its own (until cancelled).
+                try await Task.sleep(for: .seconds(3600))
+            }
+        }
+        source.push(payloads(10))
+        try await withTimeout {
+            try await testGracefulShutdown { trigger in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await pipeline.run() }
+                    await started.wait()
+                    trigger.triggerGracefulShutdown()
+                    await clock.waitForSleepers(1)  // the deadline
+                    clock.advance(by: .seconds(5))
+                    try await group.waitForAll()
+                }
+            }
+        }
+        #expect(source.emittedCount == 2)
+        #expect(source.settlementCounts.isEmpty, "nothing in flight may be acknowledged after the deadline")
+    }
+
+    @Test func cancellingTheRunIsPromptAndAcknowledgesNothingInFlight() async throws {
+        let source = InMemorySource()
+        let started = Gate()
+        let pipeline = Pipeline("cancel", source: source) {
+            Processors(concurrency: 1, maxDemand: 1) { _ in
+                started.open()
+                try await Task.sleep(for: .seconds(3600))
+            }
+        }
+        source.push(payloads(3))
+        let clock = ContinuousClock()
+        let elapsed = try await clock.measure {
+            try await withTimeout {
+                await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await pipeline.run() }
+                    await started.wait()
+                    group.cancelAll()
+                    try? await group.waitForAll()
+                }
+            }
+        }
+        #expect(elapsed < .seconds(5))
+        #expect(source.settlementCounts.isEmpty)
+    }
+
+    @Test func aPartialBatchLeavesWhenItsTimeoutPasses() async throws {
+        let source = InMemorySource()
+        let clock = ManualClock()
+        let batches = Recorder<Int>()
+        let pipeline = Pipeline(
+            "timeout",
+            source: source,
+            configuration: PipelineConfiguration(clock: PipelineClock(clock))
+        ) {
+            Processors(concurrency: 1) { _ in }
+            Batcher(size: 10, timeout: .milliseconds(200)) { batch in batches.append(batch.count) }
+        }
+        try await withRunningPipeline(pipeline) {
+            let ids = source.push(payloads(3))
+            await clock.waitForSleepers(1)
+            clock.advance(by: .milliseconds(199))
+            #expect(source.outcome(of: ids[0]) == nil)
+            clock.advance(by: .milliseconds(1))
+            for id in ids { #expect(await source.waitForOutcome(of: id) == .acknowledged) }
+            #expect(batches.all == [3])
+        }
+    }
+
+    @Test func batchKeysKeepSeparateBatches() async throws {
+        let source = InMemorySource()
+        let batches = Recorder<[String]>()
+        let pipeline = Pipeline("keys", source: source) {
+            Processors(concurrency: 1) { message in message.batchKey = String(try message.string().prefix(1)) }
+            Batcher(size: 2, timeout: .seconds(3600)) { batch in batches.append(try batch.map { try $0.string() }) }
+        }
+        source.push(["a1", "b1", "a2", "b2"].map { Array($0.utf8) })
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        #expect(Set(batches.all) == [["a1", "a2"], ["b1", "b2"]])
+    }
+
+    @Test func theRateLimitWithholdsDemandAndCanChangeAtRuntime() async throws {
+        let source = InMemorySource()
+        let clock = ManualClock()
+        let handled = Recorder<String>()
+        let pipeline = Pipeline(
+            "rate",
+            source: source,
+            configuration: PipelineConfiguration(rateLimit: RateLimit(messages: 5, per: .seconds(1)), clock: PipelineClock(clock))
+        ) {
+            Processors(concurrency: 1, maxDemand: 10) { message in handled.append(try message.string()) }
+        }
+        try await withRunningPipeline(pipeline) {
+            let ids = source.push(payloads(30))
+            // Only 5 tokens in the first second: the processor asks for no more, so the rest
+            // stays in the source.
+            _ = await source.waitForOutcome(of: ids[4])
+            await clock.waitForSleepers(1)
+            #expect(handled.count == 5)
+            #expect(source.emittedCount == 5)
+            clock.advance(by: .seconds(1))
+            _ = await source.waitForOutcome(of: ids[9])
+            await clock.waitForSleepers(1)
+            #expect(handled.count == 10)
+            // Lifting the limit releases everything at once.
+            try pipeline.setRateLimit(nil)
+            for id in ids { _ = await source.waitForOutcome(of: id) }
+            #expect(handled.count == 30)
+        }
+        #expect(throws: SluiceError.self) { try pipeline.setRateLimit(RateLimit(messages: 0, per: .seconds(1))) }
+    }
+
+    @Test func countersAndMetricsFollowEveryMessage() async throws {
+        let metrics = TestMetrics()
+        let source = InMemorySource()
+        let pipeline = Pipeline(
+            "metrics",
+            source: source,
+            configuration: PipelineConfiguration(failurePolicy: .drop, metricsFactory: metrics)
+        ) {
+            Processors(concurrency: 2) { message in
+                if try message.string().hasSuffix("7") { throw Boom() }
+            }
+            Batcher(size: 10, timeout: .milliseconds(10)) { _ in }
+        }
+        source.push(payloads(100))
+        source.finishWhenEmpty()
+        try await withTimeout { try await pipeline.run() }
+        let dimensions = [("pipeline", "metrics")]
+        #expect(try metrics.expectCounter(SluiceMetricLabel.received, dimensions).totalValue == 100)
+        #expect(try metrics.expectCounter(SluiceMetricLabel.acknowledged, dimensions).totalValue == 90)
+        #expect(try metrics.expectCounter(SluiceMetricLabel.failed, dimensions).totalValue == 10)
+        #expect(try metrics.expectGauge(SluiceMetricLabel.inFlight, dimensions).lastValue == 0)
+        let sizes = metrics.recorders(label: SluiceMetricLabel.batchSize).flatMap(\.values)
+        #expect(sizes.reduce(0, +) == 90)
+    }
+
+    @Test func aPipelineRunsInAServiceGroup() async throws {
+        let source = InMemorySource()
+        let pipeline = Pipeline("service", source: source) { Processors(concurrency: 1) { _ in } }
+        let group = ServiceGroup(services: [pipeline], logger: Logger(label: "test"))
+        try await withTimeout {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                #expect(await source.testMessage("hello") == .acknowledged)
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+        }
+    }
+}
