@@ -216,8 +216,9 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
                     message.fail(batchError)
                     settlement.failed.append((message, self.runtime.policy.disposition))
                 }
+            } else if !messages.contains(where: \.isFailed) {
+                settlement.acknowledged = messages
             } else {
-                settlement.acknowledged.reserveCapacity(messages.count)
                 for message in messages {
                     if message.isFailed {
                         settlement.failed.append((message, self.runtime.disposition(of: message)))

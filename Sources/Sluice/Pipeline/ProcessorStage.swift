@@ -73,73 +73,91 @@ struct ProcessorCore<Source: PipelineSource> {
     }
 
     /// Runs the handler on each message (with retries); returns the messages to pass on to
-    /// batchers, and settles the rest.
-    mutating func process(_ messages: [Message<Metadata>]) async -> [Message<Metadata>] {
-        self.pending -= messages.count
-        self.runtime.received(messages.count)
-        var forward: [Message<Metadata>] = []
-        if self.routesToBatchers { forward.reserveCapacity(messages.count) }
+    /// batchers, and settles the rest. Messages are changed in place and passed on as the same
+    /// array when none failed, so the common path costs nothing per message beyond the handler.
+    mutating func process(_ input: [Message<Metadata>]) async -> [Message<Metadata>] {
+        self.pending -= input.count
+        self.runtime.received(input.count)
+        var messages = input
+        var failed: [Int] = []
         var settlement = Settlement<Metadata>()
         let started = ContinuousClock.now
-        for original in messages {
-            var message = original
-            if self.runtime.exceedsDeliveries(message) {
-                message.fail(
-                    PoisonMessage(deliveryCount: message.metadata.deliveryCount ?? 0, maxDeliveries: self.runtime.policy.maxDeliveries ?? 0)
+        for index in messages.indices {
+            if self.runtime.exceedsDeliveries(messages[index]) {
+                messages[index].fail(
+                    PoisonMessage(
+                        deliveryCount: messages[index].metadata.deliveryCount ?? 0,
+                        maxDeliveries: self.runtime.policy.maxDeliveries ?? 0
+                    )
                 )
-                settlement.failed.append((message, self.runtime.policy.disposition))
-                continue
-            }
-            var abandoned = false
-            while true {
-                message.attempts += 1
-                do {
-                    try await self.handler(&message)
-                } catch {
-                    message.fail(error)
+            } else {
+                var abandoned = false
+                while true {
+                    messages[index].attempts += 1
+                    do {
+                        try await self.handler(&messages[index])
+                    } catch {
+                        messages[index].fail(error)
+                    }
+                    if Task.isCancelled {
+                        // The pipeline is being torn down (deadline passed, or cancelled): what
+                        // is not settled yet stays unacknowledged for the broker to deliver again.
+                        abandoned = true
+                        break
+                    }
+                    guard let failure = messages[index].failure, failure.disposition == nil,
+                        messages[index].attempts < self.runtime.policy.maxAttempts,
+                        let retry = self.runtime.policy.retry
+                    else { break }
+                    self.runtime.retried()
+                    do {
+                        try await self.runtime.clock.sleep(for: retry.delay(afterAttempt: messages[index].attempts, using: &self.random))
+                    } catch {
+                        abandoned = true
+                        break
+                    }
+                    let attempts = messages[index].attempts
+                    messages[index] = input[index]
+                    messages[index].attempts = attempts
                 }
-                if Task.isCancelled {
-                    // The pipeline is being torn down (deadline passed, or cancelled): whatever
-                    // is not settled yet stays unacknowledged for the broker to deliver again.
+                if abandoned {
                     self.runtime.settle(settlement)
                     return []
                 }
-                guard let failure = message.failure else { break }
-                guard failure.disposition == nil, message.attempts < self.runtime.policy.maxAttempts,
-                    let retry = self.runtime.policy.retry
-                else { break }
-                self.runtime.retried()
-                do {
-                    try await self.runtime.clock.sleep(for: retry.delay(afterAttempt: message.attempts, using: &self.random))
-                } catch {
-                    // Cancelled while waiting: the stage is being torn down. Leave the message
-                    // unsettled so the broker delivers it again.
-                    abandoned = true
-                    break
-                }
-                let attempts = message.attempts
-                message = original
-                message.attempts = attempts
             }
-            if abandoned { continue }
-            if message.isFailed {
-                settlement.failed.append((message, self.runtime.disposition(of: message)))
-            } else if self.routesToBatchers {
-                if let name = message.batcher, !self.runtime.batcherNames.contains(name) {
-                    message.fail(UnknownBatcher(name: name, known: self.runtime.batcherNames))
-                    settlement.failed.append((message, self.runtime.disposition(of: message)))
-                } else {
-                    forward.append(message)
-                }
-            } else {
-                settlement.acknowledged.append(message)
+            if self.routesToBatchers, !messages[index].isFailed, let name = messages[index].batcher,
+                !self.runtime.batcherNames.contains(name)
+            {
+                messages[index].fail(UnknownBatcher(name: name, known: self.runtime.batcherNames))
+            }
+            if messages[index].isFailed {
+                failed.append(index)
+                settlement.failed.append((messages[index], self.runtime.disposition(of: messages[index])))
             }
         }
         if !messages.isEmpty {
             self.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)) / Int64(messages.count))
         }
+        if !failed.isEmpty {
+            var kept: [Message<Metadata>] = []
+            kept.reserveCapacity(messages.count - failed.count)
+            var next = 0
+            for index in messages.indices {
+                if next < failed.count && failed[next] == index {
+                    next += 1
+                } else {
+                    kept.append(messages[index])
+                }
+            }
+            messages = kept
+        }
+        if self.routesToBatchers {
+            self.runtime.settle(settlement)
+            return messages
+        }
+        settlement.acknowledged = messages
         self.runtime.settle(settlement)
-        return forward
+        return []
     }
 }
 
