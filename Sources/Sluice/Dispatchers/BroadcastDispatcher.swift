@@ -108,7 +108,9 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
 
     @inlinable
     mutating func buffered(_ count: Int) {
-        // Only happens with no subscriber, or with `waiting` already used up by a dispatch.
+        // With subscribers, events are buffered only once `waiting` was used up; what it holds
+        // now is fresh demand (refunds) the producer has yet to see.
+        guard self.entries.isEmpty else { return }
         self.waiting -= min(self.waiting, count)
     }
 

@@ -105,15 +105,18 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     mutating func cancel(_ subscription: SubscriptionID) -> Int {
         guard let index = self.partitionBySubscription.removeValue(forKey: subscription) else { return 0 }
         self.partitions[index].subscriber = nil
-        self.cancelledDemand += self.partitions[index].demand
+        // Its events may have gone to other partitions: never count on more than is owed.
+        self.cancelledDemand = min(self.cancelledDemand + self.partitions[index].demand, self.waiting)
         self.partitions[index].demand = 0
         return 0
     }
 
     @inlinable
     mutating func buffered(_ count: Int) {
+        // With subscribers, events are buffered only once `waiting` was used up; what it holds
+        // now is fresh demand (refunds) the producer has yet to see.
+        guard self.partitionBySubscription.isEmpty else { return }
         self.waiting -= min(self.waiting, count)
-        // Cancelled subscribers cannot be owed more than the producer still owes at all.
         self.cancelledDemand = min(self.cancelledDemand, self.waiting)
     }
 
@@ -134,6 +137,8 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         let now = min(self.waiting, events.count)
         guard now > 0 else { return DispatchOutcome(leftover: events) }
         self.waiting -= now
+        // Cancelled subscribers cannot be owed more than the producer still owes at all.
+        self.cancelledDemand = min(self.cancelledDemand, self.waiting)
         var outgoing = [[Event]](repeating: [], count: self.partitions.count)
         var refund = 0
         for position in 0..<now {
