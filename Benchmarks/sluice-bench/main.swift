@@ -22,12 +22,14 @@ for suite in selected {
     switch suite {
     case "engine":
         await EngineSuite(quick: quick).run()
+    case "pipeline":
+        await PipelineSuite(quick: quick).run()
     case "profile-abc":
         // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
         print("A→B→C maxDemand 1000: \(formatRate(rate))")
     default:
-        print("unknown suite \(suite); known: engine")
+        print("unknown suite \(suite); known: engine, pipeline, redis")
         exit(2)
     }
 }

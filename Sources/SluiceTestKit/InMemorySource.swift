@@ -53,11 +53,23 @@ public final class InMemorySource: PipelineSource, Sendable {
     /// The most unacknowledged messages this source allows (`nil`: no limit); pipelines whose
     /// window is larger refuse to start.
     public let maximumInFlight: Int?
+    /// Whether each message's outcome is recorded (for tests); otherwise only counted.
+    public let recordsOutcomes: Bool
+    private let settled = Atomic<Int>(0)
 
     /// Creates an empty source.
-    public init(maximumInFlight: Int? = nil) {
+    ///
+    /// - Parameters:
+    ///   - maximumInFlight: The source's limit on unacknowledged messages, if any.
+    ///   - recordsOutcomes: Record every message's outcome (default); `false` only counts
+    ///     settled messages, for benchmarks.
+    public init(maximumInFlight: Int? = nil, recordsOutcomes: Bool = true) {
         self.maximumInFlight = maximumInFlight
+        self.recordsOutcomes = recordsOutcomes
     }
+
+    /// Messages settled so far (counted even when outcomes are not recorded).
+    public var settledCount: Int { self.settled.load(ordering: .relaxed) }
 
     public func makeParts(context: SourceContext) async throws -> SourceParts<InMemoryProducer, InMemoryAcknowledger> {
         SourceParts(stage: InMemoryProducer(source: self), acknowledger: InMemoryAcknowledger(source: self))
@@ -161,15 +173,16 @@ public final class InMemorySource: PipelineSource, Sendable {
     func take(_ count: Int) -> (messages: [Message<BasicMetadata>], finished: Bool) {
         self.state.withLock { state in
             let n = min(count, state.queue.count)
-            var messages: [Message<BasicMetadata>] = []
-            messages.reserveCapacity(n)
-            for _ in 0..<n { messages.append(state.queue.removeFirst()) }
+            let messages = Array(state.queue.prefix(n))
+            state.queue.removeFirst(n)
             state.emitted += n
             return (messages, state.finishWhenEmpty && state.queue.isEmpty)
         }
     }
 
     func record(_ settlement: Settlement<BasicMetadata>) {
+        self.settled.add(settlement.count, ordering: .relaxed)
+        guard self.recordsOutcomes else { return }
         var resumed: [(CheckedContinuation<MessageOutcome, Never>, MessageOutcome)] = []
         self.state.withLock { state in
             func settle(_ id: UInt64, _ outcome: MessageOutcome) {

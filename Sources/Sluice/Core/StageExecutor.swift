@@ -94,7 +94,7 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
                     break
                 }
                 polls += 1
-                if polls & 63 == 0 && clock.now >= deadline { break }
+                if polls & 1023 == 0 && clock.now >= deadline { break }
             }
             if found { continue }
             // Park. The sleeper count is raised before the last check, so an enqueue either

@@ -29,6 +29,7 @@ public struct Settlement<Metadata: Sendable>: Sendable {
     public var failed: [(message: Message<Metadata>, disposition: FailureDisposition)]
 
     /// Creates a settlement.
+    @inlinable
     public init(
         acknowledged: [Message<Metadata>] = [],
         failed: [(message: Message<Metadata>, disposition: FailureDisposition)] = []
@@ -38,8 +39,10 @@ public struct Settlement<Metadata: Sendable>: Sendable {
     }
 
     /// Whether there is nothing to settle.
+    @inlinable
     public var isEmpty: Bool { self.acknowledged.isEmpty && self.failed.isEmpty }
 
     /// How many messages this settles.
+    @inlinable
     public var count: Int { self.acknowledged.count + self.failed.count }
 }

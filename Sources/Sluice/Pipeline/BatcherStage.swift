@@ -9,12 +9,22 @@
 import Metrics
 
 /// A batch on its way from a batcher to a batch processor.
+@usableFromInline
 struct Batch<Metadata: Sendable>: Sendable {
+    @usableFromInline
     var key: String?
+    @usableFromInline
     var messages: [Message<Metadata>]
+
+    @inlinable
+    init(key: String?, messages: [Message<Metadata>]) {
+        self.key = key
+        self.messages = messages
+    }
 }
 
 /// Information a batcher receives.
+@usableFromInline
 enum BatcherInfo: Sendable {
     /// The batch timer fired.
     case timer(generation: Int)
@@ -22,30 +32,56 @@ enum BatcherInfo: Sendable {
 
 /// Groups messages from every processor into batches by key; a batch leaves when it is full or
 /// its timeout passed. When every processor has ended it flushes what it holds and ends.
+@usableFromInline
 struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
+    @usableFromInline
     typealias Metadata = Source.Metadata
+    @usableFromInline
     typealias Input = Message<Metadata>
+    @usableFromInline
     typealias Output = Batch<Metadata>
+    @usableFromInline
     typealias Info = BatcherInfo
 
-    private struct Pending {
+    @usableFromInline
+    struct Pending {
+        @usableFromInline
         var messages: [Message<Metadata>] = []
+        @usableFromInline
         var deadline: Duration
+
+        @inlinable
+        init(messages: [Message<Metadata>] = [], deadline: Duration) {
+            self.messages = messages
+            self.deadline = deadline
+        }
     }
 
+    @usableFromInline
     let runtime: PipelineRuntime<Source>
+    @usableFromInline
     let size: Int
+    @usableFromInline
     let timeout: Duration
+    @usableFromInline
     let key: (@Sendable (Message<Metadata>) -> String?)?
-    private var handle: StageHandle<Self>?
+    @usableFromInline
+    var handle: StageHandle<Self>?
     /// The batch without a key (the common case) kept apart from the keyed ones.
-    private var unkeyed: Pending?
-    private var keyed: [String: Pending] = [:]
-    private var upstreams = 0
-    private var timer: Task<Void, Never>?
-    private var timerDeadline: Duration?
-    private var timerGeneration = 0
+    @usableFromInline
+    var unkeyed: Pending?
+    @usableFromInline
+    var keyed: [String: Pending] = [:]
+    @usableFromInline
+    var upstreams = 0
+    @usableFromInline
+    var timer: Task<Void, Never>?
+    @usableFromInline
+    var timerDeadline: Duration?
+    @usableFromInline
+    var timerGeneration = 0
 
+    @inlinable
     init(runtime: PipelineRuntime<Source>, batcher: Batcher<Metadata>) {
         self.runtime = runtime
         self.size = batcher.size
@@ -53,15 +89,18 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         self.key = batcher.key
     }
 
+    @inlinable
     mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
         self.handle = handle
     }
 
+    @inlinable
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
         self.upstreams += 1
         return subscription.demand
     }
 
+    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) {
         var now: Duration?
         for message in events {
@@ -94,6 +133,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         }
     }
 
+    @inlinable
     mutating func handleInfo(_ info: BatcherInfo, context: inout StageContext<Output>) {
         guard case .timer(let generation) = info, generation == self.timerGeneration else { return }
         self.timer = nil
@@ -119,6 +159,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         if let next { self.armTimer(next) }
     }
 
+    @inlinable
     mutating func handleCancel(_ subscription: SubscriptionID, reason: StopReason, context: inout StageContext<Output>) {
         self.upstreams -= 1
         guard self.upstreams == 0 else { return }
@@ -130,12 +171,14 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         context.stop(reason.isNormalOrShutdown ? .normal : reason)
     }
 
+    @inlinable
     mutating func terminate(reason: StopReason) async {
         self.timer?.cancel()
     }
 
     /// Makes sure a timer fires no later than `deadline`.
-    private mutating func armTimer(_ deadline: Duration) {
+    @inlinable
+    mutating func armTimer(_ deadline: Duration) {
         if let current = self.timerDeadline, current <= deadline { return }
         self.timer?.cancel()
         self.timerGeneration += 1
@@ -156,16 +199,25 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
 
 /// Runs a batcher's handler on each batch it receives, with retries, then settles every
 /// message of the batch.
+@usableFromInline
 struct BatchProcessorStage<Source: PipelineSource>: Consumer {
+    @usableFromInline
     typealias Metadata = Source.Metadata
+    @usableFromInline
     typealias Input = Batch<Metadata>
 
+    @usableFromInline
     let runtime: PipelineRuntime<Source>
+    @usableFromInline
     let handler: @Sendable (inout [Message<Metadata>]) async throws -> Void
+    @usableFromInline
     let sizes: Recorder
+    @usableFromInline
     let latency: Metrics.Timer
+    @usableFromInline
     var random = SystemRandomNumberGenerator()
 
+    @inlinable
     init(runtime: PipelineRuntime<Source>, batcher: Batcher<Metadata>, index: Int) {
         self.runtime = runtime
         self.handler = batcher.handler
@@ -174,6 +226,7 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
         self.latency = Metrics.Timer(label: SluiceMetricLabel.handlerLatency, dimensions: dimensions, factory: runtime.metricsFactory)
     }
 
+    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
         for batch in events {
             self.sizes.record(batch.messages.count)

@@ -21,6 +21,7 @@ public struct RetryPolicy: Hashable, Sendable {
     public var jitter: Double
 
     /// Creates a retry policy.
+    @inlinable
     public init(
         maxAttempts: Int = 3,
         initialBackoff: Duration = .milliseconds(100),
@@ -36,6 +37,7 @@ public struct RetryPolicy: Hashable, Sendable {
     }
 
     /// The wait after failed attempt number `attempt` (1-based), before jitter.
+    @inlinable
     public func backoff(afterAttempt attempt: Int) -> Duration {
         var wait = self.initialBackoff
         for _ in 1..<max(1, attempt) {
@@ -46,6 +48,7 @@ public struct RetryPolicy: Hashable, Sendable {
     }
 
     /// The wait after failed attempt `attempt`, with jitter drawn from `generator`.
+    @inlinable
     public func delay(afterAttempt attempt: Int, using generator: inout some RandomNumberGenerator) -> Duration {
         let wait = self.backoff(afterAttempt: attempt)
         guard self.jitter > 0 else { return wait }
@@ -53,6 +56,7 @@ public struct RetryPolicy: Hashable, Sendable {
         return wait * factor
     }
 
+    @inlinable
     func validate() throws(SluiceError) {
         guard self.maxAttempts >= 1 else { throw .invalidOption("retry.maxAttempts", self.maxAttempts, "must be 1 or more") }
         guard self.initialBackoff >= .zero else {
@@ -82,6 +86,7 @@ public struct FailurePolicy: Hashable, Sendable {
     public var maxDeliveries: Int?
 
     /// Creates a failure policy.
+    @inlinable
     public init(retry: RetryPolicy? = RetryPolicy(), disposition: FailureDisposition = .deadLetter, maxDeliveries: Int? = 5) {
         self.retry = retry
         self.disposition = disposition
@@ -89,6 +94,7 @@ public struct FailurePolicy: Hashable, Sendable {
     }
 
     /// Retries up to `attempts` in total, then settles with `disposition`.
+    @inlinable
     public static func retry(
         attempts: Int,
         initialBackoff: Duration = .milliseconds(100),
@@ -103,14 +109,19 @@ public struct FailurePolicy: Hashable, Sendable {
     }
 
     /// No retry: dead-letter at once.
+    @inlinable
     public static var deadLetter: FailurePolicy { FailurePolicy(retry: nil, disposition: .deadLetter) }
     /// No retry: give back to the broker at once.
+    @inlinable
     public static var requeue: FailurePolicy { FailurePolicy(retry: nil, disposition: .requeue) }
     /// No retry: acknowledge, discard and count.
+    @inlinable
     public static var drop: FailurePolicy { FailurePolicy(retry: nil, disposition: .drop) }
 
+    @inlinable
     var maxAttempts: Int { self.retry?.maxAttempts ?? 1 }
 
+    @inlinable
     func validate() throws(SluiceError) {
         try self.retry?.validate()
         if let maxDeliveries, maxDeliveries < 1 {
@@ -120,6 +131,7 @@ public struct FailurePolicy: Hashable, Sendable {
 }
 
 extension Duration {
+    @inlinable
     static func * (lhs: Duration, rhs: Double) -> Duration {
         let attoseconds = Double(lhs.components.seconds) * 1e18 + Double(lhs.components.attoseconds)
         let scaled = attoseconds * rhs

@@ -15,13 +15,16 @@ public protocol MessageMetadata: Sendable {
 }
 
 extension MessageMetadata {
+    @inlinable
     public var deliveryCount: Int? { nil }
 }
 
 /// What happens to a message that failed for good.
 public struct FailureDisposition: Hashable, Sendable, CustomStringConvertible {
-    private enum Base: Hashable, Sendable { case deadLetter, requeue, drop }
-    private let base: Base
+    @usableFromInline
+    enum Base: Hashable, Sendable { case deadLetter, requeue, drop }
+    @usableFromInline
+    let base: Base
 
     /// Hand the message to the source's dead-letter mechanism (AMQP dead-letter exchange,
     /// Redis dead-letter stream, Kafka dead-letter topic) and acknowledge it.
@@ -32,6 +35,7 @@ public struct FailureDisposition: Hashable, Sendable, CustomStringConvertible {
     /// Acknowledge and discard the message; it is counted.
     public static let drop = FailureDisposition(base: .drop)
 
+    @inlinable
     public var description: String {
         switch self.base {
         case .deadLetter: return "deadLetter"
@@ -50,26 +54,57 @@ public struct Message<Metadata: Sendable>: Sendable {
     public var payload: [UInt8]
     /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
     public var metadata: Metadata
-    /// The batcher the message goes to after its processor (`nil`: the first batcher).
-    public var batcher: String?
-    /// Messages with the same batch key are batched together (`nil`: one common batch).
-    public var batchKey: String?
-    /// Why the message failed, if it did; a failed message goes to no batcher.
-    public internal(set) var failure: MessageFailure?
     /// How many times this pipeline ran the processor for this message (1 on the first run).
-    public internal(set) var attempts: Int = 0
+    public var attempts: Int = 0
+    /// Routing and failure, rarely set: kept out of line so a message stays small to copy.
+    @usableFromInline
+    var extras: MessageExtras?
+
+    /// The batcher the message goes to after its processor (`nil`: the first batcher).
+    @inlinable
+    public var batcher: String? {
+        get { self.extras?.batcher }
+        set { self.updateExtras { $0.batcher = newValue } }
+    }
+
+    /// Messages with the same batch key are batched together (`nil`: one common batch).
+    @inlinable
+    public var batchKey: String? {
+        get { self.extras?.batchKey }
+        set { self.updateExtras { $0.batchKey = newValue } }
+    }
+
+    /// Why the message failed, if it did; a failed message goes to no batcher.
+    @inlinable
+    public var failure: MessageFailure? {
+        get { self.extras?.failure }
+        set { self.updateExtras { $0.failure = newValue } }
+    }
+
+    @inlinable
+    mutating func updateExtras(_ update: (MessageExtras) -> Void) {
+        if self.extras == nil {
+            self.extras = MessageExtras()
+        } else if !isKnownUniquelyReferenced(&self.extras) {
+            self.extras = self.extras!.copy()
+        }
+        update(self.extras!)
+    }
 
     /// Creates a message.
+    @inlinable
     public init(payload: [UInt8], metadata: Metadata) {
         self.payload = payload
         self.metadata = metadata
     }
 
     /// Whether the message was marked failed.
-    public var isFailed: Bool { self.failure != nil }
+    @inlinable
+    public var isFailed: Bool { self.extras?.failure != nil }
 
     /// Marks the message failed. With `disposition` `nil` the pipeline's failure policy decides
     /// (retry, then its final disposition); otherwise the message goes that way at once.
+    @inlinable
     public mutating func fail(_ error: any Error, disposition: FailureDisposition? = nil) {
         self.failure = MessageFailure(error: error, disposition: disposition)
     }
@@ -78,11 +113,36 @@ public struct Message<Metadata: Sendable>: Sendable {
     ///
     /// - Throws: ``DecodingFailure`` if the payload is not valid UTF-8; thrown from a handler it
     ///   fails the message (it never crashes the pipeline).
+    @inlinable
     public func string() throws(DecodingFailure) -> String {
         guard let text = String(validating: self.payload, as: UTF8.self) else {
             throw DecodingFailure("payload of \(self.payload.count) bytes is not valid UTF-8")
         }
         return text
+    }
+}
+
+/// The rarely used parts of a message, shared copy-on-write between copies of the message.
+///
+/// `@unchecked Sendable`: a box is written only through ``Message/updateExtras(_:)``, which
+/// first copies it unless the writing message holds the only reference, so a box visible to
+/// more than one message (or task) is never written.
+@usableFromInline
+final class MessageExtras: @unchecked Sendable {
+    @usableFromInline var batcher: String?
+    @usableFromInline var batchKey: String?
+    @usableFromInline var failure: MessageFailure?
+
+    @inlinable
+    init() {}
+
+    @inlinable
+    func copy() -> MessageExtras {
+        let copy = MessageExtras()
+        copy.batcher = self.batcher
+        copy.batchKey = self.batchKey
+        copy.failure = self.failure
+        return copy
     }
 }
 
@@ -94,11 +154,13 @@ public struct MessageFailure: Sendable, CustomStringConvertible {
     public var disposition: FailureDisposition?
 
     /// Creates a failure.
+    @inlinable
     public init(error: any Error, disposition: FailureDisposition? = nil) {
         self.error = error
         self.disposition = disposition
     }
 
+    @inlinable
     public var description: String { "\(self.error)" }
 }
 
@@ -108,8 +170,10 @@ public struct DecodingFailure: Error, Sendable, CustomStringConvertible {
     public let message: String
 
     /// Creates a decoding failure.
+    @inlinable
     public init(_ message: String) { self.message = message }
 
+    @inlinable
     public var description: String { "DecodingFailure: \(self.message)" }
 }
 
@@ -121,6 +185,7 @@ public struct BasicMetadata: MessageMetadata, Hashable {
     public var deliveryCount: Int?
 
     /// Creates metadata.
+    @inlinable
     public init(id: UInt64, deliveryCount: Int? = nil) {
         self.id = id
         self.deliveryCount = deliveryCount

@@ -29,6 +29,7 @@ public struct PipelineConfiguration: Sendable {
     public var metricsFactory: (any MetricsFactory)?
 
     /// Creates a configuration.
+    @inlinable
     public init(
         failurePolicy: FailurePolicy = FailurePolicy(),
         shutdownTimeout: Duration = .seconds(30),
@@ -74,18 +75,40 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     public let source: Source
     /// The configuration.
     public let configuration: PipelineConfiguration
+    @usableFromInline
     let components: PipelineComponents<Metadata>
-    private let limiter: RateLimiter
-    private let running = Mutex<RunningState?>(nil)
+    @usableFromInline
+    let limiter: RateLimiter
+    @usableFromInline
+    let running = Mutex<RunningState?>(nil)
 
-    private struct RunningState: Sendable {
+    @usableFromInline
+    struct RunningState: Sendable {
+        @usableFromInline
         var stages: [SupervisedStage]
+        @usableFromInline
         var drain: @Sendable () -> Void
+        @usableFromInline
         var pokeProcessors: @Sendable () -> Void
+        @usableFromInline
         var statistics: @Sendable () -> PipelineStatistics
+
+        @inlinable
+        init(
+            stages: [SupervisedStage],
+            drain: @escaping @Sendable () -> Void,
+            pokeProcessors: @escaping @Sendable () -> Void,
+            statistics: @escaping @Sendable () -> PipelineStatistics
+        ) {
+            self.stages = stages
+            self.drain = drain
+            self.pokeProcessors = pokeProcessors
+            self.statistics = statistics
+        }
     }
 
     /// Creates a pipeline; nothing runs until ``run()``.
+    @inlinable
     public init(
         _ name: String,
         source: Source,
@@ -101,6 +124,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
     /// The in-flight window the topology needs: Σ processor maxDemand + Σ batch size × batcher
     /// concurrency. Handed to the source (e.g. as AMQP prefetch).
+    @inlinable
     public var window: Int {
         let processors = self.components.processors.reduce(0) { $0 + $1.concurrency * $1.maxDemand }
         let batchers = self.components.batchers.reduce(0) { $0 + $1.size * $1.concurrency }
@@ -111,6 +135,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///
     /// - Throws: ``SluiceError`` (``SluiceError/Code-swift.struct/invalidOption``) naming the
     ///   option and the numbers that do not fit.
+    @inlinable
     public func validate() throws(SluiceError) {
         guard self.components.processors.count == 1 else {
             throw .invalidOption(
@@ -147,6 +172,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Changes the rate limit while running (`nil` removes it).
+    @inlinable
     public func setRateLimit(_ limit: RateLimit?) throws(SluiceError) {
         try limit?.validate()
         self.limiter.set(limit)
@@ -155,11 +181,13 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// The message counts so far (zero before the pipeline runs).
+    @inlinable
     public var statistics: PipelineStatistics {
         self.running.withLock { $0?.statistics() } ?? PipelineStatistics()
     }
 
     /// Asks a running pipeline to drain: stop taking messages, finish in-flight work, end.
+    @inlinable
     public func drain() {
         let drain = self.running.withLock { $0?.drain }
         drain?()
@@ -170,6 +198,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///
     /// - Throws: ``SluiceError`` for an invalid configuration; the source's error if it cannot
     ///   connect or fails later; a stage's error if one crashed.
+    @inlinable
     public func run() async throws {
         try self.validate()
         var pipelineLogger = self.configuration.logger ?? Logger.current

@@ -18,7 +18,9 @@ public struct Processors<Metadata: Sendable>: Sendable {
     public var maxDemand: Int
     /// Each processor's minimum demand (`nil`: `maxDemand / 2`).
     public var minDemand: Int?
+    @usableFromInline
     let partition: (@Sendable (Message<Metadata>) -> Int)?
+    @usableFromInline
     let handler: @Sendable (inout Message<Metadata>) async throws -> Void
 
     /// Creates processors.
@@ -28,6 +30,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
     ///   - maxDemand: How many messages each processor asks for at most.
     ///   - minDemand: When a processor re-asks; `nil` for `maxDemand / 2`.
     ///   - handler: Handles one message; throwing (or ``Message/fail(_:disposition:)``) fails it.
+    @inlinable
     public init(
         concurrency: Int = StageExecutor.defaultThreadCount,
         maxDemand: Int = 10,
@@ -42,6 +45,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
     }
 
     /// Creates processors that keep messages with equal `partitionBy` keys in order.
+    @inlinable
     public init<Key: Hashable & SendableMetatype>(
         concurrency: Int = StageExecutor.defaultThreadCount,
         maxDemand: Int = 10,
@@ -56,6 +60,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         self.handler = handler
     }
 
+    @inlinable
     func validate() throws(SluiceError) {
         guard self.concurrency >= 1 else { throw .invalidOption("processors.concurrency", self.concurrency, "must be 1 or more") }
         try SubscriptionOptions<Int>(maxDemand: self.maxDemand, minDemand: self.minDemand).validate()
@@ -74,7 +79,9 @@ public struct Batcher<Metadata: Sendable>: Sendable {
     public var timeout: Duration
     /// How many batch processors run this batcher's handler in parallel.
     public var concurrency: Int
+    @usableFromInline
     let key: (@Sendable (Message<Metadata>) -> String?)?
+    @usableFromInline
     let handler: @Sendable (inout [Message<Metadata>]) async throws -> Void
 
     /// Creates a batcher.
@@ -87,6 +94,7 @@ public struct Batcher<Metadata: Sendable>: Sendable {
     ///   - batchKey: Groups messages into separate batches (``Message/batchKey`` wins if set).
     ///   - handler: Handles a batch; throwing fails every message of it, and it may mark single
     ///     messages failed with ``Message/fail(_:disposition:)``.
+    @inlinable
     public init(
         _ name: String = "default",
         size: Int = 100,
@@ -103,6 +111,7 @@ public struct Batcher<Metadata: Sendable>: Sendable {
         self.handler = handler
     }
 
+    @inlinable
     func validate() throws(SluiceError) {
         guard !self.name.isEmpty else { throw .invalidOption("batcher.name", "\"\"", "must not be empty") }
         guard self.size >= 1 else { throw .invalidOption("batcher(\(self.name)).size", self.size, "must be 1 or more") }
@@ -117,25 +126,37 @@ public struct Batcher<Metadata: Sendable>: Sendable {
 
 /// The stages of a pipeline, as written in its builder.
 public struct PipelineComponents<Metadata: Sendable>: Sendable {
+    @usableFromInline
     var processors: [Processors<Metadata>] = []
+    @usableFromInline
     var batchers: [Batcher<Metadata>] = []
+
+    @inlinable
+    init(processors: [Processors<Metadata>] = [], batchers: [Batcher<Metadata>] = []) {
+        self.processors = processors
+        self.batchers = batchers
+    }
 }
 
 /// Builds a pipeline's topology: one ``Processors`` and any number of ``Batcher``s.
 @resultBuilder
 public enum PipelineBuilder<Metadata: Sendable> {
+    @inlinable
     public static func buildExpression(_ processors: Processors<Metadata>) -> PipelineComponents<Metadata> {
         PipelineComponents(processors: [processors])
     }
 
+    @inlinable
     public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineComponents<Metadata> {
         PipelineComponents(batchers: [batcher])
     }
 
+    @inlinable
     public static func buildPartialBlock(first: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         first
     }
 
+    @inlinable
     public static func buildPartialBlock(
         accumulated: PipelineComponents<Metadata>,
         next: PipelineComponents<Metadata>
@@ -146,18 +167,22 @@ public enum PipelineBuilder<Metadata: Sendable> {
         )
     }
 
+    @inlinable
     public static func buildOptional(_ component: PipelineComponents<Metadata>?) -> PipelineComponents<Metadata> {
         component ?? PipelineComponents()
     }
 
+    @inlinable
     public static func buildEither(first component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         component
     }
 
+    @inlinable
     public static func buildEither(second component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         component
     }
 
+    @inlinable
     public static func buildArray(_ components: [PipelineComponents<Metadata>]) -> PipelineComponents<Metadata> {
         PipelineComponents(
             processors: components.flatMap(\.processors),

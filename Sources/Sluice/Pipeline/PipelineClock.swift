@@ -11,10 +11,13 @@
 /// Any `Clock` with `Duration` works; tests pass a manual clock (SluiceTestKit's
 /// `ManualClock`) to control time.
 public struct PipelineClock: Sendable {
+    @usableFromInline
     let elapsed: @Sendable () -> Duration
+    @usableFromInline
     let sleepFor: @Sendable (Duration) async throws -> Void
 
     /// Wraps `clock`.
+    @inlinable
     public init<C: Clock>(_ clock: C) where C.Duration == Duration {
         let origin = clock.now
         self.elapsed = { origin.duration(to: clock.now) }
@@ -22,12 +25,15 @@ public struct PipelineClock: Sendable {
     }
 
     /// The system's continuous clock.
+    @inlinable
     public static var continuous: PipelineClock { PipelineClock(ContinuousClock()) }
 
     /// Time since the clock was wrapped.
+    @inlinable
     public var now: Duration { self.elapsed() }
 
     /// Sleeps for `duration` on this clock.
+    @inlinable
     public func sleep(for duration: Duration) async throws {
         try await self.sleepFor(duration)
     }

@@ -28,11 +28,14 @@ public struct PipelineStatistics: Hashable, Sendable {
     public var dropped = 0
 
     /// Creates empty statistics.
+    @inlinable
     public init() {}
 
     /// Messages settled one way or another.
+    @inlinable
     public var settled: Int { self.acknowledged + self.failed }
     /// Messages received and not yet settled.
+    @inlinable
     public var inFlight: Int { self.received - self.settled }
 }
 
@@ -61,25 +64,42 @@ public enum SluiceMetricLabel {
 
 /// What the stages of one running pipeline share: the acknowledger, the failure policy, the
 /// clock, the rate limiter, counters and metrics.
+@usableFromInline
 final class PipelineRuntime<Source: PipelineSource>: Sendable {
+    @usableFromInline
     typealias Metadata = Source.Metadata
 
+    @usableFromInline
     let name: String
+    @usableFromInline
     let acknowledger: Source.Acker
+    @usableFromInline
     let policy: FailurePolicy
+    @usableFromInline
     let clock: PipelineClock
+    @usableFromInline
     let limiter: RateLimiter
+    @usableFromInline
     let logger: Logger
+    @usableFromInline
     let batcherNames: [String]
 
-    private let counters = Mutex(PipelineStatistics())
-    private let receivedCounter: Counter
-    private let acknowledgedCounter: Counter
-    private let failedCounter: Counter
-    private let retriedCounter: Counter
-    private let deadLetteredCounter: Counter
-    private let inFlightGauge: Gauge
+    @usableFromInline
+    let counters = Mutex(PipelineStatistics())
+    @usableFromInline
+    let receivedCounter: Counter
+    @usableFromInline
+    let acknowledgedCounter: Counter
+    @usableFromInline
+    let failedCounter: Counter
+    @usableFromInline
+    let retriedCounter: Counter
+    @usableFromInline
+    let deadLetteredCounter: Counter
+    @usableFromInline
+    let inFlightGauge: Gauge
 
+    @inlinable
     init(
         name: String,
         acknowledger: Source.Acker,
@@ -108,10 +128,13 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
         self.metricsFactory = factory
     }
 
+    @usableFromInline
     let metricsFactory: any MetricsFactory
 
+    @inlinable
     var statistics: PipelineStatistics { self.counters.withLock { $0 } }
 
+    @inlinable
     func received(_ count: Int) {
         let inFlight = self.counters.withLock { counters -> Int in
             counters.received += count
@@ -121,12 +144,14 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
         self.inFlightGauge.record(inFlight)
     }
 
+    @inlinable
     func retried(_ count: Int = 1) {
         self.counters.withLock { $0.retried += count }
         self.retriedCounter.increment(by: count)
     }
 
     /// Counts and hands a settlement to the acknowledger. Every message passes here once.
+    @inlinable
     func settle(_ settlement: Settlement<Metadata>) {
         guard !settlement.isEmpty else { return }
         var deadLettered = 0
@@ -164,11 +189,13 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
     }
 
     /// The disposition of a message that failed for good.
+    @inlinable
     func disposition(of message: Message<Metadata>) -> FailureDisposition {
         message.failure?.disposition ?? self.policy.disposition
     }
 
     /// Whether the broker delivered `message` more often than the policy allows.
+    @inlinable
     func exceedsDeliveries(_ message: Message<Metadata>) -> Bool {
         guard let cap = self.policy.maxDeliveries, let count = message.metadata.deliveryCount else { return false }
         return count > cap
@@ -182,6 +209,14 @@ public struct PoisonMessage: Error, Hashable, Sendable, CustomStringConvertible 
     /// The policy's cap.
     public let maxDeliveries: Int
 
+    /// Creates the error.
+    @inlinable
+    public init(deliveryCount: Int, maxDeliveries: Int) {
+        self.deliveryCount = deliveryCount
+        self.maxDeliveries = maxDeliveries
+    }
+
+    @inlinable
     public var description: String {
         "message delivered \(self.deliveryCount) times, more than maxDeliveries=\(self.maxDeliveries)"
     }
@@ -194,7 +229,48 @@ public struct UnknownBatcher: Error, Hashable, Sendable, CustomStringConvertible
     /// The batchers the pipeline has.
     public let known: [String]
 
+    /// Creates the error.
+    @inlinable
+    public init(name: String, known: [String]) {
+        self.name = name
+        self.known = known
+    }
+
+    @inlinable
     public var description: String {
         "message routed to unknown batcher \"\(self.name)\"; this pipeline has \(self.known.map { "\"\($0)\"" }.joined(separator: ", "))"
+    }
+}
+
+/// The settlement path of a pipeline, alone, for benchmarks: what a batch processor does to
+/// acknowledge a successful batch.
+@_spi(Benchmarks)
+public struct SettlementProbe<Source: PipelineSource>: Sendable {
+    @usableFromInline
+    let runtime: PipelineRuntime<Source>
+
+    /// Connects `source` as a pipeline named `name` would.
+    @inlinable
+    public init(source: Source, name: String = "probe") async throws {
+        let logger = Logger(label: "sluice.probe", factory: { _ in SwiftLogNoOpLogHandler() })
+        let parts = try await source.makeParts(context: SourceContext(pipelineName: name, window: 100, logger: logger))
+        self.runtime = PipelineRuntime(
+            name: name,
+            acknowledger: parts.acknowledger,
+            policy: FailurePolicy(),
+            clock: .continuous,
+            limiter: RateLimiter(nil),
+            logger: logger,
+            batcherNames: [],
+            metricsFactory: nil
+        )
+    }
+
+    /// Acknowledges `messages` as one successful batch.
+    @inlinable
+    public func settle(_ messages: [Message<Source.Metadata>]) {
+        var settlement = Settlement<Source.Metadata>()
+        settlement.acknowledged = messages
+        self.runtime.settle(settlement)
     }
 }

@@ -27,6 +27,7 @@ public struct SourceContext: Sendable {
     public let logger: Logger
 
     /// Creates a source context.
+    @inlinable
     public init(pipelineName: String, window: Int, logger: Logger) {
         self.pipelineName = pipelineName
         self.window = window
@@ -42,6 +43,7 @@ public struct SourceParts<SourceStage: Producer & Sendable, Acker: Acknowledger>
     public var acknowledger: Acker
 
     /// Creates source parts.
+    @inlinable
     public init(stage: SourceStage, acknowledger: Acker) {
         self.stage = stage
         self.acknowledger = acknowledger
@@ -79,6 +81,8 @@ public protocol PipelineSource: Sendable {
 }
 
 extension PipelineSource {
+    @inlinable
     public var maximumInFlight: Int? { nil }
+    @inlinable
     public func shutdown(_ acknowledger: Acker) async {}
 }

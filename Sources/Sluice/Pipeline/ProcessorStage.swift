@@ -9,6 +9,7 @@
 import Metrics
 
 /// Information a processor receives.
+@usableFromInline
 enum ProcessorInfo: Sendable {
     /// Rate-limit tokens may be available again.
     case tokens
@@ -18,22 +19,37 @@ enum ProcessorInfo: Sendable {
 ///
 /// A processor asks for its demand by hand: like automatic demand (ask `maxDemand`, re-ask
 /// when pending falls to `minDemand`), but only as far as the rate limiter grants tokens.
+@usableFromInline
 struct ProcessorCore<Source: PipelineSource> {
+    @usableFromInline
     typealias Metadata = Source.Metadata
 
+    @usableFromInline
     let runtime: PipelineRuntime<Source>
+    @usableFromInline
     let handler: @Sendable (inout Message<Metadata>) async throws -> Void
+    @usableFromInline
     let maxDemand: Int
+    @usableFromInline
     let minDemand: Int
+    @usableFromInline
     let routesToBatchers: Bool
+    @usableFromInline
     let pendingGauge: Gauge
+    @usableFromInline
     let latency: Metrics.Timer
+    @usableFromInline
     var handle: (@Sendable () -> Void)?
+    @usableFromInline
     var subscription: SubscriptionID?
+    @usableFromInline
     var pending = 0
+    @usableFromInline
     var waitingForTokens = false
+    @usableFromInline
     var random = SystemRandomNumberGenerator()
 
+    @inlinable
     init(runtime: PipelineRuntime<Source>, processors: Processors<Metadata>, index: Int, routesToBatchers: Bool) {
         self.runtime = runtime
         self.handler = processors.handler
@@ -47,6 +63,7 @@ struct ProcessorCore<Source: PipelineSource> {
 
     /// Asks upstream back up to `maxDemand` once pending demand fell to `minDemand`, within the
     /// rate limit; schedules a retry when the limit withholds demand.
+    @inlinable
     mutating func requestDemand<Output>(_ context: inout StageContext<Output>) {
         guard let subscription = self.subscription, !self.waitingForTokens, self.pending <= self.minDemand else { return }
         let wanted = self.maxDemand - self.pending
@@ -67,6 +84,7 @@ struct ProcessorCore<Source: PipelineSource> {
         }
     }
 
+    @inlinable
     mutating func tokensMayBeAvailable<Output>(_ context: inout StageContext<Output>) {
         self.waitingForTokens = false
         self.requestDemand(&context)
@@ -75,6 +93,7 @@ struct ProcessorCore<Source: PipelineSource> {
     /// Runs the handler on each message (with retries); returns the messages to pass on to
     /// batchers, and settles the rest. Messages are changed in place and passed on as the same
     /// array when none failed, so the common path costs nothing per message beyond the handler.
+    @inlinable
     mutating func process(_ input: [Message<Metadata>]) async -> [Message<Metadata>] {
         self.pending -= input.count
         self.runtime.received(input.count)
@@ -162,56 +181,79 @@ struct ProcessorCore<Source: PipelineSource> {
 }
 
 /// A processor whose messages go on to batchers.
+@usableFromInline
 struct ProcessorStage<Source: PipelineSource>: ProducerConsumer {
+    @usableFromInline
     typealias Input = Message<Source.Metadata>
+    @usableFromInline
     typealias Output = Message<Source.Metadata>
+    @usableFromInline
     typealias Info = ProcessorInfo
 
+    @usableFromInline
     var core: ProcessorCore<Source>
 
+    @inlinable
+    init(core: ProcessorCore<Source>) { self.core = core }
+
+    @inlinable
     mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
         self.core.handle = { handle.send(.tokens) }
     }
 
+    @inlinable
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
         self.core.subscription = subscription.id
         self.core.requestDemand(&context)
         return .manual
     }
 
+    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
         let forward = await self.core.process(events)
         if !forward.isEmpty { context.emit(forward) }
         self.core.requestDemand(&context)
     }
 
+    @inlinable
     mutating func handleInfo(_ info: ProcessorInfo, context: inout StageContext<Output>) {
         self.core.tokensMayBeAvailable(&context)
     }
 }
 
 /// A processor that settles its messages itself (the pipeline has no batcher).
+@usableFromInline
 struct TerminalProcessorStage<Source: PipelineSource>: Consumer {
+    @usableFromInline
     typealias Input = Message<Source.Metadata>
+    @usableFromInline
     typealias Info = ProcessorInfo
 
+    @usableFromInline
     var core: ProcessorCore<Source>
 
+    @inlinable
+    init(core: ProcessorCore<Source>) { self.core = core }
+
+    @inlinable
     mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
         self.core.handle = { handle.send(.tokens) }
     }
 
+    @inlinable
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Never>) -> DemandMode {
         self.core.subscription = subscription.id
         self.core.requestDemand(&context)
         return .manual
     }
 
+    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
         _ = await self.core.process(events)
         self.core.requestDemand(&context)
     }
 
+    @inlinable
     mutating func handleInfo(_ info: ProcessorInfo, context: inout StageContext<Never>) {
         self.core.tokensMayBeAvailable(&context)
     }

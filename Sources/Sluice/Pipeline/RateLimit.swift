@@ -16,36 +16,48 @@ public struct RateLimit: Hashable, Sendable, CustomStringConvertible {
     public var interval: Duration
 
     /// Creates a rate limit.
+    @inlinable
     public init(messages: Int, per interval: Duration) {
         self.messages = messages
         self.interval = interval
     }
 
+    @inlinable
     func validate() throws(SluiceError) {
         guard self.messages > 0 else { throw .invalidOption("rateLimit.messages", self.messages, "must be greater than 0") }
         guard self.interval > .zero else { throw .invalidOption("rateLimit.interval", self.interval, "must be positive") }
     }
 
+    @inlinable
     public var description: String { "\(self.messages) per \(self.interval)" }
 }
 
 /// Tokens shared by the processors of a pipeline: a fixed window of ``RateLimit/messages`` per
 /// ``RateLimit/interval``. Processors ask upstream only for what they were granted.
+@usableFromInline
 final class RateLimiter: Sendable {
-    private struct State {
+    @usableFromInline
+    struct State {
+        @usableFromInline
         var limit: RateLimit?
+        @usableFromInline
         var windowStart: Duration = .zero
+        @usableFromInline
         var used = 0
     }
 
-    private let state: Mutex<State>
+    @usableFromInline
+    let state: Mutex<State>
 
+    @usableFromInline
     init(_ limit: RateLimit?) {
         self.state = Mutex(State(limit: limit))
     }
 
+    @usableFromInline
     var limit: RateLimit? { self.state.withLock { $0.limit } }
 
+    @usableFromInline
     func set(_ limit: RateLimit?) {
         self.state.withLock { state in
             state.limit = limit
@@ -56,6 +68,7 @@ final class RateLimiter: Sendable {
     /// Grants up to `wanted` tokens at time `now` (time since an arbitrary origin).
     ///
     /// - Returns: The tokens granted, and when more become available if fewer were granted.
+    @usableFromInline
     func take(_ wanted: Int, now: Duration) -> (granted: Int, retryAt: Duration?) {
         self.state.withLock { state in
             guard let limit = state.limit else { return (wanted, nil) }

@@ -1,0 +1,77 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+@_spi(Benchmarks) import Sluice
+import SluiceTestKit
+
+/// An in-memory source through 2 processors into a batcher of 100, with acknowledgements.
+struct PipelineSuite {
+    let quick: Bool
+
+    func run() async {
+        let total = self.quick ? 1_000_000 : 4_000_000
+        let repetitions = self.quick ? 3 : 5
+        print("suite pipeline: in-memory source → 2 processors → batcher of 100, acks (messages/s, median of \(repetitions) runs)")
+        print(pad("configuration", 44) + "rate")
+        let payload = Array(repeating: UInt8(ascii: "x"), count: 100)
+        var results: [(String, Double)] = []
+        for maxDemand in [1000, 5000] {
+            var rates: [Double] = []
+            for _ in 0...repetitions {
+                rates.append(await self.runPipeline(total: total, maxDemand: maxDemand, payload: payload))
+            }
+            rates.removeFirst()  // warm-up
+            let rate = rates.sorted()[rates.count / 2]
+            results.append(("processors maxDemand \(maxDemand)", rate))
+            print(pad("processors 2 × maxDemand \(maxDemand), batch 100", 44) + formatRate(rate))
+        }
+        let ackNanoseconds = await self.settlementCost()
+        print(pad("ack tracking per message (settle path)", 44) + String(format: "%.1f ns", ackNanoseconds))
+        let best = results.map(\.1).max() ?? 0
+        print("RESULT pipeline msgs_per_s=\(Int(best)) ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))")
+    }
+
+    /// Runs the pipeline over `total` preloaded messages; returns messages per second (the
+    /// preloading is not timed).
+    private func runPipeline(total: Int, maxDemand: Int, payload: [UInt8]) async -> Double {
+        let source = InMemorySource(recordsOutcomes: false)
+        source.push(Array(repeating: payload, count: total))
+        source.finishWhenEmpty()
+        let started = ContinuousClock.now
+        let pipeline = Pipeline("bench", source: source) {
+            Processors(concurrency: 2, maxDemand: maxDemand) { _ in }
+            Batcher(size: 100, timeout: .seconds(1), concurrency: 1) { _ in }
+        }
+        do {
+            try await pipeline.run()
+        } catch {
+            fatalError("pipeline failed: \(error)")
+        }
+        let elapsed = ContinuousClock.now - started
+        precondition(source.settledCount == total, "settled \(source.settledCount) of \(total)")
+        return Double(total) / (Double(elapsed / .nanoseconds(1)) / 1e9)
+    }
+
+    /// The cost per message of acknowledging a 100-message batch through the pipeline's
+    /// settlement path (building the settlement, counting, handing it to the acknowledger).
+    private func settlementCost() async -> Double {
+        let batch = (0..<100).map { Message(payload: [], metadata: BasicMetadata(id: UInt64($0))) }
+        let source = InMemorySource(recordsOutcomes: false)
+        guard let probe = try? await SettlementProbe(source: source) else { fatalError("probe failed") }
+        let rounds = 200_000
+        let clock = ContinuousClock()
+        let elapsed = clock.measure {
+            for _ in 0..<rounds {
+                probe.settle(batch)
+            }
+        }
+        precondition(source.settledCount == rounds * 100)
+        return Double(elapsed / .nanoseconds(1)) / Double(rounds * 100)
+    }
+}
