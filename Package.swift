@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .library(name: "Sluice", targets: ["Sluice"]),
         .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
+        .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
@@ -93,6 +94,26 @@ let package = Package(
             providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
         ),
         .testTarget(name: "BrokerSmokeTests", dependencies: ["CKafka", "CRabbit", "CRedis"]),
+
+        // MARK: Redis
+        .target(
+            name: "SluiceRedis",
+            dependencies: [
+                "Sluice",
+                "CRedis",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "SluiceRedisTests",
+            dependencies: [
+                "Sluice",
+                "SluiceRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
     ]
 )
 

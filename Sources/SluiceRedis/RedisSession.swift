@@ -1,0 +1,384 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import Sluice
+import Synchronization
+
+/// One running source: its two connections (blocking reads; acknowledgements and
+/// housekeeping), the demand bookkeeping of its stage, and what it settles.
+final class RedisSession: Sendable {
+    let configuration: RedisConfiguration
+    let logger: Logger
+    /// Blocking reads (`BLMPOP`, `BLMOVE`, `XREADGROUP … BLOCK`).
+    let reads: RedisThread
+    /// Acknowledgements, liveness refresh, reaper.
+    let acks: RedisThread
+    let keys: Keys
+    /// Reader state, touched only on the `reads` thread.
+    let reader: ReaderBox
+
+    private let fetch = Mutex(FetchState())
+    private let stage = Mutex<StageHandle<RedisSourceStage>?>(nil)
+    private let settling = Mutex(SettleState())
+    /// Items moved into the processing list and emitted (reliable mode).
+    let delivered = Atomic<Int>(0)
+    /// Items the settle script found and removed from the processing list (reliable mode).
+    let removed = Atomic<Int>(0)
+
+    struct Keys: Sendable {
+        var source: String
+        var dead: String
+        var processing: String
+        var alive: String
+        var registry: String
+        var processingPrefix: String
+        var alivePrefix: String
+
+        init(_ configuration: RedisConfiguration) {
+            self.source = configuration.key
+            self.dead = configuration.effectiveDeadLetterKey
+            self.processingPrefix = "\(configuration.key):processing:"
+            self.alivePrefix = "\(configuration.key):alive:"
+            self.processing = self.processingPrefix + configuration.consumer
+            self.alive = self.alivePrefix + configuration.consumer
+            self.registry = "\(configuration.key):consumers"
+        }
+    }
+
+    /// The stage's demand as the reader sees it.
+    struct FetchState {
+        /// Demand received and not yet served.
+        var wanted = 0
+        /// Whether a read job is queued or running.
+        var running = false
+        var draining = false
+        var stopped = false
+    }
+
+    struct SettleState {
+        var pending: [Settlement<RedisMetadata>] = []
+        var scheduled = false
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// `@unchecked Sendable`: the reader is used only by jobs on the `reads` thread, one at a time.
+    final class ReaderBox: @unchecked Sendable {
+        var reader: RedisReader
+        init(_ reader: RedisReader) { self.reader = reader }
+    }
+
+    init(configuration: RedisConfiguration, logger: Logger) {
+        var logger = logger
+        logger[metadataKey: RedisLogKey.address] = "\(configuration.address)"
+        logger[metadataKey: RedisLogKey.key] = "\(configuration.key)"
+        logger[metadataKey: RedisLogKey.mode] = "\(configuration.mode)"
+        logger[metadataKey: RedisLogKey.consumer] = "\(configuration.consumer)"
+        self.configuration = configuration
+        self.logger = logger
+        self.keys = Keys(configuration)
+        self.reads = RedisThread(name: "sluice-redis-read", configuration: configuration, blocking: true, logger: logger)
+        self.acks = RedisThread(name: "sluice-redis-ack", configuration: configuration, blocking: false, logger: logger)
+        self.reader = ReaderBox(RedisReader(configuration: configuration, keys: self.keys))
+    }
+
+    // MARK: Start
+
+    /// Connects both connections and prepares the mode (type check, consumer group, own
+    /// unfinished items, reaper, liveness refresh).
+    func start() async throws(RedisError) {
+        let configuration = self.configuration
+        let keys = self.keys
+        try await self.reads.run { link throws(RedisError) in
+            _ = try link.connected()
+        }
+        try await self.acks.run { link throws(RedisError) in
+            try link.perform { context throws(RedisError) in
+                try Self.prepare(context, configuration: configuration, keys: keys)
+            }
+        }
+        if configuration.mode == .reliable {
+            let ttl = configuration.livenessTTL
+            self.acks.every(ttl / 3) { link in
+                _ = try? link.perform { context throws(RedisError) in try Self.refreshLiveness(context, keys: keys, ttl: ttl) }
+            }
+            let logger = self.logger
+            self.acks.every(configuration.reapInterval) { link in
+                do {
+                    let moved = try link.perform { context throws(RedisError) in try Self.reap(context, keys: keys, consumer: configuration.consumer) }
+                    if moved > 0 {
+                        logger.info("returned the items of dead consumers to the list", metadata: [RedisLogKey.count: "\(moved)"])
+                    }
+                } catch {
+                    logger.debug("reaper failed", metadata: [RedisLogKey.error: "\(error)"])
+                }
+            }
+        }
+    }
+
+    private static func prepare(_ context: HiredisContext, configuration: RedisConfiguration, keys: Keys) throws(RedisError) {
+        var type = RedisCommand("TYPE")
+        type.append(keys.source)
+        let found = try context.command(type) { reply throws(RedisError) in reply.text }
+        let needed = configuration.mode == .stream ? "stream" : "list"
+        guard found == "none" || found == needed else {
+            throw RedisError(
+                .wrongType,
+                "key \"\(keys.source)\" holds a \(found), but mode \(configuration.mode) reads a \(needed); "
+                    + "use another key or mode=\(found == "stream" ? "stream" : "list or reliable")"
+            )
+        }
+        switch configuration.mode {
+        case .stream:
+            try Self.createGroup(context, configuration: configuration)
+        case .reliable:
+            var register = RedisCommand("SADD")
+            register.append(keys.registry)
+            register.append(configuration.consumer)
+            try context.command(register) { _ throws(RedisError) in }
+            try Self.refreshLiveness(context, keys: keys, ttl: configuration.livenessTTL)
+            // Our own processing list holds what an earlier run with this consumer name did
+            // not finish: nothing of it is in flight now.
+            var giveBack = RedisCommand("EVAL")
+            giveBack.append(RedisScripts.giveBack)
+            giveBack.append(2)
+            giveBack.append(keys.processing)
+            giveBack.append(keys.source)
+            try context.command(giveBack) { _ throws(RedisError) in }
+            _ = try Self.reap(context, keys: keys, consumer: configuration.consumer)
+        default:
+            break
+        }
+    }
+
+    static func createGroup(_ context: HiredisContext, configuration: RedisConfiguration) throws(RedisError) {
+        var create = RedisCommand("XGROUP")
+        create.append("CREATE")
+        create.append(configuration.key)
+        create.append(configuration.group)
+        create.append(configuration.groupStartID)
+        create.append("MKSTREAM")
+        do {
+            try context.command(create) { _ throws(RedisError) in }
+        } catch where error.message.contains("BUSYGROUP") {
+            // The group exists already.
+        }
+    }
+
+    private static func refreshLiveness(_ context: HiredisContext, keys: Keys, ttl: Duration) throws(RedisError) {
+        var set = RedisCommand("SET")
+        set.append(keys.alive)
+        set.append("1")
+        set.append("PX")
+        set.append(Int(RedisThread.seconds(ttl) * 1000))
+        try context.command(set) { _ throws(RedisError) in }
+    }
+
+    private static func reap(_ context: HiredisContext, keys: Keys, consumer: String) throws(RedisError) -> Int {
+        var reap = RedisCommand("EVAL")
+        reap.append(RedisScripts.reap)
+        reap.append(2)
+        reap.append(keys.source)
+        reap.append(keys.registry)
+        reap.append(keys.processingPrefix)
+        reap.append(keys.alivePrefix)
+        reap.append(consumer)
+        return try context.command(reap) { reply throws(RedisError) in reply.integer }
+    }
+
+    // MARK: Reading on demand
+
+    func attach(_ handle: StageHandle<RedisSourceStage>) {
+        self.stage.withLock { $0 = handle }
+    }
+
+    private func post(_ info: RedisSourceInfo) {
+        let handle = self.stage.withLock { $0 }
+        handle?.send(info)
+    }
+
+    /// The stage got `demand` more: read it (never more) on the read thread.
+    func request(_ demand: Int) {
+        let start = self.fetch.withLock { state -> Bool in
+            state.wanted += demand
+            guard !state.running, !state.draining, !state.stopped else { return false }
+            state.running = true
+            return true
+        }
+        if start { self.startReading() }
+    }
+
+    private func startReading() {
+        let queued = self.reads.enqueue { [self] link in self.readLoop(link) }
+        if !queued { self.fetch.withLock { $0.running = false } }
+    }
+
+    /// Stop reading. Returns `true` if no read is running (the stage may end now); otherwise
+    /// the read job posts `fetcherStopped` when it ends.
+    func drain() -> Bool {
+        let idle = self.fetch.withLock { state -> Bool in
+            state.draining = true
+            return !state.running
+        }
+        self.reads.wake()
+        return idle
+    }
+
+    /// The stage ended: stop reading for good.
+    func stopReading() {
+        self.fetch.withLock { $0.stopped = true }
+        self.reads.wake()
+    }
+
+    private func readLoop(_ link: RedisLink) {
+        let batchSize = self.configuration.batchSize
+        while true {
+            let (count, draining) = self.fetch.withLock { state -> (Int, Bool) in
+                if state.draining || state.stopped || state.wanted == 0 {
+                    state.running = false
+                    return (0, state.draining && !state.stopped)
+                }
+                return (min(state.wanted, batchSize), false)
+            }
+            guard count > 0 else {
+                if draining { self.post(RedisSourceInfo(.fetcherStopped)) }
+                return
+            }
+            do {
+                let messages = try link.perform { context throws(RedisError) in
+                    try self.reader.reader.read(context, count: count, link: link, session: self)
+                }
+                guard !messages.isEmpty else { continue }
+                if self.configuration.mode == .reliable { self.delivered.add(messages.count, ordering: .relaxed) }
+                self.fetch.withLock { $0.wanted -= messages.count }
+                self.post(RedisSourceInfo(.fetched(messages)))
+            } catch where error.isTransient {
+                self.reader.reader.connectionBroke()
+                if !link.backOff(after: error) {
+                    self.fetch.withLock { $0.running = false }
+                    return
+                }
+            } catch {
+                self.fetch.withLock { $0.running = false }
+                self.logger.debug("read failed", metadata: [RedisLogKey.error: "\(error)"])
+                self.post(RedisSourceInfo(.failed(error)))
+                return
+            }
+        }
+    }
+
+    // MARK: Settling
+
+    /// Queues a settlement for the ack connection; never blocks.
+    func settle(_ settlement: Settlement<RedisMetadata>) {
+        guard !settlement.isEmpty else { return }
+        if self.configuration.mode == .list && settlement.failed.isEmpty { return }
+        let start = self.settling.withLock { state -> Bool in
+            state.pending.append(settlement)
+            guard !state.scheduled else { return false }
+            state.scheduled = true
+            return true
+        }
+        if start {
+            let queued = self.acks.enqueue { [self] link in self.settleLoop(link) }
+            if !queued {
+                self.logger.info("settlement after shutdown ignored; Redis delivers those messages again")
+                self.settling.withLock { $0.scheduled = false }
+            }
+        }
+    }
+
+    private func settleLoop(_ link: RedisLink) {
+        while true {
+            let (batch, waiters) = self.settling.withLock { state -> ([Settlement<RedisMetadata>], [CheckedContinuation<Void, Never>]) in
+                if state.pending.isEmpty {
+                    state.scheduled = false
+                    defer { state.idleWaiters = [] }
+                    return ([], state.idleWaiters)
+                }
+                defer { state.pending = [] }
+                return (state.pending, [])
+            }
+            if batch.isEmpty {
+                for waiter in waiters { waiter.resume() }
+                return
+            }
+            let commands = RedisSettler.commands(for: batch, configuration: self.configuration, keys: self.keys)
+            while true {
+                do {
+                    var removed = 0
+                    try link.perform { context throws(RedisError) in
+                        try context.pipeline(commands) { index, reply throws(RedisError) in
+                            if commands[index].name == "EVAL" && reply.kind == .integer { removed += reply.integer }
+                        }
+                    }
+                    if removed > 0 { self.removed.add(removed, ordering: .relaxed) }
+                    break
+                } catch where error.isTransient {
+                    if !link.backOff(after: error) {
+                        self.logger.info(
+                            "shut down with settlements not sent; Redis delivers those messages again",
+                            metadata: [RedisLogKey.count: "\(batch.reduce(0) { $0 + $1.count })"]
+                        )
+                        break
+                    }
+                } catch {
+                    self.logger.info("settling messages failed", metadata: [RedisLogKey.error: "\(error)"])
+                    break
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued settlement was sent.
+    func flush() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let idle = self.settling.withLock { state -> Bool in
+                if !state.scheduled && state.pending.isEmpty { return true }
+                state.idleWaiters.append(continuation)
+                return false
+            }
+            if idle { continuation.resume() }
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Stops reading, sends what is left to settle, gives unfinished items back (reliable
+    /// mode), and closes both connections.
+    func shutdown() async {
+        self.stopReading()
+        await self.reads.stopAndWait()
+        await self.flush()
+        if self.configuration.mode == .reliable {
+            let keys = self.keys
+            let consumer = self.configuration.consumer
+            let logger = self.logger
+            _ = try? await self.acks.run { link throws(RedisError) in
+                try link.perform { context throws(RedisError) in
+                    var giveBack = RedisCommand("EVAL")
+                    giveBack.append(RedisScripts.giveBack)
+                    giveBack.append(2)
+                    giveBack.append(keys.processing)
+                    giveBack.append(keys.source)
+                    let moved = try context.command(giveBack) { reply throws(RedisError) in reply.integer }
+                    if moved > 0 {
+                        logger.debug("gave unfinished items back to the list", metadata: [RedisLogKey.count: "\(moved)"])
+                    }
+                    var forget = RedisCommand("SREM")
+                    forget.append(keys.registry)
+                    forget.append(consumer)
+                    var delete = RedisCommand("DEL")
+                    delete.append(keys.alive)
+                    try context.pipeline([forget, delete]) { _, _ throws(RedisError) in }
+                }
+            }
+        }
+        await self.acks.stopAndWait()
+    }
+}

@@ -1,0 +1,136 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Logging
+public import Sluice
+
+/// Writes payloads to a Redis list (pipelined `RPUSH`) or stream (`XADD`), in batches, with
+/// back-pressure: ``send(_:)-([[UInt8]])`` returns only once Redis answered the batch.
+///
+/// From a pipeline batcher:
+///
+/// ```swift
+/// let sink = try RedisSink(url: "redis://127.0.0.1:6379?key=results&mode=stream")
+/// Batcher(size: 500) { batch in try await sink.send(batch) }
+/// ```
+///
+/// or as an engine consumer stage with ``RedisSinkStage``. The sink writes on a connection
+/// and thread of its own and reconnects after a broken connection, retrying the batch (so a
+/// batch may be written twice if the connection broke after Redis wrote it).
+public final class RedisSink: Sendable {
+    /// The configuration: ``RedisConfiguration/key`` is the list or stream written;
+    /// ``RedisConfiguration/Mode/stream`` writes `XADD key * <payloadField> <payload>`, the
+    /// list modes `RPUSH`.
+    public let configuration: RedisConfiguration
+    private let thread: RedisThread
+
+    /// Creates a sink; it connects on the first ``send(_:)-([[UInt8]])``.
+    ///
+    /// - Throws: ``RedisError`` with code `invalidConfiguration`.
+    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "sluice.redis.sink")) throws(RedisError) {
+        try configuration.validate()
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: RedisLogKey.address] = "\(configuration.address)"
+        logger[metadataKey: RedisLogKey.key] = "\(configuration.key)"
+        self.thread = RedisThread(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
+    }
+
+    /// Creates a sink from a URL (see ``RedisConfiguration/init(url:)``).
+    public convenience init(url: String, logger: Logger = Logger(label: "sluice.redis.sink")) throws(RedisError) {
+        try self.init(configuration: try RedisConfiguration(url: url), logger: logger)
+    }
+
+    /// Checks that Redis answers (connects if needed).
+    ///
+    /// - Throws: ``RedisError`` (`connectionFailed`, `authenticationFailed`).
+    public func connect() async throws(RedisError) {
+        try await self.thread.run { link throws(RedisError) in _ = try link.connected() }
+    }
+
+    /// Writes `payloads` and returns once Redis stored them. Transient connection failures
+    /// are retried with backoff until the sink is closed.
+    ///
+    /// - Throws: ``RedisError``: `wrongType` if the key holds another type, `shutDown` after
+    ///   ``close()``, or another error reply.
+    public func send(_ payloads: [[UInt8]]) async throws(RedisError) {
+        guard !payloads.isEmpty else { return }
+        let commands = self.commands(payloads)
+        try await self.thread.run { link throws(RedisError) in
+            while true {
+                do throws(RedisError) {
+                    try link.perform { context throws(RedisError) in
+                        try context.pipeline(commands) { _, _ throws(RedisError) in }
+                    }
+                    return
+                } catch where error.isTransient {
+                    if !link.backOff(after: error) { throw RedisError(.shutDown, "the sink was closed before Redis answered") }
+                }
+            }
+        }
+    }
+
+    /// Writes the payloads of `messages` (see ``send(_:)-([[UInt8]])``).
+    public func send<Metadata>(_ messages: [Message<Metadata>]) async throws(RedisError) {
+        try await self.send(messages.map(\.payload))
+    }
+
+    /// Closes the connection once queued writes finished.
+    public func close() async {
+        await self.thread.stopAndWait()
+    }
+
+    private func commands(_ payloads: [[UInt8]]) -> [RedisCommand] {
+        let chunk = 1000
+        var commands: [RedisCommand] = []
+        if self.configuration.mode == .stream {
+            commands.reserveCapacity(payloads.count)
+            for payload in payloads {
+                var add = RedisCommand("XADD")
+                add.append(self.configuration.key)
+                add.append("*")
+                add.append(self.configuration.payloadField)
+                add.append(payload)
+                commands.append(add)
+            }
+            return commands
+        }
+        var start = 0
+        while start < payloads.count {
+            let end = min(start + chunk, payloads.count)
+            var push = RedisCommand("RPUSH")
+            push.reserve(arguments: end - start + 2, bytes: payloads[start..<end].reduce(0) { $0 + $1.count } + 64)
+            push.append(self.configuration.key)
+            for payload in payloads[start..<end] { push.append(payload) }
+            commands.append(push)
+            start = end
+        }
+        return commands
+    }
+}
+
+/// An engine consumer stage that writes what it receives to a ``RedisSink``.
+///
+/// It handles one slice of events at a time and asks for more only after Redis answered, so
+/// a slow Redis slows its producers down. A write that fails for good stops the stage with
+/// that error.
+public struct RedisSinkStage: Consumer, Sendable {
+    public typealias Input = [UInt8]
+
+    /// The sink written to.
+    public let sink: RedisSink
+
+    /// Creates the stage.
+    public init(sink: RedisSink) {
+        self.sink = sink
+    }
+
+    public mutating func handleEvents(_ events: [[UInt8]], from subscription: SubscriptionID, context: inout StageContext<Never>) async throws {
+        try await self.sink.send(events)
+    }
+}

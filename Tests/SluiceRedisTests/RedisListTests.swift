@@ -1,0 +1,161 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Sluice
+@_spi(Internal) import SluiceRedis
+import Testing
+
+@Suite("Redis list and reliable-list sources", .timeLimit(.minutes(2)))
+struct RedisListTests {
+    @Test(arguments: [RedisConfiguration.Mode.list, .reliable])
+    func consumesEveryItemOnceThroughAPipeline(mode: RedisConfiguration.Mode) async throws {
+        let configuration = try RedisTestEnvironment.configuration("e2e", mode: mode)
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        try await client.push(configuration.key, payloads(2500))
+        let seen = Recorder<String>()
+        let keys = Recorder<String>()
+        let pipeline = Pipeline("e2e", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 2, maxDemand: 300) { message in
+                seen.append(message.text)
+                keys.append(message.metadata.key)
+            }
+        }
+        try await withRunningPipeline(pipeline) {
+            try await waitUntil("2500 handled") { seen.count >= 2500 }
+        }
+        #expect(seen.count == 2500)
+        #expect(Set(seen.all) == Set(payloads(2500).map { String(decoding: $0, as: UTF8.self) }))
+        #expect(Set(keys.all) == [configuration.key])
+        #expect(try await client.length(configuration.key) == 0)
+        if mode == .reliable {
+            #expect(try await client.length("\(configuration.key):processing:\(configuration.consumer)") == 0, "all acknowledged")
+        }
+    }
+
+    @Test(arguments: [RedisConfiguration.Mode.list, .reliable])
+    func popsNoMoreThanTheUnmetDemand(mode: RedisConfiguration.Mode) async throws {
+        let configuration = try RedisTestEnvironment.configuration("backpressure", mode: mode)
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        try await client.push(configuration.key, payloads(10_000))
+        let handled = Recorder<String>()
+        let pipeline = Pipeline("backpressure", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in
+                try await Task.sleep(for: .milliseconds(10))
+                handled.append(message.text)
+            }
+        }
+        let remaining = try await withRunningPipeline(pipeline) {
+            try await waitUntil("50 handled") { handled.count >= 50 }
+            return try await client.length(configuration.key)
+        }
+        #expect(remaining >= 9_900, "Redis should still hold what was not demanded, holds \(remaining)")
+        // Whatever was taken and not handled before the drain is handled (list) or back in
+        // the list (reliable): nothing is lost.
+        let left = try await client.length(configuration.key)
+        #expect(left + handled.count == 10_000)
+    }
+
+    @Test func dispositionsRequeueDeadLetterAndDrop() async throws {
+        for mode in [RedisConfiguration.Mode.list, .reliable] {
+            let configuration = try RedisTestEnvironment.configuration("dispositions", mode: mode)
+            let client = RedisClient(configuration: configuration)
+            try await client.push(configuration.key, [Array("ok".utf8), Array("dead".utf8), Array("drop".utf8), Array("again".utf8)])
+            let requeued = Recorder<Int>()
+            var policy = PipelineConfiguration()
+            policy.failurePolicy = .deadLetter
+            let pipeline = Pipeline("dispositions", source: RedisSource(configuration: configuration), configuration: policy) {
+                Processors(concurrency: 1, maxDemand: 10) { message in
+                    switch message.text {
+                    case "dead": throw TestFailure("poison")
+                    case "drop": message.fail(TestFailure("unwanted"), disposition: .drop)
+                    case "again":
+                        requeued.append(1)
+                        // Requeued once, then accepted.
+                        if requeued.count == 1 { message.fail(TestFailure("later"), disposition: .requeue) }
+                    default: break
+                    }
+                }
+            }
+            try await withRunningPipeline(pipeline) {
+                try await waitUntil("requeued item came back") { requeued.count >= 2 }
+                try await waitUntil("dead-lettered") { try await client.length("\(configuration.key):dead") == 1 }
+            }
+            #expect(try await client.strings("\(configuration.key):dead") == ["dead"], "\(mode)")
+            #expect(try await client.length(configuration.key) == 0, "\(mode)")
+            if mode == .reliable {
+                #expect(try await client.length("\(configuration.key):processing:\(configuration.consumer)") == 0)
+            }
+            await client.cleanUp(configuration.key)
+            await client.close()
+        }
+    }
+
+    @Test func reliableModeLosesNothingWhenCancelledMidBatchAndRestarted() async throws {
+        var base = try RedisTestEnvironment.configuration("cancel", mode: .reliable)
+        base.consumer = "worker-1"
+        let configuration = base
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        let all = payloads(3000)
+        try await client.push(configuration.key, all)
+        let handled = Recorder<String>()
+        let source = RedisSource(configuration: configuration)
+        let first = Pipeline("cancel-1", source: source) {
+            Processors(concurrency: 2, maxDemand: 200) { message in
+                try await Task.sleep(for: .milliseconds(1))
+                handled.append(message.text)
+            }
+        }
+        try await withTimeout {
+            let run = Task { try await first.run() }
+            try await waitUntil("some handled") { handled.count >= 300 }
+            run.cancel()
+            _ = await run.result
+        }
+        let afterFirst = handled.count
+        #expect(afterFirst < 3000)
+        // A second run (same consumer name) finishes the rest; nothing is lost.
+        let second = Pipeline("cancel-2", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 2, maxDemand: 200) { message in handled.append(message.text) }
+        }
+        try await withRunningPipeline(second) {
+            try await waitUntil("everything handled") { Set(handled.all).count >= 3000 }
+        }
+        #expect(Set(handled.all) == Set(all.map { String(decoding: $0, as: UTF8.self) }))
+        #expect(try await client.length(configuration.key) == 0)
+        #expect(try await client.length("\(configuration.key):processing:worker-1") == 0)
+    }
+
+    @Test func reaperReturnsTheItemsOfADeadConsumer() async throws {
+        var base = try RedisTestEnvironment.configuration("reaper", mode: .reliable)
+        base.reapInterval = .milliseconds(200)
+        let configuration = base
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        // A consumer that died with three items in its processing list: registered, no
+        // liveness key (it expired).
+        try await client.push("\(configuration.key):processing:dead-worker", payloads(3, prefix: "orphan"))
+        _ = try await client.command(["SADD", "\(configuration.key):consumers", "dead-worker"])
+        // And a live one whose items must stay.
+        try await client.push("\(configuration.key):processing:live-worker", payloads(2, prefix: "busy"))
+        _ = try await client.command(["SADD", "\(configuration.key):consumers", "live-worker"])
+        _ = try await client.command(["SET", "\(configuration.key):alive:live-worker", "1", "PX", "60000"])
+        let seen = Recorder<String>()
+        let pipeline = Pipeline("reaper", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in seen.append(message.text) }
+        }
+        try await withRunningPipeline(pipeline) {
+            try await waitUntil("orphans handled") { seen.count >= 3 }
+        }
+        #expect(Set(seen.all) == ["orphan0", "orphan1", "orphan2"])
+        #expect(try await client.length("\(configuration.key):processing:dead-worker") == 0)
+        #expect(try await client.length("\(configuration.key):processing:live-worker") == 2)
+    }
+}
