@@ -58,6 +58,7 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
 
     // Workers hold the executor for the life of the process; it is never deinitialized.
 
+    /// Queues a job; an idle worker picks it up (a parked one is woken).
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         self.jobs.withLock { $0.append(unowned) }

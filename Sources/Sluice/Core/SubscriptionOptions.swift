@@ -88,7 +88,9 @@ public enum PartitionKey: Hashable, Sendable, CustomStringConvertible, Expressib
     /// The partition with this name.
     case name(String)
 
+    /// The partition at this index.
     public init(integerLiteral value: Int) { self = .index(value) }
+    /// The partition with this name.
     public init(stringLiteral value: String) { self = .name(value) }
 
     public var description: String {

@@ -41,6 +41,7 @@ public struct ProducerEvents<Event: Sendable>: AsyncSequence, Sendable {
     let source: EventSource<Event>
     let options: SubscriptionOptions<Event>
 
+    /// Subscribes when the first batch is asked for.
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(token: IteratorToken(storage: EventsStorage(source: self.source, options: self.options)))
     }

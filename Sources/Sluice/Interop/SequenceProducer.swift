@@ -21,6 +21,7 @@ public struct SequenceProducer<Base: Sequence>: Producer where Base.Element: Sen
         self.iterator = base.makeIterator()
     }
 
+    /// Emits up to `demand` elements; ends normally after the last one.
     public mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) {
         var batch: [Output] = []
         batch.reserveCapacity(min(demand, 65_536))

@@ -15,6 +15,7 @@ public protocol MessageMetadata: Sendable {
 }
 
 extension MessageMetadata {
+    /// Default: the broker does not count deliveries.
     @inlinable
     public var deliveryCount: Int? { nil }
 }

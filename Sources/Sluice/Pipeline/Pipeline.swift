@@ -67,6 +67,7 @@ public struct PipelineConfiguration: Sendable {
 /// unacknowledged (the broker delivers them again) and their number is logged. Cancelling the
 /// task running ``run()`` stops at once, leaving in-flight messages unacknowledged.
 public final class Pipeline<Source: PipelineSource>: Service, Sendable {
+    /// The metadata of the source's messages.
     public typealias Metadata = Source.Metadata
 
     /// The pipeline's name, in logs and metrics.

@@ -141,21 +141,25 @@ public struct PipelineComponents<Metadata: Sendable>: Sendable {
 /// Builds a pipeline's topology: one ``Processors`` and any number of ``Batcher``s.
 @resultBuilder
 public enum PipelineBuilder<Metadata: Sendable> {
+    /// Adds the pipeline's processors.
     @inlinable
     public static func buildExpression(_ processors: Processors<Metadata>) -> PipelineComponents<Metadata> {
         PipelineComponents(processors: [processors])
     }
 
+    /// Adds a batcher.
     @inlinable
     public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineComponents<Metadata> {
         PipelineComponents(batchers: [batcher])
     }
 
+    /// Starts the topology with its first component.
     @inlinable
     public static func buildPartialBlock(first: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         first
     }
 
+    /// Adds a component to the topology.
     @inlinable
     public static func buildPartialBlock(
         accumulated: PipelineComponents<Metadata>,
@@ -167,21 +171,25 @@ public enum PipelineBuilder<Metadata: Sendable> {
         )
     }
 
+    /// A component inside `if` (nothing when the condition is false).
     @inlinable
     public static func buildOptional(_ component: PipelineComponents<Metadata>?) -> PipelineComponents<Metadata> {
         component ?? PipelineComponents()
     }
 
+    /// The component of the first branch of an `if`/`else` or `switch`.
     @inlinable
     public static func buildEither(first component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         component
     }
 
+    /// The component of the second branch of an `if`/`else` or `switch`.
     @inlinable
     public static func buildEither(second component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         component
     }
 
+    /// Components made by a `for` loop.
     @inlinable
     public static func buildArray(_ components: [PipelineComponents<Metadata>]) -> PipelineComponents<Metadata> {
         PipelineComponents(

@@ -81,8 +81,10 @@ public protocol PipelineSource: Sendable {
 }
 
 extension PipelineSource {
+    /// Default: no limit.
     @inlinable
     public var maximumInFlight: Int? { nil }
+    /// Default: nothing to close.
     @inlinable
     public func shutdown(_ acknowledger: Acker) async {}
 }

@@ -109,18 +109,23 @@ public protocol Stage: SendableMetatype {
 }
 
 extension Stage {
+    /// Default: does nothing.
     public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) async throws {}
 
+    /// Default: does nothing (consumers receive no demand).
     public mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws {}
 
+    /// Default: does nothing (producers receive no events).
     public mutating func handleEvents(
         _ events: [Input],
         from subscription: SubscriptionID,
         context: inout StageContext<Output>
     ) async throws {}
 
+    /// Default: ignores the information.
     public mutating func handleInfo(_ info: Info, context: inout StageContext<Output>) async throws {}
 
+    /// Default: the demand mode the subscription asked for.
     public mutating func handleSubscribe(
         _ subscription: SubscriptionInfo,
         context: inout StageContext<Output>
@@ -128,12 +133,14 @@ extension Stage {
         subscription.demand
     }
 
+    /// Default: does nothing.
     public mutating func handleCancel(
         _ subscription: SubscriptionID,
         reason: StopReason,
         context: inout StageContext<Output>
     ) async throws {}
 
+    /// Default: does nothing.
     public mutating func terminate(reason: StopReason) async {}
 }
 
@@ -141,6 +148,7 @@ extension Stage {
 public protocol Producer: Stage where Input == Never {}
 
 extension Producer {
+    /// Producers have the role ``StageRole/producer``.
     public static var role: StageRole { .producer }
 }
 
@@ -148,6 +156,7 @@ extension Producer {
 public protocol ProducerConsumer: Stage {}
 
 extension ProducerConsumer {
+    /// Producer-consumers have the role ``StageRole/producerConsumer``.
     public static var role: StageRole { .producerConsumer }
 }
 
@@ -155,5 +164,6 @@ extension ProducerConsumer {
 public protocol Consumer: Stage where Output == Never {}
 
 extension Consumer {
+    /// Consumers have the role ``StageRole/consumer``.
     public static var role: StageRole { .consumer }
 }

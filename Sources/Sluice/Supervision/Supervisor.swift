@@ -40,13 +40,14 @@ public struct RestartPolicy: Hashable, Sendable, CustomStringConvertible {
 
 /// A running child of a supervisor, with its stage type erased.
 public struct SupervisedStage: Sendable {
-    let id: StageID
-    let stop: @Sendable (StopReason) async -> StopReason
-    let kill: @Sendable () async -> StopReason
-    let wait: @Sendable () async -> StopReason
-    let handle: any Sendable
+    @usableFromInline let id: StageID
+    @usableFromInline let stop: @Sendable (StopReason) async -> StopReason
+    @usableFromInline let kill: @Sendable () async -> StopReason
+    @usableFromInline let wait: @Sendable () async -> StopReason
+    @usableFromInline let handle: any Sendable
 
     /// Wraps a running stage.
+    @inlinable
     public init<S: Stage>(_ handle: StageHandle<S>) {
         self.id = handle.id
         self.stop = { await handle.stop($0) }
