@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .library(name: "Sluice", targets: ["Sluice"]),
         .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
+        .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
     ],
     dependencies: [
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // MARK: Engine
@@ -60,6 +62,18 @@ let package = Package(
             dependencies: ["Sluice", "SluiceTestKit"],
             path: "Benchmarks/sluice-bench"
         ),
+
+        // MARK: Command-line tool
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "Sluice",
+                "SluiceRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice"]),
 
         // MARK: Examples
         .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),
