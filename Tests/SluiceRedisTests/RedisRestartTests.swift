@@ -1,0 +1,113 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Sluice
+@_spi(Internal) import SluiceRedis
+import Testing
+
+/// A throwaway `redis-server` on a free loopback port, persisting every write (AOF, fsync
+/// always) in a temporary folder, so it can be killed and restarted without losing data.
+final class ThrowawayRedis: @unchecked Sendable {
+    let port: Int
+    let directory: URL
+    private var process: Process?
+
+    init() throws {
+        self.port = Int.random(in: 21_000...29_000)
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    }
+
+    func start() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = [
+            "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        var configuration = RedisConfiguration(key: "ping")
+        configuration.port = self.port
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.close() } }
+        try await waitUntil(seconds: 10, "redis-server on \(self.port) answers") {
+            (try? await client.command(["PING"]))?.text == "PONG"
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    func kill() {
+        guard let process = self.process else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func stop() {
+        self.kill()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+}
+
+@Suite("Redis restarted mid-run", .serialized, .timeLimit(.minutes(3)))
+struct RedisRestartTests {
+    @Test(arguments: [RedisConfiguration.Mode.reliable, .stream])
+    func pipelineReconnectsAndLosesNothing(mode: RedisConfiguration.Mode) async throws {
+        _ = try RedisTestEnvironment.url()
+        let server = try ThrowawayRedis()
+        defer { server.stop() }
+        try await server.start()
+        var base = RedisConfiguration(key: RedisTestEnvironment.uniqueKey("restart"))
+        base.port = server.port
+        base.mode = mode
+        base.consumer = "restart-worker"
+        base.claimMinIdle = .milliseconds(500)
+        base.claimInterval = .milliseconds(100)
+        base.maximumReconnectBackoff = .milliseconds(200)
+        base.commandTimeout = .seconds(2)
+        let configuration = base
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.close() } }
+        let total = 20_000
+        let all = payloads(total)
+        if mode == .stream {
+            for start in stride(from: 0, to: total, by: 2000) { try await client.add(configuration.key, Array(all[start..<start + 2000])) }
+        } else {
+            try await client.push(configuration.key, all)
+        }
+        let handled = Recorder<String>()
+        let pipeline = Pipeline("restart", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 2, maxDemand: 100) { message in
+                handled.append(message.text)
+                if handled.count % 100 == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            }
+        }
+        try await withRunningPipeline(pipeline, seconds: 90) {
+            try await waitUntil("some handled") { handled.count >= 3000 }
+            server.kill()
+            try await Task.sleep(for: .milliseconds(300))
+            try await server.start()
+            try await waitUntil(seconds: 60, "everything handled after the restart") { Set(handled.all).count >= total }
+        }
+        #expect(Set(handled.all) == Set(all.map { String(decoding: $0, as: UTF8.self) }))
+        // The first client's connection broke with the restart; this one is new.
+        let checker = RedisClient(configuration: configuration)
+        defer { Task { await checker.close() } }
+        if mode == .stream {
+            let pending = try await checker.command(["XPENDING", configuration.key, configuration.group])
+            #expect(pending.array?.first?.integer == 0)
+        } else {
+            #expect(try await checker.length(configuration.key) == 0)
+            #expect(try await checker.length("\(configuration.key):processing:restart-worker") == 0)
+        }
+    }
+}
