@@ -17,7 +17,7 @@ public struct Dispatcher<Event: Sendable>: Sendable {
     enum Kind: Sendable {
         case demand
         case broadcast
-        case partition(partitions: [PartitionKey], route: @Sendable (Event) -> (Event, PartitionKey)?)
+        case partition(partitions: [PartitionKey], route: PartitionRoute<Event>)
     }
 
     @usableFromInline
@@ -41,7 +41,7 @@ public struct Dispatcher<Event: Sendable>: Sendable {
         Dispatcher(
             kind: .partition(
                 partitions: (0..<max(count, 0)).map { PartitionKey.index($0) },
-                route: { event in hash(event).map { (event, $0) } }
+                route: .hash(hash)
             )
         )
     }
@@ -52,7 +52,7 @@ public struct Dispatcher<Event: Sendable>: Sendable {
         Dispatcher(
             kind: .partition(
                 partitions: names.map { PartitionKey.name($0) },
-                route: { event in hash(event).map { (event, $0) } }
+                route: .hash(hash)
             )
         )
     }
@@ -62,7 +62,7 @@ public struct Dispatcher<Event: Sendable>: Sendable {
         _ partitions: [PartitionKey],
         route: @escaping @Sendable (Event) -> (Event, PartitionKey)?
     ) -> Dispatcher {
-        Dispatcher(kind: .partition(partitions: partitions, route: route))
+        Dispatcher(kind: .partition(partitions: partitions, route: .transform(route)))
     }
 
     @usableFromInline
@@ -76,6 +76,15 @@ public struct Dispatcher<Event: Sendable>: Sendable {
             throw .invalidOption("partitions", key, "partition names must be unique")
         }
     }
+}
+
+/// How a partition dispatcher finds an event's partition.
+@usableFromInline
+enum PartitionRoute<Event: Sendable>: Sendable {
+    /// The event goes as it is to the partition the closure names (`nil`: discard).
+    case hash(@Sendable (Event) -> PartitionKey?)
+    /// The closure returns the event to send (possibly changed) and its partition.
+    case transform(@Sendable (Event) -> (Event, PartitionKey)?)
 }
 
 /// What a dispatcher did with a batch.

@@ -35,7 +35,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @usableFromInline
     let indexByKey: [PartitionKey: Int]
     @usableFromInline
-    let route: @Sendable (Event) -> (Event, PartitionKey)?
+    let route: PartitionRoute<Event>
     @usableFromInline
     var partitionBySubscription: [SubscriptionID: Int] = [:]
     /// Demand passed upstream and not yet satisfied by emitted events.
@@ -49,6 +49,11 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
 
     @inlinable
     init(partitions: [PartitionKey], route: @escaping @Sendable (Event) -> (Event, PartitionKey)?) {
+        self.init(partitions: partitions, routing: .transform(route))
+    }
+
+    @inlinable
+    init(partitions: [PartitionKey], routing route: PartitionRoute<Event>) {
         self.partitions = partitions.map { Partition(key: $0) }
         var indexByKey: [PartitionKey: Int] = [:]
         for (index, key) in partitions.enumerated() { indexByKey[key] = index }
@@ -141,16 +146,22 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.cancelledDemand = min(self.cancelledDemand, self.waiting)
         var outgoing = [[Event]](repeating: [], count: self.partitions.count)
         var refund = 0
-        for position in 0..<now {
-            guard let (event, key) = self.route(events[position]), let index = self.indexByKey[key] else {
-                refund += 1
-                continue
+        switch self.route {
+        case .hash(let hash):
+            for position in 0..<now {
+                guard let key = hash(events[position]), let index = self.index(of: key) else {
+                    refund += 1
+                    continue
+                }
+                self.place(events[position], in: index, outgoing: &outgoing)
             }
-            if self.partitions[index].demand > 0 && self.partitions[index].queue.isEmpty {
-                self.partitions[index].demand -= 1
-                outgoing[index].append(event)
-            } else {
-                self.partitions[index].queue.append(event)
+        case .transform(let transform):
+            for position in 0..<now {
+                guard let (event, key) = transform(events[position]), let index = self.index(of: key) else {
+                    refund += 1
+                    continue
+                }
+                self.place(event, in: index, outgoing: &outgoing)
             }
         }
         for index in outgoing.indices where !outgoing[index].isEmpty {
@@ -167,6 +178,26 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for partition in self.partitions {
             if let subscriber = partition.subscriber { body(subscriber.subscription, subscriber.sink) }
+        }
+    }
+
+    /// The position of partition `key`: a name, a number, or (for any dispatcher) a position.
+    @inlinable
+    func index(of key: PartitionKey) -> Int? {
+        if case .index(let position) = key {
+            return position >= 0 && position < self.partitions.count ? position : nil
+        }
+        return self.indexByKey[key]
+    }
+
+    /// Adds an event to what partition `index` gets now, or to its queue.
+    @inlinable
+    mutating func place(_ event: Event, in index: Int, outgoing: inout [[Event]]) {
+        if self.partitions[index].demand > 0 && self.partitions[index].queue.isEmpty {
+            self.partitions[index].demand -= 1
+            outgoing[index].append(event)
+        } else {
+            self.partitions[index].queue.append(event)
         }
     }
 

@@ -254,7 +254,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                     pokes.append { handle.send(.tokens) }
                 }
             } else {
-                let first = batchers[0].name
                 var processorHandles: [StageHandle<ProcessorStage<Source>>] = []
                 for index in 0..<count {
                     var options = demand
@@ -266,7 +265,10 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         stage,
                         options: StageOptions(
                             name: "\(self.name).processor.\(index)",
-                            dispatcher: .partition(names: batchers.map(\.name)) { message in .name(message.batcher ?? first) },
+                            dispatcher: .partition(names: batchers.map(\.name)) { message in
+                                // Unrouted messages go to the first batcher, by position (no hashing).
+                                message.batcher.map { .name($0) } ?? .index(0)
+                            },
                             bufferSize: .unbounded,
                             logger: logger
                         ),

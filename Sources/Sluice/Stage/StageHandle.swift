@@ -64,7 +64,7 @@ public struct StageHandle<S: Stage>: Sendable {
             Self.launch(
                 stage,
                 cell: cell,
-                dispatcher: PartitionDispatcher(partitions: partitions, route: route),
+                dispatcher: PartitionDispatcher(partitions: partitions, routing: route),
                 options: options,
                 logger: logger
             )

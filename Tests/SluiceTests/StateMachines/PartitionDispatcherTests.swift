@@ -19,7 +19,7 @@ struct PartitionDispatcherTests {
         guard case .partition(let partitions, let route) = dispatcher.kind else {
             preconditionFailure("not a partition dispatcher")
         }
-        return PartitionDispatcher(partitions: partitions, route: route)
+        return PartitionDispatcher(partitions: partitions, routing: route)
     }
 
     private func subscribe(_ dispatcher: inout PartitionDispatcher<Int>, _ partition: PartitionKey) throws -> SubscriptionID {
