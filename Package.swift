@@ -59,7 +59,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit"],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis"],
             path: "Benchmarks/sluice-bench"
         ),
 

@@ -1,0 +1,179 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Sluice
+@_spi(Internal) import SluiceRedis
+
+/// Consumes preloaded 100-byte items from Redis through a Sluice pipeline that discards them,
+/// and the same data with a raw hiredis loop on one connection, in the same run.
+struct RedisSuite {
+    let quick: Bool
+
+    private var total: Int { self.quick ? 200_000 : 1_000_000 }
+    private var repetitions: Int { self.quick ? 1 : 3 }
+    private let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 100)
+    private let processors = 2
+    private let maxDemand = 4000
+
+    func run() async {
+        guard let url = ProcessInfo.processInfo.environment["SLUICE_REDIS_URL"], !url.isEmpty else {
+            print("suite redis: SLUICE_REDIS_URL is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
+            exit(1)
+        }
+        do {
+            try await self.measure(url: url)
+        } catch {
+            print("suite redis failed: \(error)")
+            exit(1)
+        }
+    }
+
+    private func measure(url: String) async throws {
+        print("suite redis: \(self.total) items of 100 bytes, median of \(self.repetitions) runs")
+        print("pipeline: RedisSource batchSize 1000 → Processors(concurrency: \(self.processors), maxDemand: \(self.maxDemand)) discarding")
+        print("timed: from Pipeline.run() (connecting included) until every message was handled and settled")
+        print("raw: one hiredis connection, LPOP key 1000 / XREADGROUP COUNT 1000 + XACK, each payload copied into [UInt8]")
+        print(pad("consumer", 44) + pad("msgs/s", 14) + "vs raw")
+        var base = try RedisConfiguration(url: url + (url.contains("?") ? "&" : "?") + "key=bench")
+        base.batchSize = 1000
+        let rawList = try await self.median { try await self.rawList(base) }
+        let list = try await self.median { try await self.sluice(base, mode: .list) }
+        let reliable = try await self.median { try await self.sluice(base, mode: .reliable) }
+        let rawStream = try await self.median { try await self.rawStream(base) }
+        let stream = try await self.median { try await self.sluice(base, mode: .stream) }
+        print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
+        print(pad("sluice list (BLMPOP COUNT, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
+        print(pad("sluice reliable (Lua move + Lua LREM ack)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
+        print(pad("raw XREADGROUP COUNT 1000 + XACK", 44) + pad(formatRate(rawStream), 14))
+        print(pad("sluice stream (XREADGROUP + batched XACK)", 44) + pad(formatRate(stream), 14) + String(format: "%.2f×", stream / rawStream))
+        print(
+            "RESULT redis list_msgs_per_s=\(Int(list)) reliable_msgs_per_s=\(Int(reliable)) stream_msgs_per_s=\(Int(stream)) "
+                + String(format: "vs_raw=%.2f stream_vs_raw=%.2f", list / rawList, stream / rawStream)
+        )
+    }
+
+    /// Runs `body` (which returns items and seconds) `repetitions` times; the median rate.
+    private func median(_ body: () async throws -> (Int, Double)) async throws -> Double {
+        var rates: [Double] = []
+        for _ in 0..<self.repetitions {
+            let (items, seconds) = try await body()
+            rates.append(Double(items) / seconds)
+        }
+        rates.sort()
+        return rates[rates.count / 2]
+    }
+
+    private func fresh(_ base: RedisConfiguration, mode: RedisConfiguration.Mode) -> RedisConfiguration {
+        var configuration = base
+        configuration.key = "sluice-bench-\(mode)-\(UUID().uuidString.prefix(8))"
+        configuration.mode = mode
+        configuration.group = "bench"
+        configuration.consumer = "bench-consumer"
+        return configuration
+    }
+
+    private func preload(_ client: RedisClient, _ configuration: RedisConfiguration) async throws {
+        let key = Array(configuration.key.utf8)
+        if configuration.mode == .stream {
+            let add: [[UInt8]] = [Array("XADD".utf8), key, Array("*".utf8), Array("payload".utf8), self.payload]
+            var remaining = self.total
+            while remaining > 0 {
+                let n = min(remaining, 20_000)
+                _ = try await client.pipeline(Array(repeating: add, count: n))
+                remaining -= n
+            }
+            _ = try await client.command(["XGROUP", "CREATE", configuration.key, configuration.group, "0"])
+        } else {
+            let push = [Array("RPUSH".utf8), key] + Array(repeating: self.payload, count: 1000)
+            var remaining = self.total
+            while remaining > 0 {
+                let n = min(remaining / 1000, 100)
+                _ = try await client.pipeline(Array(repeating: push, count: n))
+                remaining -= n * 1000
+            }
+        }
+    }
+
+    private func rawList(_ base: RedisConfiguration) async throws -> (Int, Double) {
+        let configuration = self.fresh(base, mode: .list)
+        let client = RedisClient(configuration: configuration)
+        try await self.preload(client, configuration)
+        let key = configuration.key
+        let start = ContinuousClock.now
+        let items = try await client.withRawLoop { send throws(RedisError) in
+            var items = 0
+            while true {
+                let got = try send(["LPOP", key, "1000"], true).items
+                if got == 0 { break }
+                items += got
+            }
+            return items
+        }
+        let seconds = RedisThread_seconds(ContinuousClock.now - start)
+        _ = try await client.command(["DEL", key])
+        await client.close()
+        return (items, seconds)
+    }
+
+    private func rawStream(_ base: RedisConfiguration) async throws -> (Int, Double) {
+        let configuration = self.fresh(base, mode: .stream)
+        let client = RedisClient(configuration: configuration)
+        try await self.preload(client, configuration)
+        let key = configuration.key
+        let group = configuration.group
+        let start = ContinuousClock.now
+        let items = try await client.withRawLoop { send throws(RedisError) in
+            var items = 0
+            while true {
+                let (got, ids) = try send(["XREADGROUP", "GROUP", group, "raw", "COUNT", "1000", "STREAMS", key, ">"], true)
+                if got == 0 { break }
+                _ = try send(["XACK", key, group] + ids, false)
+                items += got
+            }
+            return items
+        }
+        let seconds = RedisThread_seconds(ContinuousClock.now - start)
+        _ = try await client.command(["DEL", key])
+        await client.close()
+        return (items, seconds)
+    }
+
+    private func sluice(_ base: RedisConfiguration, mode: RedisConfiguration.Mode) async throws -> (Int, Double) {
+        let configuration = self.fresh(base, mode: mode)
+        let client = RedisClient(configuration: configuration)
+        try await self.preload(client, configuration)
+        let total = self.total
+        let pipeline = Pipeline("bench", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: self.processors, maxDemand: self.maxDemand) { _ in }
+        }
+        let start = ContinuousClock.now
+        var end = start
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            while pipeline.statistics.acknowledged < total {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            // Timed up to the moment every message was handled and handed to the
+            // acknowledger; the drain after it (which may wait out one blocking read) is not.
+            end = ContinuousClock.now
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        let seconds = RedisThread_seconds(end - start)
+        _ = try await client.command(["DEL", configuration.key, "\(configuration.key):processing:bench-consumer", "\(configuration.key):consumers"])
+        await client.close()
+        return (total, seconds)
+    }
+}
+
+// swiftlint:disable:next identifier_name
+private func RedisThread_seconds(_ duration: Duration) -> Double {
+    let (seconds, attoseconds) = duration.components
+    return Double(seconds) + Double(attoseconds) / 1e18
+}
