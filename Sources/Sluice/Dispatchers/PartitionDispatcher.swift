@@ -148,6 +148,17 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         var refund = 0
         switch self.route {
         case .hash(let hash):
+            // Fast path: every event goes to one partition that can take them all now; the
+            // batch is handed over as it is, without copying event by event.
+            if let first = hash(events[0]), let index = self.index(of: first),
+                self.partitions[index].queue.isEmpty, self.partitions[index].demand >= now,
+                let subscriber = self.partitions[index].subscriber,
+                (1..<now).allSatisfy({ position in hash(events[position]).flatMap { self.index(of: $0) } == index })
+            {
+                self.partitions[index].demand -= now
+                subscriber.sink.deliver(events.slice(0..<now), on: subscriber.subscription)
+                return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count))
+            }
             for position in 0..<now {
                 guard let key = hash(events[position]), let index = self.index(of: key) else {
                     refund += 1

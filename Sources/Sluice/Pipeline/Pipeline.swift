@@ -283,7 +283,9 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         SubscribeTo(
                             handle,
                             options: SubscriptionOptions(
-                                maxDemand: batcher.size,
+                                // As much as a processor handles at once (at least a batch), so
+                                // its output reaches the batcher in one piece.
+                                maxDemand: max(batcher.size, processors.maxDemand),
                                 cancel: .transient,
                                 partition: .name(batcher.name)
                             )
