@@ -221,12 +221,12 @@ struct RedisReader {
     private func entries(_ list: RedisReplyRef, deliveryCount: Int?) throws(RedisError) -> [Message<RedisMetadata>] {
         guard list.kind == .array else { return [] }
         let key = self.keys.source
-        let field = self.configuration.payloadField
+        let field = Array(self.configuration.payloadField.utf8)
         var messages: [Message<RedisMetadata>] = []
         messages.reserveCapacity(list.count)
         for index in 0..<list.count {
             let entry = list[index]
-            guard entry.kind == .array, entry.count == 2, let id = RedisEntryID(entry[0].text) else {
+            guard entry.kind == .array, entry.count == 2, let id = entry[0].entryID else {
                 throw RedisError(.unexpectedReply, "a stream entry of an unexpected shape")
             }
             let fields = entry[1]
@@ -234,7 +234,7 @@ struct RedisReader {
             var payloadIndex = 1
             var position = 0
             while position + 1 < fields.count {
-                if fields[position].text == field {
+                if fields[position].equals(field) {
                     payloadIndex = position + 1
                     break
                 }
@@ -360,7 +360,7 @@ enum RedisSettler {
                 command.append(configuration.group)
                 ack = command
             }
-            ack!.append(id.description)
+            ack!.append(id)
             if ack!.argumentCount >= self.chunk + 3 {
                 commands.append(ack!)
                 ack = nil

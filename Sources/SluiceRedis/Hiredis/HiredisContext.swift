@@ -196,6 +196,39 @@ struct RedisReplyRef {
         return String(decoding: UnsafeRawBufferPointer(start: start, count: reply.len), as: UTF8.self)
     }
 
+    /// A stream entry id (`ms-seq`) read straight from the reply's bytes.
+    var entryID: RedisEntryID? {
+        let reply = self.pointer.pointee
+        guard let start = reply.str, reply.len > 0 else { return nil }
+        let bytes = UnsafeRawBufferPointer(start: start, count: reply.len)
+        var milliseconds: UInt64 = 0
+        var sequence: UInt64 = 0
+        var seenDash = false
+        var digits = 0
+        for byte in bytes {
+            if byte == UInt8(ascii: "-") {
+                guard !seenDash, digits > 0 else { return nil }
+                seenDash = true
+                digits = 0
+                continue
+            }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let digit = UInt64(byte - UInt8(ascii: "0"))
+            if seenDash { sequence = sequence &* 10 &+ digit } else { milliseconds = milliseconds &* 10 &+ digit }
+            digits += 1
+        }
+        guard digits > 0 else { return nil }
+        return RedisEntryID(milliseconds: milliseconds, sequence: sequence)
+    }
+
+    /// Whether a string reply holds exactly `value`.
+    func equals(_ value: [UInt8]) -> Bool {
+        let reply = self.pointer.pointee
+        guard reply.len == value.count else { return false }
+        guard let start = reply.str else { return value.isEmpty }
+        return value.withUnsafeBytes { memcmp(start, $0.baseAddress!, reply.len) == 0 }
+    }
+
     /// Whether a string reply equals `value`.
     func equals(_ value: StaticString) -> Bool {
         let reply = self.pointer.pointee

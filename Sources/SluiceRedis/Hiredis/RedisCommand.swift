@@ -39,6 +39,29 @@ struct RedisCommand: Sendable {
         self.ends.append(self.storage.count)
     }
 
+    /// Appends a stream entry id as `ms-seq` without building a string.
+    mutating func append(_ id: RedisEntryID) {
+        self.appendDigits(id.milliseconds)
+        self.storage.append(UInt8(ascii: "-"))
+        self.appendDigits(id.sequence)
+        self.ends.append(self.storage.count)
+    }
+
+    private mutating func appendDigits(_ value: UInt64) {
+        if value == 0 {
+            self.storage.append(UInt8(ascii: "0"))
+            return
+        }
+        var divisor: UInt64 = 1
+        while divisor <= value / 10 { divisor *= 10 }
+        var rest = value
+        while divisor > 0 {
+            self.storage.append(UInt8(ascii: "0") + UInt8(rest / divisor))
+            rest %= divisor
+            divisor /= 10
+        }
+    }
+
     mutating func append(_ number: Int) {
         self.append(String(number))
     }
