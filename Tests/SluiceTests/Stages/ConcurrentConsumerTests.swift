@@ -75,9 +75,12 @@ struct ConcurrentConsumerTests {
         let subscription = try #require(ledger.allAccounts.keys.first)
         #expect(ledger.account(subscription).asked == maxDemand)
 
-        // Phase 2: let the handlers through one at a time.
-        for _ in 0..<total { gate.release() }
-        try await concurrency.finished.wait("\(total) handlers to finish") { $0.count >= total }
+        // Phase 2: let the handlers through one at a time. Handlers finish only as permits are
+        // released, so a consumer asking for more than it may hold is caught at its ask.
+        for released in 1...total {
+            gate.release()
+            try await concurrency.finished.wait("\(released) handlers to finish") { $0.count >= released }
+        }
         gate.open()
         #expect(concurrency.maximum == maxDemand)
         #expect(overAsks.value == [])

@@ -43,11 +43,43 @@ struct DispatcherStageTests {
         try await producer.halt()
     }
 
+    @Test("demand: a cancelled subscriber's unmet demand is not asked from the producer again")
+    func demandCancelledNotAskedTwice() async throws {
+        let demands = Observed<[Int]>([])
+        let firstLog = Observed(ConsumerLog())
+        let secondLog = Observed(ConsumerLog())
+        let producer = try await StageHandle.start(ScriptedProducer(.queue, demands: demands))
+        let first = try await self.consumer(of: producer, log: firstLog, options: .init(maxDemand: 10, demand: .manual))
+        let second = try await self.consumer(of: producer, log: secondLog, options: .init(maxDemand: 10, demand: .manual))
+        first.send(.ask(10, nil))
+        try await first.settle()
+        producer.send(.push([0, 1, 2, 3]))  // 6 still owed to first
+        try await firstLog.wait("4 events") { $0.events.count == 4 }
+        first.send(.cancel(nil))
+        try await first.settle()
+        second.send(.ask(8, nil))
+        try await second.settle()
+        try await producer.settle()
+        #expect(demands.value == [10, 2], "6 of second's 8 are covered by what the producer still owes")
+        producer.send(.push(Array(4..<20)))
+        try await secondLog.wait("8 events") { $0.events.count >= 8 }
+        try await producer.settle()
+        #expect(secondLog.value.events == Array(4..<12))
+        #expect(firstLog.value.events == [0, 1, 2, 3])
+        try await first.halt()
+        try await second.halt()
+        try await producer.halt()
+    }
+
     @Test("demand: every event reaches exactly one of several consumers")
     func demandExactlyOnce() async throws {
         let logs = (0..<3).map { _ in Observed(ConsumerLog()) }
         let ledger = DemandLedger()
-        let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: 3_000)))
+        // Held until every consumer subscribed, or the first could take everything.
+        let producer = try await StageHandle.start(
+            ScriptedProducer(.generate(limit: 3_000)),
+            options: .init(demandMode: .accumulate)
+        )
         var consumers: [StageHandle<RecordingConsumer>] = []
         for (index, log) in logs.enumerated() {
             consumers.append(
@@ -57,10 +89,12 @@ struct DispatcherStageTests {
                 )
             )
         }
+        producer.setDemandMode(.forward)
         for consumer in consumers {
             try await withTimeout("a consumer to end") { _ = await consumer.waitForTermination() }
         }
         let all = logs.flatMap(\.value.events).sorted()
+        #expect(logs.allSatisfy { !$0.value.events.isEmpty }, "every consumer took part")
         #expect(all == Array(0..<3_000))
         #expect(ledger.violations == [])
     }
