@@ -55,7 +55,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @usableFromInline
     var accumulated: [Int]?
     @usableFromInline
-    var upstreams: [SubscriptionID: Upstream] = [:]
+    var upstreams = SubscriptionTable<Upstream>()
     /// Producer-consumer input waiting for downstream demand.
     @usableFromInline
     var queuedInput: Deque<QueuedInput> = []
@@ -498,7 +498,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         for (subscription, upstream) in self.upstreams {
             upstream.source.cancel(subscription, reason: reason)
         }
-        self.upstreams = [:]
+        self.upstreams = SubscriptionTable()
         await self.stage.terminate(reason: reason)
         let unsent = self.buffer.count + droppedEvents
         if unsent > 0 {
