@@ -24,6 +24,10 @@ for suite in selected {
         await EngineSuite(quick: quick).run()
     case "pipeline":
         await PipelineSuite(quick: quick).run()
+    case "profile-fanout":
+        // Only the Sluice 1 → 4 fan-out at maxDemand 1000, for profilers.
+        let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceFanOut(consumers: 4, total: 40_000_000) }
+        print("A→4×C maxDemand 1000: \(formatRate(rate))")
     case "profile-abc":
         // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
