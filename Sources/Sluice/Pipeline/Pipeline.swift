@@ -81,7 +81,18 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     @usableFromInline
     let limiter: RateLimiter
     @usableFromInline
-    let running = Mutex<RunningState?>(nil)
+    let running = Mutex(RunState())
+
+    /// The running stages, a drain asked for before they were all started, and the last counts.
+    @usableFromInline
+    struct RunState: Sendable {
+        @usableFromInline var current: RunningState?
+        @usableFromInline var drainRequested = false
+        @usableFromInline var last = PipelineStatistics()
+
+        @inlinable
+        init() {}
+    }
 
     @usableFromInline
     struct RunningState: Sendable {
@@ -177,20 +188,26 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     public func setRateLimit(_ limit: RateLimit?) throws(SluiceError) {
         try limit?.validate()
         self.limiter.set(limit)
-        let poke = self.running.withLock { $0?.pokeProcessors }
+        let poke = self.running.withLock { $0.current?.pokeProcessors }
         poke?()
     }
 
-    /// The message counts so far (zero before the pipeline runs).
+    /// The message counts of the current run, or of the last one once it ended.
     @inlinable
     public var statistics: PipelineStatistics {
-        self.running.withLock { $0?.statistics() } ?? PipelineStatistics()
+        let (current, last) = self.running.withLock { ($0.current?.statistics, $0.last) }
+        return current?() ?? last
     }
 
-    /// Asks a running pipeline to drain: stop taking messages, finish in-flight work, end.
+    /// Asks the pipeline to drain: stop taking messages, finish in-flight work, end. Asked while
+    /// the pipeline is still starting, the drain begins as soon as every stage runs.
     @inlinable
     public func drain() {
-        let drain = self.running.withLock { $0?.drain }
+        let drain = self.running.withLock { state -> (@Sendable () -> Void)? in
+            if let current = state.current { return current.drain }
+            state.drainRequested = true
+            return nil
+        }
         drain?()
     }
 
@@ -232,7 +249,15 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 ?? .demand
             let sourceHandle = try await StageHandle.start(
                 parts.stage,
-                options: StageOptions(name: "\(self.name).source", dispatcher: sourceDispatcher, bufferSize: .unbounded, logger: logger)
+                // Demand is held until every stage is subscribed, so a source cannot finish (and
+                // end) before the last processor or batcher joined.
+                options: StageOptions(
+                    name: "\(self.name).source",
+                    dispatcher: sourceDispatcher,
+                    bufferSize: .unbounded,
+                    demandMode: .accumulate,
+                    logger: logger
+                )
             )
             stages.append(SupervisedStage(sourceHandle))
             let drainSource: @Sendable () -> Void = { sourceHandle.send(.drain) }
@@ -308,20 +333,30 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 }
             }
             let allPokes = pokes
-            self.running.withLock {
-                $0 = RunningState(
+            let drainNow = self.running.withLock { state -> Bool in
+                state.current = RunningState(
                     stages: stages,
                     drain: drainSource,
                     pokeProcessors: { for poke in allPokes { poke() } },
                     statistics: { runtime.statistics }
                 )
+                return state.drainRequested
             }
+            if drainNow { drainSource() }
+            sourceHandle.setDemandMode(.forward)
         } catch {
+            self.running.withLock { $0.drainRequested = false }
             for stage in stages.reversed() { _ = await stage.stop(.shutdown) }
             await self.source.shutdown(parts.acknowledger)
             throw error
         }
-        defer { self.running.withLock { $0 = nil } }
+        defer {
+            self.running.withLock { state in
+                state.last = runtime.statistics
+                state.current = nil
+                state.drainRequested = false
+            }
+        }
 
         let all = stages
         let deadline = Mutex<Task<Void, Never>?>(nil)
