@@ -16,7 +16,8 @@ import Logging
 /// never holds more than `maxDemand` events of a subscription, running or on their way.
 ///
 /// A handler that throws does not stop the consumer: the failure is logged and passed to
-/// `onFailure` if set. When the consumer stops, it waits for its running tasks.
+/// `onFailure` if set. When the consumer stops, it waits for its running tasks; when it is
+/// killed (``StageHandle/kill()``) it cancels them first.
 ///
 /// ```swift
 /// let workers = try await StageHandle.start(
@@ -126,6 +127,11 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
     }
 
     public mutating func terminate(reason: StopReason) async {
+        // Killed (the stage's task was cancelled): cancel the running handlers too. Otherwise
+        // let them finish.
+        if Task.isCancelled {
+            for task in self.tasks.values { task.cancel() }
+        }
         for task in self.tasks.values { await task.value }
     }
 }

@@ -161,7 +161,7 @@ public final class Supervisor: Sendable {
                 try await supervisor.startChild(index)
             } catch {
                 await supervisor.stopChildren(.shutdown)
-                supervisor.termination.finish(.failure(error))
+                supervisor.finish(.failure(error))
                 throw error
             }
         }
