@@ -180,9 +180,35 @@ struct ProcessorCore<Source: PipelineSource> {
     }
 }
 
+/// What both processor stage shapes share: demand asked by hand within the rate limit.
+@usableFromInline
+protocol ProcessorStageShape: Stage where Input == Message<Source.Metadata>, Info == ProcessorInfo {
+    associatedtype Source: PipelineSource
+    var core: ProcessorCore<Source> { get set }
+}
+
+extension ProcessorStageShape {
+    @inlinable
+    mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
+        self.core.handle = { handle.send(.tokens) }
+    }
+
+    @inlinable
+    mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
+        self.core.subscription = subscription.id
+        self.core.requestDemand(&context)
+        return .manual
+    }
+
+    @inlinable
+    mutating func handleInfo(_ info: ProcessorInfo, context: inout StageContext<Output>) {
+        self.core.tokensMayBeAvailable(&context)
+    }
+}
+
 /// A processor whose messages go on to batchers.
 @usableFromInline
-struct ProcessorStage<Source: PipelineSource>: ProducerConsumer {
+struct ProcessorStage<Source: PipelineSource>: ProducerConsumer, ProcessorStageShape {
     @usableFromInline
     typealias Input = Message<Source.Metadata>
     @usableFromInline
@@ -197,33 +223,16 @@ struct ProcessorStage<Source: PipelineSource>: ProducerConsumer {
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable
-    mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
-        self.core.handle = { handle.send(.tokens) }
-    }
-
-    @inlinable
-    mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
-        self.core.subscription = subscription.id
-        self.core.requestDemand(&context)
-        return .manual
-    }
-
-    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
         let forward = await self.core.process(events)
         if !forward.isEmpty { context.emit(forward) }
         self.core.requestDemand(&context)
     }
-
-    @inlinable
-    mutating func handleInfo(_ info: ProcessorInfo, context: inout StageContext<Output>) {
-        self.core.tokensMayBeAvailable(&context)
-    }
 }
 
 /// A processor that settles its messages itself (the pipeline has no batcher).
 @usableFromInline
-struct TerminalProcessorStage<Source: PipelineSource>: Consumer {
+struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageShape {
     @usableFromInline
     typealias Input = Message<Source.Metadata>
     @usableFromInline
@@ -236,25 +245,8 @@ struct TerminalProcessorStage<Source: PipelineSource>: Consumer {
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable
-    mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
-        self.core.handle = { handle.send(.tokens) }
-    }
-
-    @inlinable
-    mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Never>) -> DemandMode {
-        self.core.subscription = subscription.id
-        self.core.requestDemand(&context)
-        return .manual
-    }
-
-    @inlinable
     mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
         _ = await self.core.process(events)
         self.core.requestDemand(&context)
-    }
-
-    @inlinable
-    mutating func handleInfo(_ info: ProcessorInfo, context: inout StageContext<Never>) {
-        self.core.tokensMayBeAvailable(&context)
     }
 }
