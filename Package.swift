@@ -78,6 +78,7 @@ let package = Package(
         // MARK: Examples
         .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),
         .executableTarget(name: "ExampleEventManager", dependencies: ["Sluice"], path: "examples/event-manager"),
+        .executableTarget(name: "ExamplePipeline", dependencies: ["Sluice", "SluiceTestKit"], path: "examples/pipeline"),
 
         // MARK: Brokers (C modules and smoke tests are added below this line by the brokers work)
         .systemLibrary(
