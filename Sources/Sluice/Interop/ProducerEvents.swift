@@ -13,7 +13,9 @@ extension ProducerRef {
     /// The producer's events as an async sequence of batches, consumed with demand.
     ///
     /// Iterating subscribes with `maxDemand` and `minDemand` exactly like a consumer stage:
-    /// never more than `maxDemand` events are waiting in the sequence. Leaving the loop (or
+    /// batches come in slices of at most `maxDemand - minDemand` events, demand is asked again
+    /// after each slice (10/5 asks 10, 5, 5, …), and never more than `maxDemand` events wait in
+    /// the sequence. Leaving the loop (or
     /// cancelling the iterating task) cancels the subscription. The sequence ends when the
     /// producer ends normally or shuts down, and throws the producer's error if it crashed.
     ///
@@ -140,7 +142,13 @@ final class EventsStorage<Event: Sendable>: Sendable {
         try self.startIfNeeded()
         while true {
             let step = self.state.withLock { state -> Step in
-                if let batch = state.batches.popFirst() {
+                if var batch = state.batches.popFirst() {
+                    // Like a consumer stage: hand out slices of at most maxDemand - minDemand
+                    // and re-ask after each, so 10/5 asks 10, 5, 5, …
+                    if let demand = state.demand, batch.count > demand.sliceSize {
+                        state.batches.prepend(Array(batch[demand.sliceSize...]))
+                        batch = Array(batch[..<demand.sliceSize])
+                    }
                     let ask = state.demand?.consume(batch.count).ask ?? 0
                     return .batch(batch, ask: ask, state.subscription)
                 }

@@ -114,6 +114,22 @@ struct InteropTests {
         #expect((reason.error as? TestFailure)?.label == "sequence failed")
     }
 
+    @Test("events(maxDemand:) slices like a consumer stage: 10/5 asks 10, then 5, 5 and hands out slices of 5")
+    func eventsSliceAndReask() async throws {
+        let demands = Observed<[Int]>([])
+        let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil), demands: demands))
+        let slices = try await withTimeout("four slices") {
+            var iterator = producer.events(maxDemand: 10, minDemand: 5).makeAsyncIterator()
+            var sizes: [Int] = []
+            for _ in 0..<4 { sizes.append(try await iterator.next()?.count ?? 0) }
+            return sizes
+        }
+        #expect(slices == [5, 5, 5, 5])
+        let asked = try await demands.wait("10, 5, 5 asked") { $0.count >= 3 }
+        #expect(Array(asked.prefix(3)) == [10, 5, 5])
+        try await producer.halt()
+    }
+
     @Test("events(maxDemand:) never has more than maxDemand events outstanding")
     func eventsBoundedOutstanding() async throws {
         let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil)))

@@ -120,7 +120,7 @@ struct ProducerTests {
         #expect(statistics.bufferDiscarded == 5)
 
         let first = try await withTimeout("the first batch") {
-            var iterator = producer.events(maxDemand: 10).makeAsyncIterator()
+            var iterator = producer.events(maxDemand: 10, minDemand: 0).makeAsyncIterator()
             return try await iterator.next()
         }
         #expect(first == Array(5..<15))
@@ -139,7 +139,7 @@ struct ProducerTests {
         #expect(statistics.buffered == 4)
         #expect(statistics.bufferDiscarded == 2)
         let first = try await withTimeout("the first batch") {
-            var iterator = producer.events(maxDemand: 10).makeAsyncIterator()
+            var iterator = producer.events(maxDemand: 10, minDemand: 0).makeAsyncIterator()
             return try await iterator.next()
         }
         #expect(first == [0, 1, 2, 3])
