@@ -219,8 +219,9 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             self.storeInBuffer(events, front: fromBuffer)
             return
         }
+        let discardedBefore = self.dispatcher.discarded
         let outcome = self.dispatcher.dispatch(events)
-        self.statistics.eventsOut += events.count - outcome.leftover.count
+        self.statistics.eventsOut += events.count - outcome.leftover.count - (self.dispatcher.discarded - discardedBefore)
         if !outcome.leftover.isEmpty {
             self.storeInBuffer(outcome.leftover, front: fromBuffer)
         }
@@ -323,7 +324,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             self.account(excess, subscription)
             self.upstreams[subscription] = upstream
             await self.callHandleEvents(events.slice(start..<end), subscription)
-            guard self.stopReason == nil, self.upstreams[subscription] != nil else { return }
+            // Re-read the subscription: the callback may have asked on it (context.ask), and
+            // that demand must not be overwritten by this loop's copy.
+            guard self.stopReason == nil, let current = self.upstreams[subscription] else { return }
+            upstream = current
             if ask > 0 { upstream.source.ask(ask, on: subscription) }
             start = end
         }

@@ -57,3 +57,43 @@ struct KillTests {
         await producer.stop()
     }
 }
+
+@Suite("Asking by hand in automatic mode")
+struct AutomaticExtraAskTests {
+    struct AsksOnce: Consumer {
+        typealias Input = Int
+        let received: Observed<Int>
+        var asked = false
+        mutating func handleEvents(_ events: [Int], from subscription: SubscriptionID, context: inout StageContext<Never>) {
+            if !self.asked {
+                self.asked = true
+                context.ask(4, on: subscription)
+            }
+            self.received.increment(by: events.count)
+        }
+    }
+
+    @Test("an extra ask from a callback is counted in the subscription's pending demand")
+    func extraAskIsAccounted() async throws {
+        let demands = Observed<[Int]>([])
+        let producer = try await StageHandle.start(ScriptedProducer(.queue, demands: demands))
+        let received = Observed(0)
+        let consumer = try await StageHandle.start(
+            AsksOnce(received: received),
+            subscribeTo: [.init(producer, options: .init(maxDemand: 10, minDemand: 5))]
+        )
+        producer.send(.push(Array(0..<30)))
+        try await received.wait("all 30 events") { $0 == 30 }
+        // Barriers: the consumer has sent every ask it will send, then the producer has seen them.
+        _ = try await consumer.statistics()
+        _ = try await producer.statistics()
+        let asked = demands.value.reduce(0, +)
+        let statistics = try await consumer.statistics()
+        #expect(asked > 30)
+        #expect(statistics.upstreamSubscriptions == 1)
+        // What the consumer believes is still coming is exactly what it asked and did not get.
+        #expect(statistics.pendingUpstreamDemand == asked - 30)
+        await consumer.stop()
+        await producer.stop()
+    }
+}
