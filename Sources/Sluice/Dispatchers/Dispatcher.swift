@@ -22,9 +22,15 @@ public struct Dispatcher<Event: Sendable>: Sendable {
 
     @usableFromInline
     let kind: Kind
+    /// The partition count asked for, kept to name it if it is invalid.
+    @usableFromInline
+    let requestedCount: Int?
 
     @usableFromInline
-    init(kind: Kind) { self.kind = kind }
+    init(kind: Kind, requestedCount: Int? = nil) {
+        self.kind = kind
+        self.requestedCount = requestedCount
+    }
 
     /// Each batch goes to the subscriber with the most pending demand, up to that demand, then to
     /// the next (the default). Every event reaches exactly one subscriber.
@@ -42,7 +48,8 @@ public struct Dispatcher<Event: Sendable>: Sendable {
             kind: .partition(
                 partitions: (0..<max(count, 0)).map { PartitionKey.index($0) },
                 route: .hash(hash)
-            )
+            ),
+            requestedCount: count
         )
     }
 
@@ -69,7 +76,11 @@ public struct Dispatcher<Event: Sendable>: Sendable {
     func validate() throws(SluiceError) {
         guard case .partition(let partitions, _) = self.kind else { return }
         guard !partitions.isEmpty else {
-            throw .invalidOption("partitions", 0, "a partition dispatcher needs at least one partition")
+            throw .invalidOption(
+                "partitions",
+                self.requestedCount ?? 0,
+                "a partition dispatcher needs at least one partition"
+            )
         }
         var seen = Set<PartitionKey>()
         for key in partitions where !seen.insert(key).inserted {

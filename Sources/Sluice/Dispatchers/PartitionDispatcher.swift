@@ -144,7 +144,8 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.waiting -= now
         // Cancelled subscribers cannot be owed more than the producer still owes at all.
         self.cancelledDemand = min(self.cancelledDemand, self.waiting)
-        var outgoing = [[Event]](repeating: [], count: self.partitions.count)
+        // Allocated only once the whole-batch fast path below does not apply.
+        var outgoing: [[Event]] = []
         var refund = 0
         switch self.route {
         case .hash(let hash):
@@ -159,6 +160,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
                 subscriber.sink.deliver(events.slice(0..<now), on: subscriber.subscription)
                 return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count))
             }
+            outgoing = [[Event]](repeating: [], count: self.partitions.count)
             for position in 0..<now {
                 guard let key = hash(events[position]), let index = self.index(of: key) else {
                     refund += 1
@@ -167,6 +169,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
                 self.place(events[position], in: index, outgoing: &outgoing)
             }
         case .transform(let transform):
+            outgoing = [[Event]](repeating: [], count: self.partitions.count)
             for position in 0..<now {
                 guard let (event, key) = transform(events[position]), let index = self.index(of: key) else {
                     refund += 1

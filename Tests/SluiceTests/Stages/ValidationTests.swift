@@ -77,6 +77,10 @@ struct ValidationTests {
             try await StageHandle.start(ScriptedProducer(.queue), options: .init(dispatcher: .partition(count: 0) { _ in 0 }))
         }
         self.expectInvalid(none, naming: "partitions=0")
+        let negative = await #expect(throws: SluiceError.self) {
+            try await StageHandle.start(ScriptedProducer(.queue), options: .init(dispatcher: .partition(count: -3) { _ in 0 }))
+        }
+        self.expectInvalid(negative, naming: "partitions=-3")
         let noNames = await #expect(throws: SluiceError.self) {
             try await StageHandle.start(ScriptedProducer(.queue), options: .init(dispatcher: .partition(names: []) { _ in "a" }))
         }
