@@ -125,6 +125,7 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceTestKit",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

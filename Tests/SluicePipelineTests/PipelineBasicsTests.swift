@@ -19,7 +19,7 @@ import Testing
         }
         source.push(payloads(1000))
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         #expect(seen.count == 1000)
         #expect(Set(seen.all).count == 1000)
         let counts = source.settlementCounts
@@ -43,7 +43,7 @@ import Testing
         }
         source.push(payloads(500))
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         #expect(sizes.all.reduce(0, +) == 500)
         #expect(sizes.all.allSatisfy { $0 <= 25 })
         #expect(sizes.all.filter { $0 == 25 }.count >= 18)
@@ -75,7 +75,7 @@ import Testing
         source.push((0..<100).map { Array("\($0)".utf8) })
         let lost = source.push("nowhere")
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         #expect(Set(even.all) == Set(stride(from: 0, to: 100, by: 2).map { "\($0)" }))
         #expect(Set(odd.all) == Set(stride(from: 1, to: 100, by: 2).map { "\($0)" }))
         #expect(source.outcome(of: lost) == .failed(.deadLetter))
@@ -100,7 +100,7 @@ import Testing
         }
         source.push(batch)
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         let all = seen.all
         #expect(all.count == 800)
         for key in 0..<8 {

@@ -58,7 +58,7 @@ final class Gate: Sendable {
             }
         }
         let ids = source.push(payloads(200))
-        try await withTimeout {
+        try await withTimeLimit(.seconds(20)) {
             try await testGracefulShutdown { trigger in
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await pipeline.run() }
@@ -98,7 +98,7 @@ final class Gate: Sendable {
             }
         }
         source.push(payloads(10))
-        try await withTimeout {
+        try await withTimeLimit(.seconds(20)) {
             try await testGracefulShutdown { trigger in
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await pipeline.run() }
@@ -126,7 +126,7 @@ final class Gate: Sendable {
         source.push(payloads(3))
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
-            try await withTimeout {
+            try await withTimeLimit(.seconds(20)) {
                 await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await pipeline.run() }
                     await started.wait()
@@ -171,7 +171,7 @@ final class Gate: Sendable {
         }
         source.push(["a1", "b1", "a2", "b2"].map { Array($0.utf8) })
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         #expect(Set(batches.all) == [["a1", "a2"], ["b1", "b2"]])
     }
 
@@ -221,7 +221,7 @@ final class Gate: Sendable {
         }
         source.push(payloads(100))
         source.finishWhenEmpty()
-        try await withTimeout { try await pipeline.run() }
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
         let dimensions = [("pipeline", "metrics")]
         #expect(try metrics.expectCounter(SluiceMetricLabel.received, dimensions).totalValue == 100)
         #expect(try metrics.expectCounter(SluiceMetricLabel.acknowledged, dimensions).totalValue == 90)
@@ -235,7 +235,7 @@ final class Gate: Sendable {
         let source = InMemorySource()
         let pipeline = Pipeline("service", source: source) { Processors(concurrency: 1) { _ in } }
         let group = ServiceGroup(services: [pipeline], logger: Logger(label: "test"))
-        try await withTimeout {
+        try await withTimeLimit(.seconds(20)) {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
                 #expect(await source.testMessage("hello") == .acknowledged)

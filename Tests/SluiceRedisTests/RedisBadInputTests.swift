@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Sluice
+import SluiceTestKit
 @_spi(Internal) import SluiceRedis
 import Testing
 
@@ -17,7 +18,7 @@ struct RedisBadInputTests {
             Processors(concurrency: 1, maxDemand: 10) { _ in }
         }
         do {
-            try await withTimeout(seconds: 20) { try await pipeline.run() }
+            try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
             Issue.record("the pipeline ran although it should not")
             return nil
         } catch let error as RedisError {

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Sluice
+import SluiceTestKit
 @_spi(Internal) import SluiceRedis
 import Testing
 
@@ -121,7 +122,7 @@ struct RedisListTests {
                 handled.append(message.text)
             }
         }
-        try await withTimeout {
+        try await withTimeLimit(.seconds(20)) {
             let run = Task { try await first.run() }
             try await waitUntil("some handled") { handled.count >= 300 }
             run.cancel()

@@ -8,6 +8,7 @@
 
 import Foundation
 import Sluice
+import SluiceTestKit
 @_spi(Internal) import SluiceRedis
 import Testing
 
@@ -104,7 +105,7 @@ struct RedisRestartTests {
                 if handled.count % 100 == 0 { try await Task.sleep(for: .milliseconds(2)) }
             }
         }
-        try await withRunningPipeline(pipeline, seconds: 90) {
+        try await withRunningPipeline(pipeline, timeLimit: .seconds(90)) {
             try await waitUntil("some handled") { handled.count >= 3000 }
             server.kill()
             try await Task.sleep(for: .milliseconds(300))

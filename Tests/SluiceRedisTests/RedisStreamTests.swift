@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Sluice
+import SluiceTestKit
 @_spi(Internal) import SluiceRedis
 import Testing
 
@@ -163,7 +164,7 @@ struct RedisSinkTests {
             RedisSinkStage(sink: sink),
             subscribeTo: [SubscribeTo(producer, options: SubscriptionOptions(maxDemand: 50))]
         )
-        let reason = try await withTimeout { await consumer.waitForTermination() }
+        let reason = try await withTimeLimit(.seconds(20)) { await consumer.waitForTermination() }
         #expect(reason.isNormalOrShutdown)
         await sink.close()
         #expect(try await client.command(["XLEN", configuration.key]).integer == 500)

@@ -46,47 +46,6 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Runs `body` while `pipeline` runs in a child task, then drains the pipeline and waits for
-/// its end. The whole run is bounded by `seconds`.
-func withRunningPipeline<Source: PipelineSource, R: Sendable>(
-    _ pipeline: Pipeline<Source>,
-    seconds: Int = 30,
-    _ body: @escaping @Sendable () async throws -> R
-) async throws -> R {
-    try await withTimeout(seconds: seconds) {
-        try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask {
-                try await pipeline.run()
-                return nil
-            }
-            let result = try await body()
-            pipeline.drain()
-            while let next = try await group.next() {
-                if next == nil { break }
-            }
-            return result
-        }
-    }
-}
-
-/// Fails the test if `operation` takes longer than `seconds`.
-func withTimeout<R: Sendable>(seconds: Int = 30, _ operation: @escaping @Sendable () async throws -> R) async throws -> R {
-    try await withThrowingTaskGroup(of: R?.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        let first = try await group.next()!
-        group.cancelAll()
-        guard let result = first else {
-            Issue.record("timed out after \(seconds) s")
-            throw TestFailure("timed out after \(seconds) s")
-        }
-        return result
-    }
-}
-
 /// Polls `condition` every 10 ms until it holds; throws after `seconds`.
 func waitUntil(seconds: Double = 15, _ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
