@@ -63,13 +63,13 @@ final class EventSource<Output: Sendable>: Sendable {
 @usableFromInline
 final class EventSink<Input: Sendable>: Sendable {
     @usableFromInline let stageID: StageID
-    @usableFromInline let deliverOperation: @Sendable ([Input], SubscriptionID) -> Void
+    @usableFromInline let deliverOperation: @Sendable (consuming [Input], SubscriptionID) -> Void
     @usableFromInline let endedOperation: @Sendable (SubscriptionID, StopReason) -> Void
 
     @inlinable
     init(
         stageID: StageID,
-        deliver: @escaping @Sendable ([Input], SubscriptionID) -> Void,
+        deliver: @escaping @Sendable (consuming [Input], SubscriptionID) -> Void,
         ended: @escaping @Sendable (SubscriptionID, StopReason) -> Void
     ) {
         self.stageID = stageID
@@ -79,7 +79,7 @@ final class EventSink<Input: Sendable>: Sendable {
 
     /// Delivers a batch of events on `subscription`; never more than was asked.
     @inlinable
-    func deliver(_ events: [Input], on subscription: SubscriptionID) {
+    func deliver(_ events: consuming [Input], on subscription: SubscriptionID) {
         self.deliverOperation(events, subscription)
     }
 

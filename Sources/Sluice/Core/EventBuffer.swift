@@ -6,8 +6,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
-
 /// How many events a producer keeps when events exist and nobody asked for them.
 public enum BufferLimit: Hashable, Sendable {
     /// Keep at most this many events (must be 0 or more).
@@ -25,10 +23,13 @@ public enum BufferKeep: Hashable, Sendable {
 }
 
 /// A producer's buffer for events that exist without demand. Pure value type.
+///
+/// Events are moved in and out whole batches at a time where possible (``EventQueue``), never
+/// copied one by one.
 @usableFromInline
 struct EventBuffer<Event>: Sendable where Event: Sendable {
     @usableFromInline
-    var events: Deque<Event> = []
+    var events = EventQueue<Event>()
     @usableFromInline
     let limit: Int
     @usableFromInline
@@ -50,39 +51,35 @@ struct EventBuffer<Event>: Sendable where Event: Sendable {
 
     /// Stores `new`; returns how many events were discarded to respect the limit.
     @inlinable
-    mutating func store(_ new: [Event]) -> Int {
+    mutating func store(_ new: consuming [Event]) -> Int {
         switch self.keep {
         case .last:
-            self.events.append(contentsOf: new)
+            self.events.append(new)
             let overflow = self.events.count - self.limit
             if overflow > 0 {
-                self.events.removeFirst(overflow)
+                self.events.dropFirst(overflow)
                 return overflow
             }
             return 0
         case .first:
             let room = max(0, self.limit - self.events.count)
-            if new.count <= room {
-                self.events.append(contentsOf: new)
-                return 0
-            }
-            self.events.append(contentsOf: new.prefix(room))
-            return new.count - room
+            var new = new
+            let discarded = max(0, new.count - room)
+            if discarded > 0 { new.removeLast(discarded) }
+            self.events.append(new)
+            return discarded
         }
     }
 
     /// Removes and returns the oldest `count` events (or fewer if there are fewer).
     @inlinable
     mutating func take(_ count: Int) -> [Event] {
-        let n = min(count, self.events.count)
-        let taken = Array(self.events.prefix(n))
-        self.events.removeFirst(n)
-        return taken
+        self.events.take(count)
     }
 
     /// Puts events back at the front, in order (events a dispatcher could not place).
     @inlinable
-    mutating func putBack(_ front: [Event]) {
-        self.events.insert(contentsOf: front, at: 0)
+    mutating func putBack(_ front: consuming [Event]) {
+        self.events.prepend(front)
     }
 }

@@ -39,10 +39,13 @@ final class Mailbox<Mail: Sendable>: Sendable {
     /// closed because its stage ended.
     @discardableResult
     @inlinable
-    func send(_ mail: Mail) -> Bool {
+    func send(_ mail: consuming Mail) -> Bool {
+        // Moved into the queue, so the receiver holds the only reference to a batch it gets and
+        // can change it in place.
+        var mail: Mail? = consume mail
         let (accepted, receiver) = self.state.withLock { state -> (Bool, UnsafeContinuation<Void, Never>?) in
             if state.closed { return (false, nil) }
-            state.queue.append(mail)
+            state.queue.append(mail.take()!)
             let receiver = state.receiver
             state.receiver = nil
             return (true, receiver)

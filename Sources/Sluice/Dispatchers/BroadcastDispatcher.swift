@@ -127,10 +127,11 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
+    mutating func dispatch(_ events: consuming [Event]) -> DispatchOutcome<Event> {
+        var events = events
         let now = min(self.waiting, events.count)
         guard now > 0 else { return DispatchOutcome(leftover: events) }
-        let deliverNow = events.slice(0..<now)
+        let deliverNow = events.removePrefixMoving(now)
         for index in self.entries.indices {
             let entry = self.entries[index]
             var selected = deliverNow
@@ -148,7 +149,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         }
         self.waiting -= now
         let extra = self.normalize()
-        return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: extra)
+        return DispatchOutcome(leftover: events, extraDemand: extra)
     }
 
     @inlinable

@@ -85,18 +85,26 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
-        var start = 0
-        while start < events.count, let first = self.entries.first, first.demand > 0 {
-            let count = min(first.demand, events.count - start)
+    mutating func dispatch(_ events: consuming [Event]) -> DispatchOutcome<Event> {
+        guard let first = self.entries.first, first.demand > 0 else { return DispatchOutcome(leftover: events) }
+        if first.demand >= events.count {
+            // The whole batch fits the subscriber with the most demand: hand it over as it is.
+            var entry = self.entries.removeFirst()
+            entry.demand -= events.count
+            entry.sink.deliver(events, on: entry.subscription)
+            self.insert(entry)
+            return DispatchOutcome()
+        }
+        // Split by moving the events, never copying them one by one.
+        var queue = EventQueue(events)
+        while !queue.isEmpty, let first = self.entries.first, first.demand > 0 {
+            let count = min(first.demand, queue.count)
             var entry = self.entries.removeFirst()
             entry.demand -= count
-            entry.sink.deliver(events.slice(start..<(start + count)), on: entry.subscription)
+            entry.sink.deliver(queue.take(count), on: entry.subscription)
             self.insert(entry)
-            start += count
         }
-        if start == events.count { return DispatchOutcome() }
-        return DispatchOutcome(leftover: events.slice(start..<events.count))
+        return DispatchOutcome(leftover: queue.takeAll())
     }
 
     @inlinable

@@ -110,7 +110,7 @@ struct DispatchOutcome<Event: Sendable> {
     var extraDemand = 0
 
     @inlinable
-    init(leftover: [Event] = [], extraDemand: Int = 0) {
+    init(leftover: consuming [Event] = [], extraDemand: Int = 0) {
         self.leftover = leftover
         self.extraDemand = extraDemand
     }
@@ -151,17 +151,8 @@ protocol EventDispatcher<Event>: SendableMetatype {
     mutating func ask(_ count: Int, from subscription: SubscriptionID) -> Int
 
     /// Sends what the subscribers asked for; returns what nobody could take.
-    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event>
+    mutating func dispatch(_ events: consuming [Event]) -> DispatchOutcome<Event>
 
     /// Calls `body` for every subscriber (used to announce the producer's end).
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void)
-}
-
-extension Array {
-    /// `self[range]` as an array, without copying when the range is everything.
-    @inlinable
-    func slice(_ range: Range<Int>) -> [Element] {
-        if range.lowerBound == 0 && range.upperBound == self.count { return self }
-        return Array(self[range])
-    }
 }

@@ -138,12 +138,15 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func dispatch(_ events: [Event]) -> DispatchOutcome<Event> {
+    mutating func dispatch(_ events: consuming [Event]) -> DispatchOutcome<Event> {
+        var events = events
         let now = min(self.waiting, events.count)
         guard now > 0 else { return DispatchOutcome(leftover: events) }
         self.waiting -= now
         // Cancelled subscribers cannot be owed more than the producer still owes at all.
         self.cancelledDemand = min(self.cancelledDemand, self.waiting)
+        // `events` keeps what is dispatched now; the rest is moved out, not copied.
+        let leftover = events.removeSuffixMoving(events.count - now)
         // Allocated only once the whole-batch fast path below does not apply.
         var outgoing: [[Event]] = []
         var refund = 0
@@ -157,25 +160,27 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
                 (1..<now).allSatisfy({ position in hash(events[position]).flatMap { self.index(of: $0) } == index })
             {
                 self.partitions[index].demand -= now
-                subscriber.sink.deliver(events.slice(0..<now), on: subscriber.subscription)
-                return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count))
+                subscriber.sink.deliver(events, on: subscriber.subscription)
+                return DispatchOutcome(leftover: leftover)
             }
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
-            for position in 0..<now {
-                guard let key = hash(events[position]), let index = self.index(of: key) else {
-                    refund += 1
-                    continue
-                }
-                self.place(events[position], in: index, outgoing: &outgoing)
-            }
-        case .transform(let transform):
-            outgoing = [[Event]](repeating: [], count: self.partitions.count)
-            for position in 0..<now {
-                guard let (event, key) = transform(events[position]), let index = self.index(of: key) else {
+            events.reverse()
+            while let event = events.popLast() {
+                guard let key = hash(event), let index = self.index(of: key) else {
                     refund += 1
                     continue
                 }
                 self.place(event, in: index, outgoing: &outgoing)
+            }
+        case .transform(let transform):
+            outgoing = [[Event]](repeating: [], count: self.partitions.count)
+            events.reverse()
+            while let event = events.popLast() {
+                guard let (changed, key) = transform(event), let index = self.index(of: key) else {
+                    refund += 1
+                    continue
+                }
+                self.place(changed, in: index, outgoing: &outgoing)
             }
         }
         for index in outgoing.indices where !outgoing[index].isEmpty {
@@ -185,7 +190,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         }
         self.discarded += refund
         self.waiting += refund
-        return DispatchOutcome(leftover: now == events.count ? [] : events.slice(now..<events.count), extraDemand: refund)
+        return DispatchOutcome(leftover: leftover, extraDemand: refund)
     }
 
     @inlinable
@@ -206,7 +211,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
 
     /// Adds an event to what partition `index` gets now, or to its queue.
     @inlinable
-    mutating func place(_ event: Event, in index: Int, outgoing: inout [[Event]]) {
+    mutating func place(_ event: consuming Event, in index: Int, outgoing: inout [[Event]]) {
         if self.partitions[index].demand > 0 && self.partitions[index].queue.isEmpty {
             self.partitions[index].demand -= 1
             outgoing[index].append(event)
@@ -221,8 +226,13 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         guard let subscriber = self.partitions[index].subscriber else { return }
         let count = min(self.partitions[index].demand, self.partitions[index].queue.count)
         guard count > 0 else { return }
-        let events = Array(self.partitions[index].queue.prefix(count))
-        self.partitions[index].queue.removeFirst(count)
+        // Moved out of the queue one by one, not copied.
+        let events = [Event](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for position in 0..<count {
+                (buffer.baseAddress! + position).initialize(to: self.partitions[index].queue.removeFirst())
+            }
+            initialized = count
+        }
         self.partitions[index].demand -= count
         subscriber.sink.deliver(events, on: subscriber.subscription)
     }

@@ -79,8 +79,11 @@ public protocol Stage: SendableMetatype {
     mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) async throws
 
     /// Consumers and producer-consumers: a slice of events arrived on `subscription`.
+    ///
+    /// The batch belongs to the stage. Declare the parameter `consuming` to change it in place
+    /// or emit it onward without copying its events.
     mutating func handleEvents(
-        _ events: [Input],
+        _ events: consuming [Input],
         from subscription: SubscriptionID,
         context: inout StageContext<Output>
     ) async throws

@@ -51,12 +51,8 @@ public struct StageContext<Output: Sendable> {
 
     /// Emits a batch of events to the subscribers (producers and producer-consumers).
     @inlinable
-    public mutating func emit(_ events: [Output]) {
-        if self.emitted.isEmpty {
-            self.emitted = events
-        } else {
-            self.emitted.append(contentsOf: events)
-        }
+    public mutating func emit(_ events: consuming [Output]) {
+        self.emitted.appendMoving(events)
     }
 
     /// Emits one event. Prefer ``emit(_:)-([Output])`` for many events.

@@ -101,8 +101,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     @inlinable
-    mutating func handle(_ mail: StageMail<S>) async {
-        switch mail {
+    mutating func handle(_ mail: consuming StageMail<S>) async {
+        // Consumed so a batch arrives with a single reference: a handler changing it in place
+        // does not copy it.
+        switch consume mail {
         case .events(let subscription, let events):
             if S.role == .producerConsumer {
                 guard self.upstreams[subscription] != nil else { return }
@@ -214,14 +216,15 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     @inlinable
-    mutating func dispatch(_ events: [S.Output], fromBuffer: Bool = false) {
+    mutating func dispatch(_ events: consuming [S.Output], fromBuffer: Bool = false) {
         if self.dispatcher.subscriberCount == 0 {
             self.storeInBuffer(events, front: fromBuffer)
             return
         }
         let discardedBefore = self.dispatcher.discarded
+        let count = events.count
         let outcome = self.dispatcher.dispatch(events)
-        self.statistics.eventsOut += events.count - outcome.leftover.count - (self.dispatcher.discarded - discardedBefore)
+        self.statistics.eventsOut += count - outcome.leftover.count - (self.dispatcher.discarded - discardedBefore)
         if !outcome.leftover.isEmpty {
             self.storeInBuffer(outcome.leftover, front: fromBuffer)
         }
@@ -233,7 +236,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     @inlinable
-    mutating func storeInBuffer(_ events: [S.Output], front: Bool) {
+    mutating func storeInBuffer(_ events: consuming [S.Output], front: Bool) {
         if front {
             self.buffer.putBack(events)
             return
@@ -307,30 +310,49 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     /// Hands `events` to the stage in slices and re-asks after each slice.
     @inlinable
-    mutating func consume(_ events: [S.Input], from subscription: SubscriptionID) async {
+    mutating func consume(_ events: consuming [S.Input], from subscription: SubscriptionID) async {
         guard var upstream = self.upstreams[subscription] else { return }
-        self.statistics.eventsIn += events.count
+        let count = events.count
+        self.statistics.eventsIn += count
         if upstream.demand.manual {
-            self.account(upstream.demand.consume(events.count).excess, subscription)
+            self.account(upstream.demand.consume(count).excess, subscription)
             self.upstreams[subscription] = upstream
             await self.callHandleEvents(events, subscription)
             return
         }
         let sliceSize = upstream.demand.sliceSize
-        var start = 0
-        while start < events.count {
-            let end = min(start + sliceSize, events.count)
-            let (ask, excess) = upstream.demand.consume(end - start)
+        if count <= sliceSize {
+            // One slice: the batch is handed over as it is.
+            let (ask, excess) = upstream.demand.consume(count)
             self.account(excess, subscription)
             self.upstreams[subscription] = upstream
-            await self.callHandleEvents(events.slice(start..<end), subscription)
-            // Re-read the subscription: the callback may have asked on it (context.ask), and
-            // that demand must not be overwritten by this loop's copy.
-            guard self.stopReason == nil, let current = self.upstreams[subscription] else { return }
-            upstream = current
-            if ask > 0 { upstream.source.ask(ask, on: subscription) }
-            start = end
+            await self.callHandleEvents(events, subscription)
+            self.reask(ask, on: subscription)
+            return
         }
+        // Slices are moved out of the batch, not copied event by event.
+        var remaining = EventQueue(events)
+        while !remaining.isEmpty {
+            let slice = remaining.take(sliceSize)
+            let (ask, excess) = upstream.demand.consume(slice.count)
+            self.account(excess, subscription)
+            self.upstreams[subscription] = upstream
+            await self.callHandleEvents(slice, subscription)
+            guard let current = self.reask(ask, on: subscription) else { return }
+            upstream = current
+        }
+    }
+
+    /// After a slice: asks `ask` more on `subscription`, unless the stage is stopping or the
+    /// subscription is gone; returns the subscription's current state.
+    @inlinable
+    @discardableResult
+    func reask(_ ask: Int, on subscription: SubscriptionID) -> Upstream? {
+        // Re-read the subscription: the callback may have asked on it (context.ask), and that
+        // demand must not be overwritten by the caller's copy.
+        guard self.stopReason == nil, let current = self.upstreams[subscription] else { return nil }
+        if ask > 0 { current.source.ask(ask, on: subscription) }
+        return current
     }
 
     @inlinable
@@ -344,7 +366,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     @inlinable
-    mutating func callHandleEvents(_ events: [S.Input], _ subscription: SubscriptionID) async {
+    mutating func callHandleEvents(_ events: consuming [S.Input], _ subscription: SubscriptionID) async {
         do {
             try await self.stage.handleEvents(events, from: subscription, context: &self.context)
         } catch {
@@ -356,14 +378,13 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     /// Producer-consumer: handles queued input while downstream demand lasts.
     @inlinable
     mutating func handleQueuedInput() async {
-        while self.stopReason == nil, let next = self.queuedInput.first {
-            switch next {
+        while self.stopReason == nil, !self.queuedInput.isEmpty {
+            if case .events = self.queuedInput[0], self.downstreamDemand <= 0 { return }
+            // Taken out of the queue before it is handled, so the batch has a single reference.
+            switch self.queuedInput.removeFirst() {
             case .ended(let subscription, let reason):
-                self.queuedInput.removeFirst()
                 await self.upstreamEnded(subscription, reason: reason)
             case .events(let subscription, let events):
-                guard self.downstreamDemand > 0 else { return }
-                self.queuedInput.removeFirst()
                 await self.consume(events, from: subscription)
             }
         }
@@ -396,8 +417,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func afterCallback() async {
         if !self.context.emitted.isEmpty {
-            let events = self.context.emitted
-            self.context.emitted = []
+            var events: [S.Output] = []
+            swap(&events, &self.context.emitted)
             if S.role == .producerConsumer {
                 self.downstreamDemand = max(0, self.downstreamDemand - events.count)
             }

@@ -1,0 +1,189 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import DequeModule
+
+// Batches are split and regrouped on the way between stages (a dispatcher gives part of a batch
+// to one subscriber and part to another, a consumer takes a batch in slices, a buffer hands out
+// what was asked for). Copying part of an array copies every element, which for events holding
+// references (a message's payload) costs an atomic retain now and an atomic release later, per
+// event. The helpers here move elements instead: `removeLast()` takes an element out of a
+// uniquely held array without touching its reference count, and a new array is filled in place.
+
+extension Array {
+    /// Removes the last `count` elements and returns them, in order, by moving them.
+    ///
+    /// Costs `count` element moves and no reference counting when the array is uniquely held.
+    @inlinable
+    mutating func removeSuffixMoving(_ count: Int) -> [Element] {
+        precondition(count >= 0 && count <= self.count, "removeSuffixMoving: \(count) of \(self.count)")
+        if count == self.count {
+            var all: [Element] = []
+            swap(&all, &self)
+            return all
+        }
+        guard count > 0 else { return [] }
+        return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var index = count
+            while index > 0 {
+                index -= 1
+                (buffer.baseAddress! + index).initialize(to: self.removeLast())
+            }
+            initialized = count
+        }
+    }
+
+    /// Removes the first `count` elements (or all, if there are fewer) and returns them, in
+    /// order, by moving; the array keeps the rest.
+    ///
+    /// Costs one move per element kept, so it suits one split of a batch. To cut a batch into
+    /// many pieces, use an ``EventQueue``.
+    @inlinable
+    mutating func removePrefixMoving(_ count: Int) -> [Element] {
+        if count >= self.count {
+            var all: [Element] = []
+            swap(&all, &self)
+            return all
+        }
+        guard count > 0 else { return [] }
+        var rest = self.removeSuffixMoving(self.count - count)
+        swap(&rest, &self)
+        return rest
+    }
+
+    /// Appends the elements of `other` by moving them out of it.
+    @inlinable
+    mutating func appendMoving(_ other: consuming [Element]) {
+        var other = other
+        if self.isEmpty {
+            swap(&self, &other)
+            return
+        }
+        guard !other.isEmpty else { return }
+        self.reserveCapacity(self.count + other.count)
+        other.reverse()
+        while let element = other.popLast() {
+            self.append(element)
+        }
+    }
+}
+
+/// A queue of events that hands them out front first, in batches of any size, by moving them.
+///
+/// Batches are kept whole (a batch taken whole is handed over as it is); each is stored reversed
+/// so that its front can be taken off its end without copying.
+@usableFromInline
+struct EventQueue<Element> {
+    /// Whole batches, each reversed (its next element last).
+    @usableFromInline
+    var chunks: Deque<[Element]> = []
+    /// Whether `chunks.first` was reversed already; later chunks are reversed when reached, so
+    /// a batch that is taken whole is never reversed at all.
+    @usableFromInline
+    var firstReversed = false
+    @usableFromInline
+    private(set) var count = 0
+
+    @inlinable
+    init() {}
+
+    /// A queue holding `events`.
+    @inlinable
+    init(_ events: consuming [Element]) {
+        self.append(events)
+    }
+
+    @inlinable
+    var isEmpty: Bool { self.count == 0 }
+
+    /// Adds `events` at the back.
+    @inlinable
+    mutating func append(_ events: consuming [Element]) {
+        guard !events.isEmpty else { return }
+        self.count += events.count
+        self.chunks.append(events)
+    }
+
+    /// Puts `events` back at the front, in order.
+    @inlinable
+    mutating func prepend(_ events: consuming [Element]) {
+        guard !events.isEmpty else { return }
+        self.count += events.count
+        if self.firstReversed {
+            // Only the first batch may be reversed: the new first one is stored reversed too,
+            // and the one behind it stays as it is.
+            var events = events
+            events.reverse()
+            if let first = self.chunks.popFirst() {
+                // Both reversed: merge them so that the flag describes the first batch only.
+                var merged = first
+                merged.appendMoving(events)
+                self.chunks.prepend(merged)
+            } else {
+                self.chunks.prepend(events)
+            }
+        } else {
+            self.chunks.prepend(events)
+        }
+    }
+
+    /// Removes and returns the first `count` events (or all, if there are fewer).
+    @inlinable
+    mutating func take(_ count: Int) -> [Element] {
+        var wanted = Swift.min(count, self.count)
+        guard wanted > 0 else { return [] }
+        self.count -= wanted
+        var result: [Element] = []
+        while wanted > 0 {
+            let available = self.chunks[0].count
+            if available <= wanted {
+                // The whole first batch: restore its order (if it was reversed) and move it.
+                var chunk = self.chunks.removeFirst()
+                if self.firstReversed { chunk.reverse() }
+                self.firstReversed = false
+                wanted -= available
+                result.appendMoving(chunk)
+            } else {
+                if !self.firstReversed {
+                    self.chunks[0].reverse()
+                    self.firstReversed = true
+                }
+                if result.isEmpty {
+                    let taken = wanted
+                    result = [Element](unsafeUninitializedCapacity: taken) { buffer, initialized in
+                        for index in 0..<taken {
+                            (buffer.baseAddress! + index).initialize(to: self.chunks[0].removeLast())
+                        }
+                        initialized = taken
+                    }
+                } else {
+                    result.reserveCapacity(result.count + wanted)
+                    for _ in 0..<wanted {
+                        result.append(self.chunks[0].removeLast())
+                    }
+                }
+                wanted = 0
+            }
+        }
+        return result
+    }
+
+    /// Removes and returns every event.
+    @inlinable
+    mutating func takeAll() -> [Element] {
+        self.take(self.count)
+    }
+
+    /// Drops the first `count` events (or all).
+    @inlinable
+    mutating func dropFirst(_ count: Int) {
+        _ = self.take(count)
+    }
+}
+
+extension EventQueue: Sendable where Element: Sendable {}
