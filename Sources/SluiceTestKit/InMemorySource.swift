@@ -173,8 +173,13 @@ public final class InMemorySource: PipelineSource, Sendable {
     func take(_ count: Int) -> (messages: [Message<BasicMetadata>], finished: Bool) {
         self.state.withLock { state in
             let n = min(count, state.queue.count)
-            let messages = Array(state.queue.prefix(n))
-            state.queue.removeFirst(n)
+            // Moved out of the queue, not copied: no reference counting per message.
+            let messages = [Message<BasicMetadata>](unsafeUninitializedCapacity: n) { buffer, initialized in
+                for index in 0..<n {
+                    (buffer.baseAddress! + index).initialize(to: state.queue.removeFirst())
+                }
+                initialized = n
+            }
             state.emitted += n
             return (messages, state.finishWhenEmpty && state.queue.isEmpty)
         }

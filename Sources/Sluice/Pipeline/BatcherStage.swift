@@ -101,9 +101,16 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     }
 
     @inlinable
-    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) {
+    mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) {
+        if self.key == nil, !events.contains(where: { $0.batchKey != nil }) {
+            self.batchUnkeyed(events, context: &context)
+            return
+        }
+        var events = events
         var now: Duration?
-        for message in events {
+        // Taken out front first by moving (reversed once, then popped), not copied.
+        events.reverse()
+        while let message = events.popLast() {
             let key = message.batchKey ?? self.key?(message)
             if let key {
                 if self.keyed[key] == nil {
@@ -126,9 +133,27 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
                 }
                 self.unkeyed!.messages.append(message)
                 if self.unkeyed!.messages.count >= self.size {
-                    context.emit(Batch(key: nil, messages: self.unkeyed!.messages))
-                    self.unkeyed = nil
+                    context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
                 }
+            }
+        }
+    }
+
+    /// Adds messages without a batch key to the common batch, cutting full batches off by moving
+    /// whole runs of messages.
+    @inlinable
+    mutating func batchUnkeyed(_ events: consuming [Input], context: inout StageContext<Output>) {
+        var queue = EventQueue(events)
+        while !queue.isEmpty {
+            if self.unkeyed == nil {
+                let deadline = self.runtime.clock.now + self.timeout
+                self.unkeyed = Pending(messages: [], deadline: deadline)
+                self.armTimer(deadline)
+            }
+            let room = self.size - self.unkeyed!.messages.count
+            self.unkeyed!.messages.appendMoving(queue.take(room))
+            if self.unkeyed!.messages.count >= self.size {
+                context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
             }
         }
     }
@@ -227,7 +252,7 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
     }
 
     @inlinable
-    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
+    mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
         for batch in events {
             self.sizes.record(batch.messages.count)
             var attempt = 0

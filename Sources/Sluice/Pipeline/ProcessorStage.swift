@@ -94,12 +94,16 @@ struct ProcessorCore<Source: PipelineSource> {
     /// batchers, and settles the rest. Messages are changed in place and passed on as the same
     /// array when none failed, so the common path costs nothing per message beyond the handler.
     @inlinable
-    mutating func process(_ input: [Message<Metadata>]) async -> [Message<Metadata>] {
-        self.pending -= input.count
-        self.runtime.received(input.count)
+    mutating func process(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
+        // The batch is this stage's own: handlers change its messages in place, without a copy.
         var messages = input
+        self.pending -= messages.count
+        self.runtime.received(messages.count)
         var failed: [Int] = []
         var settlement = Settlement<Metadata>()
+        // A retry runs the handler on the message as it arrived, so keep it while retries are
+        // possible (a copy of the message, not of its payload bytes).
+        let keepsOriginals = self.runtime.policy.maxAttempts > 1
         let started = ContinuousClock.now
         for index in messages.indices {
             if self.runtime.exceedsDeliveries(messages[index]) {
@@ -111,6 +115,7 @@ struct ProcessorCore<Source: PipelineSource> {
                 )
             } else {
                 var abandoned = false
+                let original = keepsOriginals ? messages[index] : nil
                 while true {
                     messages[index].attempts += 1
                     do {
@@ -136,7 +141,7 @@ struct ProcessorCore<Source: PipelineSource> {
                         break
                     }
                     let attempts = messages[index].attempts
-                    messages[index] = input[index]
+                    messages[index] = original!
                     messages[index].attempts = attempts
                 }
                 if abandoned {
@@ -223,7 +228,7 @@ struct ProcessorStage<Source: PipelineSource>: ProducerConsumer, ProcessorStageS
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable
-    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
+    mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
         let forward = await self.core.process(events)
         if !forward.isEmpty { context.emit(forward) }
         self.core.requestDemand(&context)
@@ -245,7 +250,7 @@ struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageS
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable
-    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
+    mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
         _ = await self.core.process(events)
         self.core.requestDemand(&context)
     }
