@@ -142,6 +142,7 @@ for target in package.targets {
         settings.append(.enableExperimentalFeature("StrictConcurrency=complete"))
         settings.append(.enableUpcomingFeature("MemberImportVisibility"))
         settings.append(.enableUpcomingFeature("ExistentialAny"))
+        settings.append(.enableUpcomingFeature("NonisolatedNonsendingByDefault"))
         target.swiftSettings = settings
     default:
         break
