@@ -290,10 +290,14 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         stage,
                         options: StageOptions(
                             name: "\(self.name).processor.\(index)",
-                            dispatcher: .partition(names: batchers.map(\.name)) { message in
-                                // Unrouted messages go to the first batcher, by position (no hashing).
-                                message.batcher.map { .name($0) } ?? .index(0)
-                            },
+                            // One batcher takes everything a processor passes on (a processor
+                            // fails messages routed to unknown batchers): no routing per message.
+                            dispatcher: batchers.count == 1
+                                ? .demand
+                                : .partition(names: batchers.map(\.name)) { message in
+                                    // Unrouted messages go to the first batcher, by position (no hashing).
+                                    message.batcher.map { .name($0) } ?? .index(0)
+                                },
                             bufferSize: .unbounded,
                             logger: logger
                         ),
@@ -308,11 +312,11 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         SubscribeTo(
                             handle,
                             options: SubscriptionOptions(
-                                // As much as a processor handles at once (at least a batch), so
-                                // its output reaches the batcher in one piece.
-                                maxDemand: max(batcher.size, processors.maxDemand),
+                                // Twice what a processor handles at once (at least a batch), so its
+                                // output reaches the batcher in one piece, in one slice.
+                                maxDemand: 2 * max(batcher.size, processors.maxDemand),
                                 cancel: .transient,
-                                partition: .name(batcher.name)
+                                partition: batchers.count == 1 ? nil : .name(batcher.name)
                             )
                         )
                     }

@@ -98,65 +98,71 @@ struct ProcessorCore<Source: PipelineSource> {
         // The batch is this stage's own: handlers change its messages in place, without a copy.
         var messages = input
         self.pending -= messages.count
-        self.runtime.received(messages.count)
+        // Read once: `self` may change across the handler's suspension points, so every use of
+        // a property in the loop would otherwise be reloaded (and retained) per message.
+        let runtime = self.runtime
+        let handler = self.handler
+        let policy = runtime.policy
+        let maxAttempts = policy.maxAttempts
+        let routesToBatchers = self.routesToBatchers
+        runtime.received(messages.count)
         var failed: [Int] = []
         var settlement = Settlement<Metadata>()
         // A retry runs the handler on the message as it arrived, so keep it while retries are
         // possible (a copy of the message, not of its payload bytes).
-        let keepsOriginals = self.runtime.policy.maxAttempts > 1
+        let keepsOriginals = maxAttempts > 1
         let started = ContinuousClock.now
         for index in messages.indices {
-            if self.runtime.exceedsDeliveries(messages[index]) {
+            if runtime.exceedsDeliveries(messages[index]) {
                 messages[index].fail(
                     PoisonMessage(
                         deliveryCount: messages[index].metadata.deliveryCount ?? 0,
-                        maxDeliveries: self.runtime.policy.maxDeliveries ?? 0
+                        maxDeliveries: policy.maxDeliveries ?? 0
                     )
                 )
             } else {
-                var abandoned = false
                 let original = keepsOriginals ? messages[index] : nil
+                var attempts = messages[index].attempts
                 while true {
-                    messages[index].attempts += 1
+                    attempts += 1
+                    messages[index].attempts = attempts
                     do {
-                        try await self.handler(&messages[index])
+                        try await handler(&messages[index])
                     } catch {
                         messages[index].fail(error)
                     }
+                    guard let failure = messages[index].failure else {
+                        if Task.isCancelled {
+                            // The pipeline is being torn down (deadline passed, or cancelled):
+                            // what is not settled yet stays unacknowledged for the broker.
+                            runtime.settle(settlement)
+                            return []
+                        }
+                        break
+                    }
                     if Task.isCancelled {
-                        // The pipeline is being torn down (deadline passed, or cancelled): what
-                        // is not settled yet stays unacknowledged for the broker to deliver again.
-                        abandoned = true
-                        break
+                        runtime.settle(settlement)
+                        return []
                     }
-                    guard let failure = messages[index].failure, failure.disposition == nil,
-                        messages[index].attempts < self.runtime.policy.maxAttempts,
-                        let retry = self.runtime.policy.retry
-                    else { break }
-                    self.runtime.retried()
+                    guard failure.disposition == nil, attempts < maxAttempts, let retry = policy.retry else { break }
+                    runtime.retried()
                     do {
-                        try await self.runtime.clock.sleep(for: retry.delay(afterAttempt: messages[index].attempts, using: &self.random))
+                        try await runtime.clock.sleep(for: retry.delay(afterAttempt: attempts, using: &self.random))
                     } catch {
-                        abandoned = true
-                        break
+                        runtime.settle(settlement)
+                        return []
                     }
-                    let attempts = messages[index].attempts
                     messages[index] = original!
-                    messages[index].attempts = attempts
-                }
-                if abandoned {
-                    self.runtime.settle(settlement)
-                    return []
                 }
             }
-            if self.routesToBatchers, !messages[index].isFailed, let name = messages[index].batcher,
-                !self.runtime.batcherNames.contains(name)
+            if routesToBatchers, !messages[index].isFailed, let name = messages[index].batcher,
+                !runtime.batcherNames.contains(name)
             {
-                messages[index].fail(UnknownBatcher(name: name, known: self.runtime.batcherNames))
+                messages[index].fail(UnknownBatcher(name: name, known: runtime.batcherNames))
             }
             if messages[index].isFailed {
                 failed.append(index)
-                settlement.failed.append((messages[index], self.runtime.disposition(of: messages[index])))
+                settlement.failed.append((messages[index], runtime.disposition(of: messages[index])))
             }
         }
         if !messages.isEmpty {
@@ -175,12 +181,12 @@ struct ProcessorCore<Source: PipelineSource> {
             }
             messages = kept
         }
-        if self.routesToBatchers {
-            self.runtime.settle(settlement)
+        if routesToBatchers {
+            runtime.settle(settlement)
             return messages
         }
         settlement.acknowledged = messages
-        self.runtime.settle(settlement)
+        runtime.settle(settlement)
         return []
     }
 }
