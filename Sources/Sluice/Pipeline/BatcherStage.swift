@@ -234,7 +234,7 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
     @usableFromInline
     let runtime: PipelineRuntime<Source>
     @usableFromInline
-    let handler: @Sendable (inout [Message<Metadata>]) async throws -> Void
+    let handler: nonisolated(nonsending) @Sendable (inout [Message<Metadata>]) async throws -> Void
     @usableFromInline
     let sizes: Recorder
     @usableFromInline

@@ -21,7 +21,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
     @usableFromInline
     let partition: (@Sendable (Message<Metadata>) -> Int)?
     @usableFromInline
-    let handler: @Sendable (inout Message<Metadata>) async throws -> Void
+    let handler: MessageHandler<Metadata>
 
     /// Creates processors.
     ///
@@ -35,13 +35,13 @@ public struct Processors<Metadata: Sendable>: Sendable {
         concurrency: Int = StageExecutor.defaultThreadCount,
         maxDemand: Int = 10,
         minDemand: Int? = nil,
-        handler: @escaping @Sendable (inout Message<Metadata>) async throws -> Void
+        handler: nonisolated(nonsending) @escaping @Sendable (inout Message<Metadata>) async throws -> Void
     ) {
         self.concurrency = concurrency
         self.maxDemand = maxDemand
         self.minDemand = minDemand
         self.partition = nil
-        self.handler = handler
+        self.handler = .async(handler)
     }
 
     /// Creates processors that keep messages with equal `partitionBy` keys in order.
@@ -51,13 +51,55 @@ public struct Processors<Metadata: Sendable>: Sendable {
         maxDemand: Int = 10,
         minDemand: Int? = nil,
         partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
-        handler: @escaping @Sendable (inout Message<Metadata>) async throws -> Void
+        handler: nonisolated(nonsending) @escaping @Sendable (inout Message<Metadata>) async throws -> Void
     ) {
         self.concurrency = concurrency
         self.maxDemand = maxDemand
         self.minDemand = minDemand
         self.partition = { message in key(message).hashValue }
-        self.handler = handler
+        self.handler = .async(handler)
+    }
+
+    /// Creates processors with a synchronous handler.
+    ///
+    /// A handler that never suspends (parsing, transforming, routing) is called directly, without
+    /// the suspension point and task-frame allocation an `async` call costs per message. A closure
+    /// without `await` picks this initializer.
+    ///
+    /// - Parameters:
+    ///   - concurrency: How many processors run; defaults to the number of cores.
+    ///   - maxDemand: How many messages each processor asks for at most.
+    ///   - minDemand: When a processor re-asks; `nil` for `maxDemand / 2`.
+    ///   - handler: Handles one message; throwing (or ``Message/fail(_:disposition:)``) fails it.
+    @inlinable
+    public init(
+        concurrency: Int = StageExecutor.defaultThreadCount,
+        maxDemand: Int = 10,
+        minDemand: Int? = nil,
+        handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
+    ) {
+        self.concurrency = concurrency
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.partition = nil
+        self.handler = .sync(handler)
+    }
+
+    /// Creates processors with a synchronous handler that keep messages with equal
+    /// `partitionBy` keys in order.
+    @inlinable
+    public init<Key: Hashable & SendableMetatype>(
+        concurrency: Int = StageExecutor.defaultThreadCount,
+        maxDemand: Int = 10,
+        minDemand: Int? = nil,
+        partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
+        handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
+    ) {
+        self.concurrency = concurrency
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+        self.partition = { message in key(message).hashValue }
+        self.handler = .sync(handler)
     }
 
     @inlinable
@@ -65,6 +107,15 @@ public struct Processors<Metadata: Sendable>: Sendable {
         guard self.concurrency >= 1 else { throw .invalidOption("processors.concurrency", self.concurrency, "must be 1 or more") }
         try SubscriptionOptions<Int>(maxDemand: self.maxDemand, minDemand: self.minDemand).validate()
     }
+}
+
+/// A processor's per-message handler: called directly when it is synchronous.
+@usableFromInline
+enum MessageHandler<Metadata: Sendable>: Sendable {
+    @usableFromInline
+    typealias Async = nonisolated(nonsending) @Sendable (inout Message<Metadata>) async throws -> Void
+    case sync(@Sendable (inout Message<Metadata>) throws -> Void)
+    case async(Async)
 }
 
 /// A batcher: groups processed messages into batches of up to `size` (or whatever arrived
@@ -82,7 +133,7 @@ public struct Batcher<Metadata: Sendable>: Sendable {
     @usableFromInline
     let key: (@Sendable (Message<Metadata>) -> String?)?
     @usableFromInline
-    let handler: @Sendable (inout [Message<Metadata>]) async throws -> Void
+    let handler: nonisolated(nonsending) @Sendable (inout [Message<Metadata>]) async throws -> Void
 
     /// Creates a batcher.
     ///
@@ -101,7 +152,7 @@ public struct Batcher<Metadata: Sendable>: Sendable {
         timeout: Duration = .seconds(1),
         concurrency: Int = 1,
         batchKey: (@Sendable (Message<Metadata>) -> String?)? = nil,
-        handler: @escaping @Sendable (inout [Message<Metadata>]) async throws -> Void
+        handler: nonisolated(nonsending) @escaping @Sendable (inout [Message<Metadata>]) async throws -> Void
     ) {
         self.name = name
         self.size = size

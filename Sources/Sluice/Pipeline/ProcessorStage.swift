@@ -27,7 +27,7 @@ struct ProcessorCore<Source: PipelineSource> {
     @usableFromInline
     let runtime: PipelineRuntime<Source>
     @usableFromInline
-    let handler: @Sendable (inout Message<Metadata>) async throws -> Void
+    let handler: MessageHandler<Metadata>
     @usableFromInline
     let maxDemand: Int
     @usableFromInline
@@ -127,7 +127,10 @@ struct ProcessorCore<Source: PipelineSource> {
                     attempts += 1
                     messages[index].attempts = attempts
                     do {
-                        try await handler(&messages[index])
+                        switch handler {
+                        case .sync(let handle): try handle(&messages[index])
+                        case .async(let handle): try await handle(&messages[index])
+                        }
                     } catch {
                         messages[index].fail(error)
                     }
