@@ -51,6 +51,15 @@ struct PipelineSuite {
         )
     }
 
+    /// Three runs of the sync-handler pipeline at maxDemand 1000, for profilers.
+    func profile() async {
+        let payload = Array(repeating: UInt8(ascii: "x"), count: 100)
+        for _ in 0..<3 {
+            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: false, payload: payload)
+            print(formatRate(run.rate), String(format: "%.2f cores", run.cores))
+        }
+    }
+
     /// Runs the pipeline over `total` preloaded messages; returns messages per second (the
     /// preloading is not timed).
     private func runPipeline(total: Int, maxDemand: Int, asyncHandler: Bool, payload: [UInt8]) async -> (rate: Double, cores: Double) {

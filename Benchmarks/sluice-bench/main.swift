@@ -32,6 +32,9 @@ for suite in selected {
         // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
         print("A→B→C maxDemand 1000: \(formatRate(rate))")
+    case "profile-pipeline":
+        // Only the sync-handler pipeline at maxDemand 1000, for profilers.
+        await PipelineSuite(quick: true).profile()
     case "redis": await RedisSuite(quick: quick).run()
     default:
         print("unknown suite \(suite); known: engine, pipeline, redis")
