@@ -32,6 +32,10 @@ for suite in selected {
         // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
         print("A→B→C maxDemand 1000: \(formatRate(rate))")
+    case "profile-abc1":
+        // Only the Sluice A→B→C run at maxDemand 1, for profilers.
+        let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1, total: 200_000) }
+        print("A→B→C maxDemand 1: \(formatRate(rate))")
     case "profile-pipeline":
         // Only the sync-handler pipeline at maxDemand 1000, for profilers.
         await PipelineSuite(quick: true).profile()
