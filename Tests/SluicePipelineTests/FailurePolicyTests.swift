@@ -48,6 +48,43 @@ import Testing
         #expect(source.settlementCounts.values.allSatisfy { $0 == 1 })
     }
 
+    @Test("a retry runs the handler on the message as it arrived, whether the handler is synchronous or async", arguments: [false, true])
+    func retriesSeeTheOriginalMessage(asyncHandler: Bool) async throws {
+        let source = InMemorySource()
+        let seen = Recorder<String>()
+        let batched = Recorder<String>()
+        let policy = FailurePolicy.retry(attempts: 2, initialBackoff: .zero, jitter: 0, then: .deadLetter)
+        // Appends "!" to the payload, and throws after changing it the first time it sees a message.
+        @Sendable func handle(_ message: inout Message<BasicMetadata>) throws {
+            let text = try message.string()
+            seen.append(text)
+            message.payload.append(UInt8(ascii: "!"))
+            if message.attempts == 1 { throw Boom() }
+        }
+        let pipeline = Pipeline("retry-original", source: source, configuration: PipelineConfiguration(failurePolicy: policy)) {
+            if asyncHandler {
+                Processors(concurrency: 2) { message in
+                    await Task.yield()
+                    try handle(&message)
+                }
+            } else {
+                Processors(concurrency: 2) { message in try handle(&message) }
+            }
+            Batcher(size: 4, timeout: .milliseconds(20)) { batch in
+                for message in batch { batched.append(try message.string()) }
+            }
+        }
+        try await withRunningPipeline(pipeline) {
+            let outcomes = await source.testBatch(payloads(4))
+            #expect(outcomes == Array(repeating: .acknowledged, count: 4))
+        }
+        // Each message was seen twice, both times as pushed, and left with one "!".
+        #expect(seen.all.sorted() == ["m0", "m0", "m1", "m1", "m2", "m2", "m3", "m3"])
+        #expect(batched.all.sorted() == ["m0!", "m1!", "m2!", "m3!"])
+        #expect(pipeline.statistics.retried == 4)
+        #expect(source.settlementCounts.values.allSatisfy { $0 == 1 })
+    }
+
     @Test func aHandlerChosenDispositionSkipsRetries() async throws {
         let source = InMemorySource()
         let calls = Recorder<String>()
