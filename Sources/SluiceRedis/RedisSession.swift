@@ -51,7 +51,7 @@ final class RedisSession: Sendable {
         }
     }
 
-    /// The stage's demand as the reader sees it.
+    /// The stage's demand as the reader sees it, and what was read for it.
     struct FetchState {
         /// Demand received and not yet served.
         var wanted = 0
@@ -59,6 +59,13 @@ final class RedisSession: Sendable {
         var running = false
         var draining = false
         var stopped = false
+        /// Batches read and not yet taken by the stage. They stay here until the stage takes
+        /// them, so a batch whose `fetched` note never reaches the stage (it ended first) is
+        /// not lost: ``RedisSession/shutdown()`` gives it back.
+        var outbox: [[Message<RedisMetadata>]] = []
+        /// Whether a `fetched` note is on its way to the stage (one note covers every batch
+        /// in the outbox).
+        var notified = false
     }
 
     struct SettleState {
@@ -218,15 +225,22 @@ final class RedisSession: Sendable {
         if !queued { self.fetch.withLock { $0.running = false } }
     }
 
-    /// Stop reading. Returns `true` if no read is running (the stage may end now); otherwise
-    /// the read job posts `fetcherStopped` when it ends.
-    func drain() -> Bool {
-        let idle = self.fetch.withLock { state -> Bool in
-            state.draining = true
-            return !state.running
-        }
+    /// Stop reading (the stage then takes what was read with ``takeFetched()``).
+    func drain() {
+        self.fetch.withLock { $0.draining = true }
         self.reads.wake()
-        return idle
+    }
+
+    /// Hands the stage every batch read so far. `finished` is `true` once the source is
+    /// draining and no read runs any more, so nothing else will arrive; otherwise the read job
+    /// posts `fetched` or `fetcherStopped` later.
+    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool) {
+        self.fetch.withLock { state in
+            let batches = state.outbox
+            state.outbox = []
+            state.notified = false
+            return (batches, state.draining && !state.running)
+        }
     }
 
     /// The stage ended: stop reading for good.
@@ -255,8 +269,14 @@ final class RedisSession: Sendable {
                 }
                 guard !messages.isEmpty else { continue }
                 if self.configuration.mode == .reliable { self.delivered.add(messages.count, ordering: .relaxed) }
-                self.fetch.withLock { $0.wanted -= messages.count }
-                self.post(RedisSourceInfo(.fetched(messages)))
+                let notify = self.fetch.withLock { state -> Bool in
+                    state.wanted -= messages.count
+                    state.outbox.append(messages)
+                    guard !state.notified else { return false }
+                    state.notified = true
+                    return true
+                }
+                if notify { self.post(RedisSourceInfo(.fetched)) }
             } catch where error.isTransient {
                 self.reader.reader.connectionBroke()
                 if !link.backOff(after: error) {
@@ -335,6 +355,45 @@ final class RedisSession: Sendable {
         }
     }
 
+    /// List mode: pushes batches that were popped but never reached the stage (it ended
+    /// before taking them) back to the head of the list, in their order. (Reliable mode gives
+    /// back the whole processing list below; stream entries stay pending and are read again.)
+    private func giveBackUnemitted() async {
+        let batches = self.fetch.withLock { state in
+            defer { state.outbox = [] }
+            return state.outbox
+        }
+        guard self.configuration.mode == .list, !batches.isEmpty else { return }
+        let values = batches.flatMap { $0.map(\.metadata.value) }
+        var commands: [RedisCommand] = []
+        // LPUSH puts its last argument at the head: push from the end, in chunks, so that the
+        // first popped item ends up first again.
+        var end = values.count
+        while end > 0 {
+            let start = max(0, end - 1000)
+            var push = RedisCommand("LPUSH")
+            push.append(self.keys.source)
+            for value in values[start..<end].reversed() { push.append(value) }
+            commands.append(push)
+            end = start
+        }
+        let pushed = commands
+        let logger = self.logger
+        do {
+            try await self.acks.run { link throws(RedisError) in
+                try link.perform { context throws(RedisError) in
+                    try context.pipeline(pushed) { _, _ throws(RedisError) in }
+                }
+            }
+            logger.debug("pushed items that were popped but not emitted back to the list", metadata: [RedisLogKey.count: "\(values.count)"])
+        } catch {
+            logger.error(
+                "could not push popped items back to the list; they are lost",
+                metadata: [RedisLogKey.count: "\(values.count)", RedisLogKey.error: "\(error)"]
+            )
+        }
+    }
+
     /// Waits until every queued settlement was sent.
     func flush() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -354,6 +413,7 @@ final class RedisSession: Sendable {
     func shutdown() async {
         self.stopReading()
         await self.reads.stopAndWait()
+        await self.giveBackUnemitted()
         await self.flush()
         if self.configuration.mode == .reliable {
             let keys = self.keys
