@@ -49,7 +49,7 @@ struct RedisReader {
     mutating func read(_ context: HiredisContext, count: Int, link: RedisLink, session: RedisSession) throws(RedisError) -> [Message<RedisMetadata>] {
         switch self.configuration.mode {
         case .list: return try self.readList(context, count: count)
-        case .reliable: return try self.readReliable(context, count: count, session: session)
+        case .reliable: return try self.readReliable(context, count: count, link: link, session: session)
         default: return try self.readStream(context, count: count, link: link)
         }
     }
@@ -85,18 +85,14 @@ struct RedisReader {
 
     /// Moves up to `count` items into the processing list with one script; on an empty list
     /// waits for one with `BLMOVE`.
-    private mutating func readReliable(_ context: HiredisContext, count: Int, session: RedisSession) throws(RedisError) -> [Message<RedisMetadata>] {
+    private mutating func readReliable(
+        _ context: HiredisContext,
+        count: Int,
+        link: RedisLink,
+        session: RedisSession
+    ) throws(RedisError) -> [Message<RedisMetadata>] {
         if self.recoverOrphans {
-            // Settlements in flight were counted in `removed` only once Redis ran them; if
-            // one ran after we read the counter, fewer orphans are found, never too many.
-            let inFlight = session.delivered.load(ordering: .relaxed) - session.removed.load(ordering: .relaxed)
-            var recover = RedisCommand("EVAL")
-            recover.append(RedisScripts.recoverOrphans)
-            recover.append(2)
-            recover.append(self.keys.processing)
-            recover.append(self.keys.source)
-            recover.append(max(0, inFlight))
-            let moved = try context.command(recover) { reply throws(RedisError) in reply.integer }
+            let moved = try session.recoverOrphans(from: link)
             self.recoverOrphans = false
             if moved > 0 {
                 session.logger.info("returned items whose read reply was lost to the list", metadata: [RedisLogKey.count: "\(moved)"])
@@ -289,6 +285,13 @@ enum RedisSettler {
     }
 
     private static let chunk = 1000
+
+    /// How many items a settle command built here settles in the processing list: the
+    /// `(operation, value)` pairs of a reliable-mode settle script, 0 for other commands.
+    static func settledItems(_ command: RedisCommand) -> Int {
+        // EVAL script 3 processing source dead, then the pairs.
+        command.name == "EVAL" ? (command.argumentCount - 6) / 2 : 0
+    }
 
     /// List mode: acknowledged items are already gone; failed ones are pushed back or to the
     /// dead-letter list.

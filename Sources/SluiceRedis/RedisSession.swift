@@ -26,10 +26,14 @@ final class RedisSession: Sendable {
     private let fetch = Mutex(FetchState())
     private let stage = Mutex<StageHandle<RedisSourceStage>?>(nil)
     private let settling = Mutex(SettleState())
-    /// Items moved into the processing list and emitted (reliable mode).
+    /// Items moved into the processing list by reads whose reply arrived (reliable mode).
+    /// Written only on the `reads` thread.
     let delivered = Atomic<Int>(0)
-    /// Items the settle script found and removed from the processing list (reliable mode).
-    let removed = Atomic<Int>(0)
+    /// Items whose settle command Redis answered, on the first try or a retry (reliable mode).
+    /// Each of them is gone from the processing list, whatever the script reported (a retry
+    /// after a lost reply finds nothing left to remove). Written only on the `acks` thread.
+    let settled = Atomic<Int>(0)
+
 
     struct Keys: Sendable {
         var source: String
@@ -277,6 +281,10 @@ final class RedisSession: Sendable {
                     return true
                 }
                 if notify { self.post(RedisSourceInfo(.fetched)) }
+            } catch where error.code == .shutDown {
+                // Stopping while waiting for the acknowledgement connection.
+                self.fetch.withLock { $0.running = false }
+                return
             } catch where error.isTransient {
                 self.reader.reader.connectionBroke()
                 if !link.backOff(after: error) {
@@ -288,6 +296,30 @@ final class RedisSession: Sendable {
                 self.logger.debug("read failed", metadata: [RedisLogKey.error: "\(error)"])
                 self.post(RedisSourceInfo(.failed(error)))
                 return
+            }
+        }
+    }
+
+    /// After the read connection broke: returns to the head of the list what a read moved
+    /// into the processing list but whose reply was lost (the tail of the processing list
+    /// beyond the items handed out and not settled yet). Called from a read job.
+    ///
+    /// Runs on the acknowledgement thread between settle batches, so every settle script sent
+    /// so far was answered and counted in ``settled``, and none runs meanwhile; the read
+    /// thread waits, so ``delivered`` does not change either. The count is therefore exact:
+    /// no orphan is left behind and no handed-out item is given back.
+    func recoverOrphans(from link: RedisLink) throws(RedisError) -> Int {
+        let keys = self.keys
+        return try self.acks.runBlocking(from: link.thread) { [self] ackLink throws(RedisError) in
+            let handedOut = self.delivered.load(ordering: .relaxed) - self.settled.load(ordering: .relaxed)
+            var recover = RedisCommand("EVAL")
+            recover.append(RedisScripts.recoverOrphans)
+            recover.append(2)
+            recover.append(keys.processing)
+            recover.append(keys.source)
+            recover.append(max(0, handedOut))
+            return try ackLink.perform { context throws(RedisError) in
+                try context.command(recover) { reply throws(RedisError) in reply.integer }
             }
         }
     }
@@ -330,16 +362,19 @@ final class RedisSession: Sendable {
             }
             let commands = RedisSettler.commands(for: batch, configuration: self.configuration, keys: self.keys)
             while true {
+                // Items of settle scripts Redis answered in this attempt (reliable mode).
+                var confirmed = 0
+                defer { if confirmed > 0 { self.settled.add(confirmed, ordering: .relaxed) } }
                 do {
-                    var removed = 0
                     try link.perform { context throws(RedisError) in
-                        try context.pipeline(commands) { index, reply throws(RedisError) in
-                            if commands[index].name == "EVAL" && reply.kind == .integer { removed += reply.integer }
+                        try context.pipeline(commands) { index, _ throws(RedisError) in
+                            confirmed += RedisSettler.settledItems(commands[index])
                         }
                     }
-                    if removed > 0 { self.removed.add(removed, ordering: .relaxed) }
                     break
                 } catch where error.isTransient {
+                    // Replies of this attempt that did arrive are counted again on the retry.
+                    confirmed = 0
                     if !link.backOff(after: error) {
                         self.logger.info(
                             "shut down with settlements not sent; Redis delivers those messages again",

@@ -9,6 +9,7 @@
 import DequeModule
 import Foundation
 import Logging
+import Synchronization
 
 /// One Redis connection and the thread that makes every call on it.
 ///
@@ -91,6 +92,36 @@ final class RedisThread: @unchecked Sendable {
             if !queued { continuation.resume(returning: .failure(RedisError(.shutDown, "the Redis connection was shut down"))) }
         }
         return try result.get()
+    }
+
+    /// Runs `body` on this thread and blocks the calling thread until it returned. Only for
+    /// jobs of another connection's thread (never the cooperative pool); `caller` is that
+    /// thread, whose stop ends the wait with `shutDown` (`body` may still run later).
+    func runBlocking<T: Sendable>(
+        from caller: RedisThread,
+        _ body: @escaping @Sendable (RedisLink) throws(RedisError) -> T
+    ) throws(RedisError) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox<T>()
+        let queued = self.enqueue { link in
+            do throws(RedisError) {
+                let value = try body(link)
+                outcome.value.withLock { $0 = .success(value) }
+            } catch {
+                outcome.value.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        let stopped = RedisError(.shutDown, "the Redis connection was shut down")
+        guard queued else { throw stopped }
+        while done.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+            if caller.isStopping { throw stopped }
+        }
+        return try outcome.value.withLock { $0! }.get()
+    }
+
+    private final class OutcomeBox<T: Sendable>: Sendable {
+        let value = Mutex<Result<T, RedisError>?>(nil)
     }
 
     /// Wakes a job that is pausing in ``pause(_:)`` (for example to notice a drain).
