@@ -34,7 +34,6 @@ final class RedisSession: Sendable {
     /// after a lost reply finds nothing left to remove). Written only on the `acks` thread.
     let settled = Atomic<Int>(0)
 
-
     struct Keys: Sendable {
         var source: String
         var dead: String
@@ -254,6 +253,10 @@ final class RedisSession: Sendable {
     }
 
     private func readLoop(_ link: RedisLink) {
+        if self.configuration.mode == .list {
+            self.listReadLoop(link)
+            return
+        }
         let batchSize = self.configuration.batchSize
         while true {
             let (count, draining) = self.fetch.withLock { state -> (Int, Bool) in
@@ -320,6 +323,92 @@ final class RedisSession: Sendable {
             recover.append(max(0, handedOut))
             return try ackLink.perform { context throws(RedisError) in
                 try context.command(recover) { reply throws(RedisError) in reply.integer }
+            }
+        }
+    }
+
+    /// How many list pops may be in flight at once (each for demand reserved when it is sent).
+    static let listPipelineDepth = 4
+
+    /// List mode: keeps up to ``listPipelineDepth`` pops in flight, so that Redis pops the
+    /// next batch while this thread turns the last reply into messages. Each pop asks for
+    /// demand reserved (taken from `wanted`) when it is sent and returns what its reply did not
+    /// use, so the pops in flight together never take more than the unmet demand. While the
+    /// list is empty, one blocking `BLMPOP` waits for it.
+    ///
+    /// Replies of pops sent before a drain or stop are still read and their items put in the
+    /// outbox: the stage emits them, or ``shutdown()`` pushes them back.
+    private func listReadLoop(_ link: RedisLink) {
+        let batchSize = self.configuration.batchSize
+        let depth = Self.listPipelineDepth
+        let reader = RedisListPopper(keys: self.keys, blockSeconds: self.reader.reader.blockSecondsText)
+        // Counts of the pops sent and not answered yet, oldest first.
+        var inFlight: [Int] = []
+        inFlight.reserveCapacity(depth)
+        // Whether the last reply found the list empty (or ran it empty).
+        var empty = false
+        while true {
+            let (sends, finished, draining) = self.fetch.withLock { state -> ([Int], Bool, Bool) in
+                var sends: [Int] = []
+                if !state.draining && !state.stopped {
+                    let slots = empty ? (inFlight.isEmpty ? 1 : 0) : depth - inFlight.count
+                    while sends.count < slots && state.wanted > 0 {
+                        let count = min(state.wanted, batchSize)
+                        state.wanted -= count
+                        sends.append(count)
+                    }
+                }
+                guard inFlight.isEmpty && sends.isEmpty else { return (sends, false, false) }
+                state.running = false
+                return ([], true, state.draining && !state.stopped)
+            }
+            if finished {
+                if draining { self.post(RedisSourceInfo(.fetcherStopped)) }
+                return
+            }
+            do {
+                let (messages, asked) = try link.perform { context throws(RedisError) -> ([Message<RedisMetadata>], Int) in
+                    if !sends.isEmpty {
+                        let blocking = empty
+                        for count in sends {
+                            // Counted before sending: if the send fails, the demand comes back.
+                            inFlight.append(count)
+                            try context.append(reader.pop(count, blocking: blocking))
+                        }
+                        try context.flush("LPOP")
+                    }
+                    let asked = inFlight[0]
+                    let messages = try context.nextReply("LPOP") { reply in reader.messages(reply) }
+                    inFlight.removeFirst()
+                    return (messages, asked)
+                }
+                empty = messages.count < asked
+                let notify = self.fetch.withLock { state -> Bool in
+                    state.wanted += asked - messages.count
+                    guard !messages.isEmpty else { return false }
+                    state.outbox.append(messages)
+                    guard !state.notified else { return false }
+                    state.notified = true
+                    return true
+                }
+                if notify { self.post(RedisSourceInfo(.fetched)) }
+            } catch {
+                // The replies of the pops in flight are lost with the connection (list mode is at
+                // most once); their demand is unmet again.
+                let unanswered = inFlight.reduce(0, +)
+                inFlight.removeAll()
+                empty = false
+                self.fetch.withLock { $0.wanted += unanswered }
+                link.close()
+                if error.isTransient {
+                    if link.backOff(after: error) { continue }
+                    self.fetch.withLock { $0.running = false }
+                    return
+                }
+                self.fetch.withLock { $0.running = false }
+                self.logger.debug("read failed", metadata: [RedisLogKey.error: "\(error)"])
+                self.post(RedisSourceInfo(.failed(error)))
+                return
             }
         }
     }

@@ -132,6 +132,37 @@ final class HiredisContext {
         if let firstError { throw firstError }
     }
 
+    /// Queues `command` in the output buffer without sending it; ``flush(_:)`` or
+    /// ``nextReply(_:_:)`` sends it. Its reply is read later with ``nextReply(_:_:)``.
+    func append(_ command: RedisCommand) throws(RedisError) {
+        let status = command.withArgv { argc, argv, lengths in
+            redisAppendCommandArgv(self.context, argc, argv, lengths)
+        }
+        guard status == REDIS_OK else { throw self.ioError(command.name) }
+    }
+
+    /// Writes every queued command to the socket now. (`redisGetReply` only writes when no
+    /// earlier reply is buffered already, so commands queued behind a pipeline would wait.)
+    func flush(_ name: String) throws(RedisError) {
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(self.context, &done) == REDIS_OK else { throw self.ioError(name) }
+        } while done == 0
+    }
+
+    /// Reads the reply of the oldest command sent with ``append(_:)`` and hands it to `body`
+    /// (valid only during the call). `name` names that command in errors.
+    ///
+    /// - Throws: `connectionLost` on I/O errors, or the classified error reply.
+    func nextReply<T>(_ name: String, _ body: (RedisReplyRef) throws(RedisError) -> T) throws(RedisError) -> T {
+        var raw: UnsafeMutableRawPointer?
+        guard redisGetReply(self.context, &raw) == REDIS_OK, let raw else { throw self.ioError(name) }
+        defer { freeReplyObject(raw) }
+        let ref = RedisReplyRef(pointer: raw.assumingMemoryBound(to: redisReply.self))
+        if ref.kind == .error { throw RedisError(serverReply: ref.text, command: name) }
+        return try body(ref)
+    }
+
     private func ioError(_ command: String) -> RedisError {
         let text = self.context.pointee.err == 0 ? "no reply" : self.errorText
         return RedisError(.connectionLost, "\(command) to Redis at \(self.address) failed: \(text)")
