@@ -42,11 +42,16 @@ struct RedisSuite {
         print(pad("consumer", 44) + pad("msgs/s", 14) + "vs raw")
         var base = try RedisConfiguration(url: url + (url.contains("?") ? "&" : "?") + "key=bench")
         base.batchSize = 1000
-        let rawList = try await self.median { try await self.rawList(base) }
-        let list = try await self.median { try await self.sluice(base, mode: .list) }
-        let reliable = try await self.median { try await self.sluice(base, mode: .reliable) }
-        let rawStream = try await self.median { try await self.rawStream(base) }
-        let stream = try await self.median { try await self.sluice(base, mode: .stream) }
+        // SLUICE_BENCH_REDIS_ONLY=list (or reliable, stream, raw…) measures only those parts,
+        // for profiling one of them; the others report 0.
+        let only = ProcessInfo.processInfo.environment["SLUICE_BENCH_REDIS_ONLY"].map { $0.split(separator: ",").map(String.init) }
+        func wanted(_ part: String) -> Bool { only?.contains(part) ?? true }
+        let skipped: () async throws -> (Int, Double) = { (0, 1) }
+        let rawList = try await self.median(wanted("rawList") ? { try await self.rawList(base) } : skipped)
+        let list = try await self.median(wanted("list") ? { try await self.sluice(base, mode: .list) } : skipped)
+        let reliable = try await self.median(wanted("reliable") ? { try await self.sluice(base, mode: .reliable) } : skipped)
+        let rawStream = try await self.median(wanted("rawStream") ? { try await self.rawStream(base) } : skipped)
+        let stream = try await self.median(wanted("stream") ? { try await self.sluice(base, mode: .stream) } : skipped)
         print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
         print(pad("sluice list (BLMPOP COUNT, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
         print(pad("sluice reliable (Lua move + Lua LREM ack)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
