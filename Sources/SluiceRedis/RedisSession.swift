@@ -92,7 +92,7 @@ final class RedisSession: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.keys = Keys(configuration)
-        self.reads = RedisThread(name: "sluice-redis-read", configuration: configuration, blocking: true, logger: logger)
+        self.reads = RedisThread(name: "sluice-redis-read", configuration: configuration, blocking: true, replyArena: true, logger: logger)
         self.acks = RedisThread(name: "sluice-redis-ack", configuration: configuration, blocking: false, logger: logger)
         self.reader = ReaderBox(RedisReader(configuration: configuration, keys: self.keys))
     }

@@ -37,10 +37,14 @@ final class RedisThread: @unchecked Sendable {
     private var finishWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Starts the thread; it connects on first use.
-    init(name: String, configuration: RedisConfiguration, blocking: Bool, logger: Logger) {
+    ///
+    /// - Parameters:
+    ///   - blocking: Whether blocking commands are sent (their wait lengthens the read timeout).
+    ///   - replyArena: Whether replies are built in a ``ReplyArena`` (large replies).
+    init(name: String, configuration: RedisConfiguration, blocking: Bool, replyArena: Bool = false, logger: Logger) {
         let readTimeout = configuration.commandTimeout + (blocking ? configuration.blockTimeout : .zero)
         let thread = Thread { [self] in
-            let link = RedisLink(configuration: configuration, readTimeout: readTimeout, thread: self, logger: logger)
+            let link = RedisLink(configuration: configuration, readTimeout: readTimeout, replyArena: replyArena, thread: self, logger: logger)
             self.loop(link)
             link.close()
             let waiters = self.locked { () -> [CheckedContinuation<Void, Never>] in
@@ -218,14 +222,16 @@ final class RedisLink {
     let logger: Logger
     unowned let thread: RedisThread
     private let readTimeout: Duration
+    private let replyArena: Bool
     private var context: HiredisContext?
     private var failures = 0
     /// How many times a connection was (re)established.
     private(set) var connections = 0
 
-    init(configuration: RedisConfiguration, readTimeout: Duration, thread: RedisThread, logger: Logger) {
+    init(configuration: RedisConfiguration, readTimeout: Duration, replyArena: Bool, thread: RedisThread, logger: Logger) {
         self.configuration = configuration
         self.readTimeout = readTimeout
+        self.replyArena = replyArena
         self.thread = thread
         self.logger = logger
     }
@@ -234,7 +240,7 @@ final class RedisLink {
     func connected() throws(RedisError) -> HiredisContext {
         if let context = self.context, !context.isBroken { return context }
         self.context = nil
-        let context = try HiredisContext.connect(self.configuration, readTimeout: self.readTimeout)
+        let context = try HiredisContext.connect(self.configuration, readTimeout: self.readTimeout, replyArena: self.replyArena)
         self.context = context
         self.connections += 1
         if self.failures > 0 {
