@@ -53,7 +53,7 @@ struct RedisSuite {
         let rawStream = try await self.median(wanted("rawStream") ? { try await self.rawStream(base) } : skipped)
         let stream = try await self.median(wanted("stream") ? { try await self.sluice(base, mode: .stream) } : skipped)
         print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
-        print(pad("sluice list (BLMPOP COUNT, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
+        print(pad("sluice list (LPOP COUNT pipelined, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
         print(pad("sluice reliable (Lua move + Lua LREM ack)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
         print(pad("raw XREADGROUP COUNT 1000 + XACK", 44) + pad(formatRate(rawStream), 14))
         print(pad("sluice stream (XREADGROUP + batched XACK)", 44) + pad(formatRate(stream), 14) + String(format: "%.2f×", stream / rawStream))

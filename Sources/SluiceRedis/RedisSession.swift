@@ -15,7 +15,7 @@ import Synchronization
 final class RedisSession: Sendable {
     let configuration: RedisConfiguration
     let logger: Logger
-    /// Blocking reads (`BLMPOP`, `BLMOVE`, `XREADGROUP … BLOCK`).
+    /// Reads, blocking ones among them (`LPOP`/`BLMPOP`, `BLMOVE`, `XREADGROUP … BLOCK`).
     let reads: RedisThread
     /// Acknowledgements, liveness refresh, reaper.
     let acks: RedisThread

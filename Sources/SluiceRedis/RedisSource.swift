@@ -21,7 +21,9 @@ public import Sluice
 /// Demand maps to Redis reads (never more than the unmet demand, at most
 /// ``RedisConfiguration/batchSize`` per read):
 ///
-/// - ``RedisConfiguration/Mode/list``: `BLMPOP … COUNT n` (at most once).
+/// - ``RedisConfiguration/Mode/list``: `LPOP key n`, several pipelined while the demand
+///   allows (together never more than it), `BLMPOP … COUNT n` while the list is empty
+///   (at most once).
 /// - ``RedisConfiguration/Mode/reliable`` (default): a script moves n items atomically into
 ///   the consumer's processing list, `BLMOVE` waits when the list is empty; acknowledgement
 ///   removes them; a liveness key and a reaper return a dead consumer's items (at least once).
