@@ -35,20 +35,31 @@ struct RedisSuite {
     }
 
     private func measure(url: String) async throws {
-        print("suite redis: \(self.total) items of 100 bytes, median of \(self.repetitions) runs")
+        print("suite redis: \(self.total) items of 100 bytes, median of \(self.repetitions) runs (raw and sluice runs alternate)")
         print("pipeline: RedisSource batchSize 1000 → Processors(concurrency: \(self.processors), maxDemand: \(self.maxDemand)) discarding")
         print("timed: from Pipeline.run() (connecting included) until every message was handled and settled")
         print("raw: one hiredis connection, LPOP key 1000 / XREADGROUP COUNT 1000 + XACK, each payload copied into [UInt8]")
         print(pad("consumer", 44) + pad("msgs/s", 14) + "vs raw")
         var base = try RedisConfiguration(url: url + (url.contains("?") ? "&" : "?") + "key=bench")
         base.batchSize = 1000
-        let rawList = try await self.median { try await self.rawList(base) }
-        let list = try await self.median { try await self.sluice(base, mode: .list) }
-        let reliable = try await self.median { try await self.sluice(base, mode: .reliable) }
-        let rawStream = try await self.median { try await self.rawStream(base) }
-        let stream = try await self.median { try await self.sluice(base, mode: .stream) }
+        // SLUICE_BENCH_REDIS_ONLY=list (or reliable, stream, raw…) measures only those parts,
+        // for profiling one of them; the others report 0.
+        let only = ProcessInfo.processInfo.environment["SLUICE_BENCH_REDIS_ONLY"].map { $0.split(separator: ",").map(String.init) }
+        func wanted(_ part: String) -> Bool { only?.contains(part) ?? true }
+        let skipped: () async throws -> (Int, Double) = { (0, 1) }
+        // Each raw run is followed by the Sluice run it is compared with, so that both see much
+        // the same load on a noisy machine.
+        let (rawList, list) = try await self.medians(
+            wanted("rawList") ? { try await self.rawList(base) } : skipped,
+            wanted("list") ? { try await self.sluice(base, mode: .list) } : skipped
+        )
+        let reliable = try await self.medians(wanted("reliable") ? { try await self.sluice(base, mode: .reliable) } : skipped, skipped).0
+        let (rawStream, stream) = try await self.medians(
+            wanted("rawStream") ? { try await self.rawStream(base) } : skipped,
+            wanted("stream") ? { try await self.sluice(base, mode: .stream) } : skipped
+        )
         print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
-        print(pad("sluice list (BLMPOP COUNT, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
+        print(pad("sluice list (pipelined LPOP, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
         print(pad("sluice reliable (Lua move + Lua LREM ack)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
         print(pad("raw XREADGROUP COUNT 1000 + XACK", 44) + pad(formatRate(rawStream), 14))
         print(pad("sluice stream (XREADGROUP + batched XACK)", 44) + pad(formatRate(stream), 14) + String(format: "%.2f×", stream / rawStream))
@@ -58,15 +69,23 @@ struct RedisSuite {
         )
     }
 
-    /// Runs `body` (which returns items and seconds) `repetitions` times; the median rate.
-    private func median(_ body: () async throws -> (Int, Double)) async throws -> Double {
-        var rates: [Double] = []
+    /// Runs `first` and then `second` (each returns items and seconds), `repetitions` times
+    /// in turn; the median rate of each.
+    private func medians(
+        _ first: () async throws -> (Int, Double),
+        _ second: () async throws -> (Int, Double)
+    ) async throws -> (Double, Double) {
+        var firstRates: [Double] = []
+        var secondRates: [Double] = []
         for _ in 0..<self.repetitions {
-            let (items, seconds) = try await body()
-            rates.append(Double(items) / seconds)
+            let (firstItems, firstSeconds) = try await first()
+            firstRates.append(Double(firstItems) / firstSeconds)
+            let (secondItems, secondSeconds) = try await second()
+            secondRates.append(Double(secondItems) / secondSeconds)
         }
-        rates.sort()
-        return rates[rates.count / 2]
+        firstRates.sort()
+        secondRates.sort()
+        return (firstRates[firstRates.count / 2], secondRates[secondRates.count / 2])
     }
 
     private func fresh(_ base: RedisConfiguration, mode: RedisConfiguration.Mode) -> RedisConfiguration {

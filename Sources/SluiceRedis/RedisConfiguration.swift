@@ -26,10 +26,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         private let base: Base
         private init(_ base: Base) { self.base = base }
 
-        /// A list, popped (`BLMPOP … COUNT n`): **at most once**. An item popped is gone from
-        /// Redis; if the process dies before handling it, it is lost. Failure dispositions
-        /// `.requeue` and `.deadLetter` push the item back to the list or to the dead-letter
-        /// list; `.drop` discards it.
+        /// A list, popped (`LPOP key n`, `BLMPOP … COUNT n` while it is empty): **at most
+        /// once**. An item popped is gone from Redis; if the process dies before handling it, or
+        /// the connection breaks before the pop's reply arrives, it is lost. (Popped items the
+        /// pipeline never took, when it is stopped, are pushed back to the head.) Failure
+        /// dispositions `.requeue` and `.deadLetter` push the item back to the list or to the
+        /// dead-letter list; `.drop` discards it.
         public static let list = Mode(.list)
         /// A list, moved atomically into a per-consumer processing list and removed from it on
         /// acknowledgement: **at least once** (the default). A consumer's liveness key expires

@@ -22,6 +22,8 @@ struct RedisReader {
     let configuration: RedisConfiguration
     let keys: RedisSession.Keys
     private let blockSeconds: String
+    /// The block timeout as a command argument, in seconds.
+    var blockSecondsText: String { self.blockSeconds }
     private let blockMilliseconds: Int
     private var phase: StreamPhase = .pending(after: .zero)
     private var highestDelivered: RedisEntryID = .zero
@@ -48,8 +50,8 @@ struct RedisReader {
 
     mutating func read(_ context: HiredisContext, count: Int, link: RedisLink, session: RedisSession) throws(RedisError) -> [Message<RedisMetadata>] {
         switch self.configuration.mode {
-        case .list: return try self.readList(context, count: count)
-        case .reliable: return try self.readReliable(context, count: count, session: session)
+        case .list: preconditionFailure("list mode reads in RedisSession.listReadLoop")
+        case .reliable: return try self.readReliable(context, count: count, link: link, session: session)
         default: return try self.readStream(context, count: count, link: link)
         }
     }
@@ -67,36 +69,16 @@ struct RedisReader {
         return messages
     }
 
-    /// `BLMPOP t 1 key LEFT COUNT n`: takes what is there (at most `count`), or waits up to the
-    /// block timeout for the first items.
-    private func readList(_ context: HiredisContext, count: Int) throws(RedisError) -> [Message<RedisMetadata>] {
-        var pop = RedisCommand("BLMPOP")
-        pop.append(self.blockSeconds)
-        pop.append(1)
-        pop.append(self.keys.source)
-        pop.append("LEFT")
-        pop.append("COUNT")
-        pop.append(count)
-        return try context.command(pop) { reply throws(RedisError) in
-            guard reply.kind == .array, reply.count == 2 else { return [] }
-            return self.listMessages(reply[1])
-        }
-    }
-
     /// Moves up to `count` items into the processing list with one script; on an empty list
     /// waits for one with `BLMOVE`.
-    private mutating func readReliable(_ context: HiredisContext, count: Int, session: RedisSession) throws(RedisError) -> [Message<RedisMetadata>] {
+    private mutating func readReliable(
+        _ context: HiredisContext,
+        count: Int,
+        link: RedisLink,
+        session: RedisSession
+    ) throws(RedisError) -> [Message<RedisMetadata>] {
         if self.recoverOrphans {
-            // Settlements in flight were counted in `removed` only once Redis ran them; if
-            // one ran after we read the counter, fewer orphans are found, never too many.
-            let inFlight = session.delivered.load(ordering: .relaxed) - session.removed.load(ordering: .relaxed)
-            var recover = RedisCommand("EVAL")
-            recover.append(RedisScripts.recoverOrphans)
-            recover.append(2)
-            recover.append(self.keys.processing)
-            recover.append(self.keys.source)
-            recover.append(max(0, inFlight))
-            let moved = try context.command(recover) { reply throws(RedisError) in reply.integer }
+            let moved = try session.recoverOrphans(from: link)
             self.recoverOrphans = false
             if moved > 0 {
                 session.logger.info("returned items whose read reply was lost to the list", metadata: [RedisLogKey.count: "\(moved)"])
@@ -290,6 +272,13 @@ enum RedisSettler {
 
     private static let chunk = 1000
 
+    /// How many items a settle command built here settles in the processing list: the
+    /// `(operation, value)` pairs of a reliable-mode settle script, 0 for other commands.
+    static func settledItems(_ command: RedisCommand) -> Int {
+        // EVAL script 3 processing source dead, then the pairs.
+        command.name == "EVAL" ? (command.argumentCount - 6) / 2 : 0
+    }
+
     /// List mode: acknowledged items are already gone; failed ones are pushed back or to the
     /// dead-letter list.
     private static func listCommands(_ settlements: [Settlement<RedisMetadata>], keys: RedisSession.Keys) -> [RedisCommand] {
@@ -394,5 +383,54 @@ enum RedisSettler {
         }
         if let ack { commands.append(ack) }
         return commands
+    }
+}
+
+/// Builds list-mode pops and reads their replies. Used only on the read thread.
+struct RedisListPopper {
+    let keys: RedisSession.Keys
+    let blockSeconds: String
+
+    init(keys: RedisSession.Keys, blockSeconds: String) {
+        self.keys = keys
+        self.blockSeconds = blockSeconds
+    }
+
+    /// `LPOP key n` (an array of at most n items, or nil), or when `blocking`,
+    /// `BLMPOP t 1 key LEFT COUNT n` (`[key, items]`, or nil after the block timeout).
+    func pop(_ count: Int, blocking: Bool) -> RedisCommand {
+        if blocking {
+            var pop = RedisCommand("BLMPOP")
+            pop.append(self.blockSeconds)
+            pop.append(1)
+            pop.append(self.keys.source)
+            pop.append("LEFT")
+            pop.append("COUNT")
+            pop.append(count)
+            return pop
+        }
+        var pop = RedisCommand("LPOP")
+        pop.append(self.keys.source)
+        pop.append(count)
+        return pop
+    }
+
+    /// The messages of a reply of ``pop(_:blocking:)``.
+    func messages(_ reply: RedisReplyRef) -> [Message<RedisMetadata>] {
+        guard reply.kind == .array, reply.count > 0 else { return [] }
+        // BLMPOP answers [key, items]; LPOP answers the items.
+        let items = reply.count == 2 && reply[1].kind == .array ? reply[1] : reply
+        guard items.count > 0, items[0].kind == .string else { return [] }
+        // Every message holds the key. A copy of its own per batch keeps this thread, retaining
+        // it for new messages, off the reference count that processor threads release for the
+        // messages of earlier batches.
+        let key = String(decoding: Array(self.keys.source.utf8), as: UTF8.self)
+        var messages: [Message<RedisMetadata>] = []
+        messages.reserveCapacity(items.count)
+        for index in 0..<items.count {
+            let bytes = items[index].bytes
+            messages.append(Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: bytes)))
+        }
+        return messages
     }
 }

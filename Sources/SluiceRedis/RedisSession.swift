@@ -15,7 +15,7 @@ import Synchronization
 final class RedisSession: Sendable {
     let configuration: RedisConfiguration
     let logger: Logger
-    /// Blocking reads (`BLMPOP`, `BLMOVE`, `XREADGROUP … BLOCK`).
+    /// Reads, blocking ones among them (`LPOP`/`BLMPOP`, `BLMOVE`, `XREADGROUP … BLOCK`).
     let reads: RedisThread
     /// Acknowledgements, liveness refresh, reaper.
     let acks: RedisThread
@@ -26,10 +26,13 @@ final class RedisSession: Sendable {
     private let fetch = Mutex(FetchState())
     private let stage = Mutex<StageHandle<RedisSourceStage>?>(nil)
     private let settling = Mutex(SettleState())
-    /// Items moved into the processing list and emitted (reliable mode).
+    /// Items moved into the processing list by reads whose reply arrived (reliable mode).
+    /// Written only on the `reads` thread.
     let delivered = Atomic<Int>(0)
-    /// Items the settle script found and removed from the processing list (reliable mode).
-    let removed = Atomic<Int>(0)
+    /// Items whose settle command Redis answered, on the first try or a retry (reliable mode).
+    /// Each of them is gone from the processing list, whatever the script reported (a retry
+    /// after a lost reply finds nothing left to remove). Written only on the `acks` thread.
+    let settled = Atomic<Int>(0)
 
     struct Keys: Sendable {
         var source: String
@@ -51,7 +54,7 @@ final class RedisSession: Sendable {
         }
     }
 
-    /// The stage's demand as the reader sees it.
+    /// The stage's demand as the reader sees it, and what was read for it.
     struct FetchState {
         /// Demand received and not yet served.
         var wanted = 0
@@ -59,6 +62,13 @@ final class RedisSession: Sendable {
         var running = false
         var draining = false
         var stopped = false
+        /// Batches read and not yet taken by the stage. They stay here until the stage takes
+        /// them, so a batch whose `fetched` note never reaches the stage (it ended first) is
+        /// not lost: ``RedisSession/shutdown()`` gives it back.
+        var outbox: [[Message<RedisMetadata>]] = []
+        /// Whether a `fetched` note is on its way to the stage (one note covers every batch
+        /// in the outbox).
+        var notified = false
     }
 
     struct SettleState {
@@ -82,7 +92,7 @@ final class RedisSession: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.keys = Keys(configuration)
-        self.reads = RedisThread(name: "sluice-redis-read", configuration: configuration, blocking: true, logger: logger)
+        self.reads = RedisThread(name: "sluice-redis-read", configuration: configuration, blocking: true, replyArena: true, logger: logger)
         self.acks = RedisThread(name: "sluice-redis-ack", configuration: configuration, blocking: false, logger: logger)
         self.reader = ReaderBox(RedisReader(configuration: configuration, keys: self.keys))
     }
@@ -218,15 +228,22 @@ final class RedisSession: Sendable {
         if !queued { self.fetch.withLock { $0.running = false } }
     }
 
-    /// Stop reading. Returns `true` if no read is running (the stage may end now); otherwise
-    /// the read job posts `fetcherStopped` when it ends.
-    func drain() -> Bool {
-        let idle = self.fetch.withLock { state -> Bool in
-            state.draining = true
-            return !state.running
-        }
+    /// Stop reading (the stage then takes what was read with ``takeFetched()``).
+    func drain() {
+        self.fetch.withLock { $0.draining = true }
         self.reads.wake()
-        return idle
+    }
+
+    /// Hands the stage every batch read so far. `finished` is `true` once the source is
+    /// draining and no read runs any more, so nothing else will arrive; otherwise the read job
+    /// posts `fetched` or `fetcherStopped` later.
+    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool) {
+        self.fetch.withLock { state in
+            let batches = state.outbox
+            state.outbox = []
+            state.notified = false
+            return (batches, state.draining && !state.running)
+        }
     }
 
     /// The stage ended: stop reading for good.
@@ -236,6 +253,10 @@ final class RedisSession: Sendable {
     }
 
     private func readLoop(_ link: RedisLink) {
+        if self.configuration.mode == .list {
+            self.listReadLoop(link)
+            return
+        }
         let batchSize = self.configuration.batchSize
         while true {
             let (count, draining) = self.fetch.withLock { state -> (Int, Bool) in
@@ -255,8 +276,18 @@ final class RedisSession: Sendable {
                 }
                 guard !messages.isEmpty else { continue }
                 if self.configuration.mode == .reliable { self.delivered.add(messages.count, ordering: .relaxed) }
-                self.fetch.withLock { $0.wanted -= messages.count }
-                self.post(RedisSourceInfo(.fetched(messages)))
+                let notify = self.fetch.withLock { state -> Bool in
+                    state.wanted -= messages.count
+                    state.outbox.append(messages)
+                    guard !state.notified else { return false }
+                    state.notified = true
+                    return true
+                }
+                if notify { self.post(RedisSourceInfo(.fetched)) }
+            } catch where error.code == .shutDown {
+                // Stopping while waiting for the acknowledgement connection.
+                self.fetch.withLock { $0.running = false }
+                return
             } catch where error.isTransient {
                 self.reader.reader.connectionBroke()
                 if !link.backOff(after: error) {
@@ -264,6 +295,116 @@ final class RedisSession: Sendable {
                     return
                 }
             } catch {
+                self.fetch.withLock { $0.running = false }
+                self.logger.debug("read failed", metadata: [RedisLogKey.error: "\(error)"])
+                self.post(RedisSourceInfo(.failed(error)))
+                return
+            }
+        }
+    }
+
+    /// After the read connection broke: returns to the head of the list what a read moved
+    /// into the processing list but whose reply was lost (the tail of the processing list
+    /// beyond the items handed out and not settled yet). Called from a read job.
+    ///
+    /// Runs on the acknowledgement thread between settle batches, so every settle script sent
+    /// so far was answered and counted in ``settled``, and none runs meanwhile; the read
+    /// thread waits, so ``delivered`` does not change either. The count is therefore exact:
+    /// no orphan is left behind and no handed-out item is given back.
+    func recoverOrphans(from link: RedisLink) throws(RedisError) -> Int {
+        let keys = self.keys
+        return try self.acks.runBlocking(from: link.thread) { [self] ackLink throws(RedisError) in
+            let handedOut = self.delivered.load(ordering: .relaxed) - self.settled.load(ordering: .relaxed)
+            var recover = RedisCommand("EVAL")
+            recover.append(RedisScripts.recoverOrphans)
+            recover.append(2)
+            recover.append(keys.processing)
+            recover.append(keys.source)
+            recover.append(max(0, handedOut))
+            return try ackLink.perform { context throws(RedisError) in
+                try context.command(recover) { reply throws(RedisError) in reply.integer }
+            }
+        }
+    }
+
+    /// How many list pops may be in flight at once (each for demand reserved when it is sent).
+    static let listPipelineDepth = 4
+
+    /// List mode: keeps up to ``listPipelineDepth`` pops in flight, so that Redis pops the
+    /// next batch while this thread turns the last reply into messages. Each pop asks for
+    /// demand reserved (taken from `wanted`) when it is sent and returns what its reply did not
+    /// use, so the pops in flight together never take more than the unmet demand. While the
+    /// list is empty, one blocking `BLMPOP` waits for it.
+    ///
+    /// Replies of pops sent before a drain or stop are still read and their items put in the
+    /// outbox: the stage emits them, or ``shutdown()`` pushes them back.
+    private func listReadLoop(_ link: RedisLink) {
+        let batchSize = self.configuration.batchSize
+        let depth = Self.listPipelineDepth
+        let reader = RedisListPopper(keys: self.keys, blockSeconds: self.reader.reader.blockSecondsText)
+        // Counts of the pops sent and not answered yet, oldest first.
+        var inFlight: [Int] = []
+        inFlight.reserveCapacity(depth)
+        // Whether the last reply found the list empty (or ran it empty).
+        var empty = false
+        while true {
+            let (sends, finished, draining) = self.fetch.withLock { state -> ([Int], Bool, Bool) in
+                var sends: [Int] = []
+                if !state.draining && !state.stopped {
+                    let slots = empty ? (inFlight.isEmpty ? 1 : 0) : depth - inFlight.count
+                    while sends.count < slots && state.wanted > 0 {
+                        let count = min(state.wanted, batchSize)
+                        state.wanted -= count
+                        sends.append(count)
+                    }
+                }
+                guard inFlight.isEmpty && sends.isEmpty else { return (sends, false, false) }
+                state.running = false
+                return ([], true, state.draining && !state.stopped)
+            }
+            if finished {
+                if draining { self.post(RedisSourceInfo(.fetcherStopped)) }
+                return
+            }
+            do {
+                let (messages, asked) = try link.perform { context throws(RedisError) -> ([Message<RedisMetadata>], Int) in
+                    if !sends.isEmpty {
+                        let blocking = empty
+                        for count in sends {
+                            // Counted before sending: if the send fails, the demand comes back.
+                            inFlight.append(count)
+                            try context.append(reader.pop(count, blocking: blocking))
+                        }
+                        try context.flush("LPOP")
+                    }
+                    let asked = inFlight[0]
+                    let messages = try context.nextReply("LPOP") { reply in reader.messages(reply) }
+                    inFlight.removeFirst()
+                    return (messages, asked)
+                }
+                empty = messages.count < asked
+                let notify = self.fetch.withLock { state -> Bool in
+                    state.wanted += asked - messages.count
+                    guard !messages.isEmpty else { return false }
+                    state.outbox.append(messages)
+                    guard !state.notified else { return false }
+                    state.notified = true
+                    return true
+                }
+                if notify { self.post(RedisSourceInfo(.fetched)) }
+            } catch {
+                // The replies of the pops in flight are lost with the connection (list mode is at
+                // most once); their demand is unmet again.
+                let unanswered = inFlight.reduce(0, +)
+                inFlight.removeAll()
+                empty = false
+                self.fetch.withLock { $0.wanted += unanswered }
+                link.close()
+                if error.isTransient {
+                    if link.backOff(after: error) { continue }
+                    self.fetch.withLock { $0.running = false }
+                    return
+                }
                 self.fetch.withLock { $0.running = false }
                 self.logger.debug("read failed", metadata: [RedisLogKey.error: "\(error)"])
                 self.post(RedisSourceInfo(.failed(error)))
@@ -310,16 +451,19 @@ final class RedisSession: Sendable {
             }
             let commands = RedisSettler.commands(for: batch, configuration: self.configuration, keys: self.keys)
             while true {
+                // Items of settle scripts Redis answered in this attempt (reliable mode).
+                var confirmed = 0
+                defer { if confirmed > 0 { self.settled.add(confirmed, ordering: .relaxed) } }
                 do {
-                    var removed = 0
                     try link.perform { context throws(RedisError) in
-                        try context.pipeline(commands) { index, reply throws(RedisError) in
-                            if commands[index].name == "EVAL" && reply.kind == .integer { removed += reply.integer }
+                        try context.pipeline(commands) { index, _ throws(RedisError) in
+                            confirmed += RedisSettler.settledItems(commands[index])
                         }
                     }
-                    if removed > 0 { self.removed.add(removed, ordering: .relaxed) }
                     break
                 } catch where error.isTransient {
+                    // Replies of this attempt that did arrive are counted again on the retry.
+                    confirmed = 0
                     if !link.backOff(after: error) {
                         self.logger.info(
                             "shut down with settlements not sent; Redis delivers those messages again",
@@ -332,6 +476,45 @@ final class RedisSession: Sendable {
                     break
                 }
             }
+        }
+    }
+
+    /// List mode: pushes batches that were popped but never reached the stage (it ended
+    /// before taking them) back to the head of the list, in their order. (Reliable mode gives
+    /// back the whole processing list below; stream entries stay pending and are read again.)
+    private func giveBackUnemitted() async {
+        let batches = self.fetch.withLock { state in
+            defer { state.outbox = [] }
+            return state.outbox
+        }
+        guard self.configuration.mode == .list, !batches.isEmpty else { return }
+        let values = batches.flatMap { $0.map(\.metadata.value) }
+        var commands: [RedisCommand] = []
+        // LPUSH puts its last argument at the head: push from the end, in chunks, so that the
+        // first popped item ends up first again.
+        var end = values.count
+        while end > 0 {
+            let start = max(0, end - 1000)
+            var push = RedisCommand("LPUSH")
+            push.append(self.keys.source)
+            for value in values[start..<end].reversed() { push.append(value) }
+            commands.append(push)
+            end = start
+        }
+        let pushed = commands
+        let logger = self.logger
+        do {
+            try await self.acks.run { link throws(RedisError) in
+                try link.perform { context throws(RedisError) in
+                    try context.pipeline(pushed) { _, _ throws(RedisError) in }
+                }
+            }
+            logger.debug("pushed items that were popped but not emitted back to the list", metadata: [RedisLogKey.count: "\(values.count)"])
+        } catch {
+            logger.error(
+                "could not push popped items back to the list; they are lost",
+                metadata: [RedisLogKey.count: "\(values.count)", RedisLogKey.error: "\(error)"]
+            )
         }
     }
 
@@ -354,6 +537,7 @@ final class RedisSession: Sendable {
     func shutdown() async {
         self.stopReading()
         await self.reads.stopAndWait()
+        await self.giveBackUnemitted()
         await self.flush()
         if self.configuration.mode == .reliable {
             let keys = self.keys

@@ -21,7 +21,9 @@ public import Sluice
 /// Demand maps to Redis reads (never more than the unmet demand, at most
 /// ``RedisConfiguration/batchSize`` per read):
 ///
-/// - ``RedisConfiguration/Mode/list``: `BLMPOP … COUNT n` (at most once).
+/// - ``RedisConfiguration/Mode/list``: `LPOP key n`, several pipelined while the demand
+///   allows (together never more than it), `BLMPOP … COUNT n` while the list is empty
+///   (at most once).
 /// - ``RedisConfiguration/Mode/reliable`` (default): a script moves n items atomically into
 ///   the consumer's processing list, `BLMOVE` waits when the list is empty; acknowledgement
 ///   removes them; a liveness key and a reaper return a dead consumer's items (at least once).
@@ -76,7 +78,8 @@ public struct RedisSource: PipelineSource {
 /// Control messages of a ``RedisSourceStage``.
 public struct RedisSourceInfo: SourceInfo {
     enum Kind: Sendable {
-        case fetched([Message<RedisMetadata>])
+        /// Batches wait in the session's outbox.
+        case fetched
         case fetcherStopped
         case failed(RedisError)
         case drain
@@ -113,17 +116,25 @@ public struct RedisSourceStage: Producer, Sendable {
 
     public mutating func handleInfo(_ info: RedisSourceInfo, context: inout StageContext<Output>) {
         switch info.kind {
-        case .fetched(let messages):
-            context.emit(messages)
-        case .fetcherStopped:
-            if self.draining { context.stop(.normal) }
+        case .fetched, .fetcherStopped:
+            self.emitFetched(&context)
         case .failed(let error):
             context.stop(.failure(error))
         case .drain:
             guard !self.draining else { return }
             self.draining = true
-            if self.session.drain() { context.stop(.normal) }
+            self.session.drain()
+            self.emitFetched(&context)
         }
+    }
+
+    /// Emits every batch read so far; ends once draining and no read can add more. (A read
+    /// that finished before the drain note was handled left its batch in the outbox, so it is
+    /// emitted here rather than lost with the stage's unread mail.)
+    private mutating func emitFetched(_ context: inout StageContext<Output>) {
+        let (batches, finished) = self.session.takeFetched()
+        for batch in batches { context.emit(batch) }
+        if self.draining && finished { context.stop(.normal) }
     }
 
     public mutating func terminate(reason: StopReason) async {

@@ -9,6 +9,7 @@
 import DequeModule
 import Foundation
 import Logging
+import Synchronization
 
 /// One Redis connection and the thread that makes every call on it.
 ///
@@ -36,10 +37,14 @@ final class RedisThread: @unchecked Sendable {
     private var finishWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Starts the thread; it connects on first use.
-    init(name: String, configuration: RedisConfiguration, blocking: Bool, logger: Logger) {
+    ///
+    /// - Parameters:
+    ///   - blocking: Whether blocking commands are sent (their wait lengthens the read timeout).
+    ///   - replyArena: Whether replies are built in a ``ReplyArena`` (large replies).
+    init(name: String, configuration: RedisConfiguration, blocking: Bool, replyArena: Bool = false, logger: Logger) {
         let readTimeout = configuration.commandTimeout + (blocking ? configuration.blockTimeout : .zero)
         let thread = Thread { [self] in
-            let link = RedisLink(configuration: configuration, readTimeout: readTimeout, thread: self, logger: logger)
+            let link = RedisLink(configuration: configuration, readTimeout: readTimeout, replyArena: replyArena, thread: self, logger: logger)
             self.loop(link)
             link.close()
             let waiters = self.locked { () -> [CheckedContinuation<Void, Never>] in
@@ -91,6 +96,36 @@ final class RedisThread: @unchecked Sendable {
             if !queued { continuation.resume(returning: .failure(RedisError(.shutDown, "the Redis connection was shut down"))) }
         }
         return try result.get()
+    }
+
+    /// Runs `body` on this thread and blocks the calling thread until it returned. Only for
+    /// jobs of another connection's thread (never the cooperative pool); `caller` is that
+    /// thread, whose stop ends the wait with `shutDown` (`body` may still run later).
+    func runBlocking<T: Sendable>(
+        from caller: RedisThread,
+        _ body: @escaping @Sendable (RedisLink) throws(RedisError) -> T
+    ) throws(RedisError) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox<T>()
+        let queued = self.enqueue { link in
+            do throws(RedisError) {
+                let value = try body(link)
+                outcome.value.withLock { $0 = .success(value) }
+            } catch {
+                outcome.value.withLock { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        let stopped = RedisError(.shutDown, "the Redis connection was shut down")
+        guard queued else { throw stopped }
+        while done.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+            if caller.isStopping { throw stopped }
+        }
+        return try outcome.value.withLock { $0! }.get()
+    }
+
+    private final class OutcomeBox<T: Sendable>: Sendable {
+        let value = Mutex<Result<T, RedisError>?>(nil)
     }
 
     /// Wakes a job that is pausing in ``pause(_:)`` (for example to notice a drain).
@@ -187,14 +222,16 @@ final class RedisLink {
     let logger: Logger
     unowned let thread: RedisThread
     private let readTimeout: Duration
+    private let replyArena: Bool
     private var context: HiredisContext?
     private var failures = 0
     /// How many times a connection was (re)established.
     private(set) var connections = 0
 
-    init(configuration: RedisConfiguration, readTimeout: Duration, thread: RedisThread, logger: Logger) {
+    init(configuration: RedisConfiguration, readTimeout: Duration, replyArena: Bool, thread: RedisThread, logger: Logger) {
         self.configuration = configuration
         self.readTimeout = readTimeout
+        self.replyArena = replyArena
         self.thread = thread
         self.logger = logger
     }
@@ -203,7 +240,7 @@ final class RedisLink {
     func connected() throws(RedisError) -> HiredisContext {
         if let context = self.context, !context.isBroken { return context }
         self.context = nil
-        let context = try HiredisContext.connect(self.configuration, readTimeout: self.readTimeout)
+        let context = try HiredisContext.connect(self.configuration, readTimeout: self.readTimeout, replyArena: self.replyArena)
         self.context = context
         self.connections += 1
         if self.failures > 0 {

@@ -58,6 +58,36 @@ struct RedisBadInputTests {
         }
     }
 
+    /// An error reply to a pop (read, like every reply on the read connection, through the
+    /// source's reply arena) ends the pipeline with a typed error.
+    @Test func aListKeyReplacedByAnotherTypeMidRunEndsThePipelineWithATypedError() async throws {
+        let configuration = try RedisTestEnvironment.configuration("retyped", mode: .list)
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        try await client.push(configuration.key, payloads(50))
+        let handled = Recorder<String>()
+        let pipeline = Pipeline("retyped", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in handled.append(message.text) }
+        }
+        let error = try await withTimeLimit(.seconds(20)) { () -> RedisError? in
+            try await withThrowingTaskGroup(of: RedisError?.self) { group in
+                group.addTask {
+                    do {
+                        try await pipeline.run()
+                        return nil
+                    } catch let error as RedisError {
+                        return error
+                    }
+                }
+                try await waitUntil("50 handled") { handled.count >= 50 }
+                _ = try await client.command(["SET", configuration.key, "not a list"])
+                return try await group.next() ?? nil
+            }
+        }
+        #expect(error?.code == .wrongType)
+        #expect(Set(handled.all).count == 50)
+    }
+
     @Test func streamModeOnAListIsATypedErrorAndTheListIsUntouched() async throws {
         let configuration = try RedisTestEnvironment.configuration("list-as-stream", mode: .stream)
         let client = RedisClient(configuration: configuration)

@@ -17,10 +17,14 @@ final class HiredisContext {
     private let context: UnsafeMutablePointer<redisContext>
     /// Where the context is connected, for error texts (never contains credentials).
     let address: String
+    /// Where replies are built, if not one allocation per element (see ``ReplyArena``).
+    private let arena: ReplyArena?
 
-    private init(context: UnsafeMutablePointer<redisContext>, address: String) {
+    private init(context: UnsafeMutablePointer<redisContext>, address: String, arena: ReplyArena?) {
         self.context = context
         self.address = address
+        self.arena = arena
+        arena?.install(on: context)
     }
 
     deinit {
@@ -29,10 +33,17 @@ final class HiredisContext {
 
     /// Connects, authenticates and selects the database of `configuration`.
     ///
-    /// - Parameter readTimeout: The socket timeout for replies (longer than the longest
-    ///   blocking command sent on this connection).
+    /// - Parameters:
+    ///   - readTimeout: The socket timeout for replies (longer than the longest blocking
+    ///     command sent on this connection).
+    ///   - replyArena: Whether replies are built in a ``ReplyArena`` (for connections that
+    ///     read large replies) rather than with an allocation per element.
     /// - Throws: ``RedisError`` with code `connectionFailed` or `authenticationFailed`.
-    static func connect(_ configuration: RedisConfiguration, readTimeout: Duration) throws(RedisError) -> HiredisContext {
+    static func connect(
+        _ configuration: RedisConfiguration,
+        readTimeout: Duration,
+        replyArena: Bool = false
+    ) throws(RedisError) -> HiredisContext {
         let address = configuration.address
         let connectTimeout = Self.timeval(configuration.connectTimeout)
         let raw: UnsafeMutablePointer<redisContext>?
@@ -44,7 +55,7 @@ final class HiredisContext {
         guard let raw else {
             throw RedisError(.connectionFailed, "cannot allocate a hiredis context for \(address)")
         }
-        let connection = HiredisContext(context: raw, address: address)
+        let connection = HiredisContext(context: raw, address: address, arena: raw.pointee.err == 0 && replyArena ? ReplyArena() : nil)
         guard raw.pointee.err == 0 else {
             throw RedisError(
                 .connectionFailed,
@@ -97,7 +108,7 @@ final class HiredisContext {
         }
         guard let raw else { throw self.ioError(command.name) }
         let reply = raw.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
+        defer { self.release(raw) }
         let ref = RedisReplyRef(pointer: reply)
         if ref.kind == .error { throw RedisError(serverReply: ref.text, command: command.name) }
         return try body(ref)
@@ -117,7 +128,7 @@ final class HiredisContext {
         for (index, command) in commands.enumerated() {
             var raw: UnsafeMutableRawPointer?
             guard redisGetReply(self.context, &raw) == REDIS_OK, let raw else { throw self.ioError(command.name) }
-            defer { freeReplyObject(raw) }
+            defer { self.release(raw) }
             let ref = RedisReplyRef(pointer: raw.assumingMemoryBound(to: redisReply.self))
             if ref.kind == .error {
                 if firstError == nil { firstError = RedisError(serverReply: ref.text, command: command.name) }
@@ -130,6 +141,46 @@ final class HiredisContext {
             }
         }
         if let firstError { throw firstError }
+    }
+
+    /// Queues `command` in the output buffer without sending it; ``flush(_:)`` or
+    /// ``nextReply(_:_:)`` sends it. Its reply is read later with ``nextReply(_:_:)``.
+    func append(_ command: RedisCommand) throws(RedisError) {
+        let status = command.withArgv { argc, argv, lengths in
+            redisAppendCommandArgv(self.context, argc, argv, lengths)
+        }
+        guard status == REDIS_OK else { throw self.ioError(command.name) }
+    }
+
+    /// Writes every queued command to the socket now. (`redisGetReply` only writes when no
+    /// earlier reply is buffered already, so commands queued behind a pipeline would wait.)
+    func flush(_ name: String) throws(RedisError) {
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(self.context, &done) == REDIS_OK else { throw self.ioError(name) }
+        } while done == 0
+    }
+
+    /// Reads the reply of the oldest command sent with ``append(_:)`` and hands it to `body`
+    /// (valid only during the call). `name` names that command in errors.
+    ///
+    /// - Throws: `connectionLost` on I/O errors, or the classified error reply.
+    func nextReply<T>(_ name: String, _ body: (RedisReplyRef) throws(RedisError) -> T) throws(RedisError) -> T {
+        var raw: UnsafeMutableRawPointer?
+        guard redisGetReply(self.context, &raw) == REDIS_OK, let raw else { throw self.ioError(name) }
+        defer { self.release(raw) }
+        let ref = RedisReplyRef(pointer: raw.assumingMemoryBound(to: redisReply.self))
+        if ref.kind == .error { throw RedisError(serverReply: ref.text, command: name) }
+        return try body(ref)
+    }
+
+    /// Frees a reply once it was read.
+    private func release(_ reply: UnsafeMutableRawPointer) {
+        if let arena = self.arena {
+            arena.reset()
+        } else {
+            freeReplyObject(reply)
+        }
     }
 
     private func ioError(_ command: String) -> RedisError {
@@ -183,10 +234,10 @@ struct RedisReplyRef {
     var bytes: [UInt8] {
         let reply = self.pointer.pointee
         guard let start = reply.str, reply.len > 0 else { return [] }
-        return [UInt8](unsafeUninitializedCapacity: reply.len) { buffer, initialized in
-            UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: start, byteCount: reply.len)
-            initialized = reply.len
-        }
+        // Not `init(unsafeUninitializedCapacity:)`: that one allocates through the standard
+        // library's unspecialized path and looks the array's generic metadata up on every
+        // call, which cost more than the copy itself (about 95 ns against 40 ns for 100 bytes).
+        return [UInt8](UnsafeRawBufferPointer(start: start, count: reply.len))
     }
 
     /// The text of a string, status or error reply.
