@@ -59,14 +59,7 @@ struct RedisReader {
     // MARK: Lists
 
     private func listMessages(_ items: RedisReplyRef) -> [Message<RedisMetadata>] {
-        let key = self.keys.source
-        var messages: [Message<RedisMetadata>] = []
-        messages.reserveCapacity(items.count)
-        for index in 0..<items.count {
-            let bytes = items[index].bytes
-            messages.append(Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: bytes)))
-        }
-        return messages
+        listItemMessages(items, key: self.keys.source)
     }
 
     /// Moves up to `count` items into the processing list with one script; on an empty list
@@ -424,13 +417,17 @@ struct RedisListPopper {
         // Every message holds the key. A copy of its own per batch keeps this thread, retaining
         // it for new messages, off the reference count that processor threads release for the
         // messages of earlier batches.
-        let key = String(decoding: Array(self.keys.source.utf8), as: UTF8.self)
-        var messages: [Message<RedisMetadata>] = []
-        messages.reserveCapacity(items.count)
-        for index in 0..<items.count {
-            let bytes = items[index].bytes
-            messages.append(Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: bytes)))
-        }
-        return messages
+        return listItemMessages(items, key: String(decoding: Array(self.keys.source.utf8), as: UTF8.self))
     }
+}
+
+/// Messages for the items of a list reply, each holding `key`.
+private func listItemMessages(_ items: RedisReplyRef, key: String) -> [Message<RedisMetadata>] {
+    var messages: [Message<RedisMetadata>] = []
+    messages.reserveCapacity(items.count)
+    for index in 0..<items.count {
+        let bytes = items[index].bytes
+        messages.append(Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: bytes)))
+    }
+    return messages
 }

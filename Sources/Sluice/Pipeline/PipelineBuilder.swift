@@ -37,11 +37,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         minDemand: Int? = nil,
         handler: nonisolated(nonsending) @escaping @Sendable (inout Message<Metadata>) async throws -> Void
     ) {
-        self.concurrency = concurrency
-        self.maxDemand = maxDemand
-        self.minDemand = minDemand
-        self.partition = nil
-        self.handler = .async(handler)
+        self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: nil, handler: .async(handler))
     }
 
     /// Creates processors that keep messages with equal `partitionBy` keys in order.
@@ -53,11 +49,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
         handler: nonisolated(nonsending) @escaping @Sendable (inout Message<Metadata>) async throws -> Void
     ) {
-        self.concurrency = concurrency
-        self.maxDemand = maxDemand
-        self.minDemand = minDemand
-        self.partition = { message in key(message).hashValue }
-        self.handler = .async(handler)
+        self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: { message in key(message).hashValue }, handler: .async(handler))
     }
 
     /// Creates processors with a synchronous handler.
@@ -78,11 +70,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         minDemand: Int? = nil,
         handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
     ) {
-        self.concurrency = concurrency
-        self.maxDemand = maxDemand
-        self.minDemand = minDemand
-        self.partition = nil
-        self.handler = .sync(handler)
+        self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: nil, handler: .sync(handler))
     }
 
     /// Creates processors with a synchronous handler that keep messages with equal
@@ -95,11 +83,22 @@ public struct Processors<Metadata: Sendable>: Sendable {
         partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
         handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
     ) {
+        self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: { message in key(message).hashValue }, handler: .sync(handler))
+    }
+
+    @inlinable
+    init(
+        concurrency: Int,
+        maxDemand: Int,
+        minDemand: Int?,
+        partition: (@Sendable (Message<Metadata>) -> Int)?,
+        handler: MessageHandler<Metadata>
+    ) {
         self.concurrency = concurrency
         self.maxDemand = maxDemand
         self.minDemand = minDemand
-        self.partition = { message in key(message).hashValue }
-        self.handler = .sync(handler)
+        self.partition = partition
+        self.handler = handler
     }
 
     @inlinable

@@ -27,7 +27,7 @@ private final class Tracked: Sendable {
 struct EventQueueTests {
     @Test("a random mix of appends, put-backs and takes matches a plain array, and frees every event exactly once")
     func matchesModel() {
-        var generator = SplitMix(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         do {
             var queue = EventQueue<Tracked>()
             var model: [Int] = []
@@ -98,18 +98,5 @@ struct EventQueueTests {
         #expect(prefix.map(\.value) == [0, 1, 2, 3])
         #expect(mine.map(\.value) == Array(4..<10))
         #expect(shared.map(\.value) == Array(0..<10))
-    }
-}
-
-/// A small deterministic generator (SplitMix64).
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
