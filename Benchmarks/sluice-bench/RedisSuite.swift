@@ -120,34 +120,20 @@ struct RedisSuite {
     }
 
     private func rawList(_ base: RedisConfiguration) async throws -> (Int, Double) {
-        let configuration = self.fresh(base, mode: .list)
-        let client = RedisClient(configuration: configuration)
-        try await self.preload(client, configuration)
-        let key = configuration.key
-        let start = ContinuousClock.now
-        let items = try await client.withRawLoop { send throws(RedisError) in
+        try await self.raw(base, mode: .list) { configuration, send throws(RedisError) in
             var items = 0
             while true {
-                let got = try send(["LPOP", key, "1000"], true).items
+                let got = try send(["LPOP", configuration.key, "1000"], true).items
                 if got == 0 { break }
                 items += got
             }
             return items
         }
-        let seconds = RedisThread_seconds(ContinuousClock.now - start)
-        _ = try await client.command(["DEL", key])
-        await client.close()
-        return (items, seconds)
     }
 
     private func rawStream(_ base: RedisConfiguration) async throws -> (Int, Double) {
-        let configuration = self.fresh(base, mode: .stream)
-        let client = RedisClient(configuration: configuration)
-        try await self.preload(client, configuration)
-        let key = configuration.key
-        let group = configuration.group
-        let start = ContinuousClock.now
-        let items = try await client.withRawLoop { send throws(RedisError) in
+        try await self.raw(base, mode: .stream) { configuration, send throws(RedisError) in
+            let (key, group) = (configuration.key, configuration.group)
             var items = 0
             while true {
                 let (got, ids) = try send(["XREADGROUP", "GROUP", group, "raw", "COUNT", "1000", "STREAMS", key, ">"], true)
@@ -157,8 +143,25 @@ struct RedisSuite {
             }
             return items
         }
+    }
+
+    /// Preloads a fresh key for `mode`, times `loop` on one raw hiredis connection, then deletes
+    /// the key; returns the items the loop consumed and the seconds it took.
+    private func raw(
+        _ base: RedisConfiguration,
+        mode: RedisConfiguration.Mode,
+        _ loop: @escaping @Sendable (
+            RedisConfiguration,
+            (_ arguments: [String], _ copy: Bool) throws(RedisError) -> (items: Int, ids: [String])
+        ) throws(RedisError) -> Int
+    ) async throws -> (Int, Double) {
+        let configuration = self.fresh(base, mode: mode)
+        let client = RedisClient(configuration: configuration)
+        try await self.preload(client, configuration)
+        let start = ContinuousClock.now
+        let items = try await client.withRawLoop { send throws(RedisError) in try loop(configuration, send) }
         let seconds = RedisThread_seconds(ContinuousClock.now - start)
-        _ = try await client.command(["DEL", key])
+        _ = try await client.command(["DEL", configuration.key])
         await client.close()
         return (items, seconds)
     }
