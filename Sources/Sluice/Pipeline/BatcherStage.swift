@@ -113,24 +113,13 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         while let message = events.popLast() {
             let key = message.batchKey ?? self.key?(message)
             if let key {
-                if self.keyed[key] == nil {
-                    let deadline = (now ?? self.runtime.clock.now) + self.timeout
-                    now = deadline - self.timeout
-                    self.keyed[key] = Pending(deadline: deadline)
-                    self.armTimer(deadline)
-                }
+                if self.keyed[key] == nil { self.keyed[key] = self.openBatch(now: &now, reserving: false) }
                 self.keyed[key]!.messages.append(message)
                 if self.keyed[key]!.messages.count >= self.size {
                     context.emit(Batch(key: key, messages: self.keyed.removeValue(forKey: key)!.messages))
                 }
             } else {
-                if self.unkeyed == nil {
-                    let deadline = (now ?? self.runtime.clock.now) + self.timeout
-                    now = deadline - self.timeout
-                    self.unkeyed = Pending(messages: [], deadline: deadline)
-                    self.unkeyed!.messages.reserveCapacity(self.size)
-                    self.armTimer(deadline)
-                }
+                if self.unkeyed == nil { self.unkeyed = self.openBatch(now: &now, reserving: true) }
                 self.unkeyed!.messages.append(message)
                 if self.unkeyed!.messages.count >= self.size {
                     context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
@@ -144,18 +133,29 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     @inlinable
     mutating func batchUnkeyed(_ events: consuming [Input], context: inout StageContext<Output>) {
         var queue = EventQueue(events)
+        var now: Duration?
         while !queue.isEmpty {
-            if self.unkeyed == nil {
-                let deadline = self.runtime.clock.now + self.timeout
-                self.unkeyed = Pending(messages: [], deadline: deadline)
-                self.armTimer(deadline)
-            }
+            // Not reserved: the first run of messages taken becomes the batch's array.
+            if self.unkeyed == nil { self.unkeyed = self.openBatch(now: &now, reserving: false) }
             let room = self.size - self.unkeyed!.messages.count
             self.unkeyed!.messages.appendMoving(queue.take(room))
             if self.unkeyed!.messages.count >= self.size {
                 context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
             }
         }
+    }
+
+    /// A new, empty batch whose timeout runs from now, with the batch timer armed for it. The
+    /// clock is read once per call of the caller (`now`), not once per batch.
+    @inlinable
+    mutating func openBatch(now: inout Duration?, reserving: Bool) -> Pending {
+        let current = now ?? self.runtime.clock.now
+        now = current
+        let deadline = current + self.timeout
+        self.armTimer(deadline)
+        var pending = Pending(deadline: deadline)
+        if reserving { pending.messages.reserveCapacity(self.size) }
+        return pending
     }
 
     @inlinable

@@ -134,20 +134,13 @@ struct ProcessorCore<Source: PipelineSource> {
                     } catch {
                         messages[index].fail(error)
                     }
-                    guard let failure = messages[index].failure else {
-                        if Task.isCancelled {
-                            // The pipeline is being torn down (deadline passed, or cancelled):
-                            // what is not settled yet stays unacknowledged for the broker.
-                            runtime.settle(settlement)
-                            return []
-                        }
-                        break
-                    }
                     if Task.isCancelled {
+                        // The pipeline is being torn down (deadline passed, or cancelled): what
+                        // is not settled yet stays unacknowledged for the broker.
                         runtime.settle(settlement)
                         return []
                     }
-                    guard failure.disposition == nil, attempts < maxAttempts, let retry = policy.retry else { break }
+                    guard let failure = messages[index].failure, failure.disposition == nil, attempts < maxAttempts, let retry = policy.retry else { break }
                     runtime.retried()
                     do {
                         try await runtime.clock.sleep(for: retry.delay(afterAttempt: attempts, using: &self.random))
