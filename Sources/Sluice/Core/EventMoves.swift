@@ -179,10 +179,26 @@ struct EventQueue<Element> {
         self.take(self.count)
     }
 
-    /// Drops the first `count` events (or all).
+    /// Drops the first `count` events (or all), without gathering them into an array.
     @inlinable
     mutating func dropFirst(_ count: Int) {
-        _ = self.take(count)
+        var dropping = Swift.min(count, self.count)
+        self.count -= dropping
+        while dropping > 0 {
+            let available = self.chunks[0].count
+            if available <= dropping {
+                self.chunks.removeFirst()
+                self.firstReversed = false
+                dropping -= available
+            } else {
+                if self.firstReversed {
+                    self.chunks[0].removeLast(dropping)
+                } else {
+                    self.chunks[0].removeFirst(dropping)
+                }
+                dropping = 0
+            }
+        }
     }
 }
 

@@ -25,7 +25,7 @@ private final class Tracked: Sendable {
 
 @Suite("Moving events: EventQueue and array splits", .serialized)
 struct EventQueueTests {
-    @Test("a random mix of appends, put-backs and takes matches a plain array, and frees every event exactly once")
+    @Test("a random mix of appends, put-backs, takes and drops matches a plain array, and frees every event exactly once")
     func matchesModel() {
         var generator = SplitMix64(seed: 0x5EED)
         do {
@@ -50,6 +50,11 @@ struct EventQueueTests {
                     let returned = taken2.removeSuffixMoving(back)
                     queue.prepend(returned)
                     model.insert(contentsOf: returned.map(\.value), at: 0)
+                case 3 where generator.next() % 3 == 0:
+                    // Drop some, as a full buffer discards its oldest events.
+                    let count = Int(generator.next() % 30)
+                    queue.dropFirst(count)
+                    model.removeFirst(min(count, model.count))
                 default:
                     let count = Int(generator.next() % 80)
                     let taken = queue.take(count)
