@@ -82,6 +82,27 @@ import Testing
         #expect(source.settlementCounts.count == 101)
     }
 
+    @Test("with a single batcher, messages routed to it by name reach it and unknown names still fail")
+    func aSingleBatcherTakesItsNameAndRejectsOthers() async throws {
+        let source = InMemorySource()
+        let batched = Recorder<String>()
+        let pipeline = Pipeline("one-batcher", source: source, configuration: PipelineConfiguration(failurePolicy: .deadLetter)) {
+            Processors(concurrency: 2) { message in
+                switch try message.string() {
+                case "named": message.batcher = "only"
+                case "lost": message.batcher = "missing"
+                default: break
+                }
+            }
+            Batcher("only", size: 10, timeout: .milliseconds(20)) { batch in for m in batch { batched.append(try m.string()) } }
+        }
+        try await withRunningPipeline(pipeline) {
+            let outcomes = await source.testBatch([Array("named".utf8), Array("plain".utf8), Array("lost".utf8)])
+            #expect(outcomes == [.acknowledged, .acknowledged, .failed(.deadLetter)])
+        }
+        #expect(batched.all.sorted() == ["named", "plain"])
+    }
+
     @Test func sameKeyIsHandledInOrderWhileKeysRunInParallel() async throws {
         let source = InMemorySource()
         let seen = Recorder<(key: Int, sequence: Int)>()
