@@ -42,3 +42,13 @@ func processCPUTime() -> Duration {
     func duration(_ time: timeval) -> Duration { .seconds(Int64(time.tv_sec)) + .microseconds(Int64(time.tv_usec)) }
     return duration(usage.ru_utime) + duration(usage.ru_stime)
 }
+
+/// Turns a `perf record --control fifo:…` session on or off, when the environment names its
+/// control FIFO in `SLUICE_PERF_CTL` (start perf with `-D -1`), so a profile covers only
+/// timed regions and not the set-up between them.
+func profilerControl(enable: Bool) {
+    guard let path = ProcessInfo.processInfo.environment["SLUICE_PERF_CTL"] else { return }
+    guard let handle = FileHandle(forWritingAtPath: path) else { return }
+    handle.write(Data((enable ? "enable\n" : "disable\n").utf8))
+    try? handle.close()
+}

@@ -22,51 +22,76 @@ struct PipelineSuite {
         let total = self.quick ? 1_000_000 : 4_000_000
         let repetitions = self.quick ? 3 : 5
         print("suite pipeline: in-memory source → 2 processors → batcher of 100, acks (messages/s, median of \(repetitions) runs)")
-        print(pad("configuration", 48) + "rate")
-        let payload = Array(repeating: UInt8(ascii: "x"), count: 100)
+        print("messages carry 100 payload bytes each, in their own allocation, unless the row says otherwise")
+        print(pad("configuration", 56) + "rate")
         var best = 0.0
         var bestAsync = 0.0
-        for (maxDemand, asyncHandler) in [(1000, false), (5000, false), (1000, true), (5000, true)] {
+        var bestBare = 0.0
+        let configurations = [
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100),
+            (maxDemand: 5000, asyncHandler: false, payloadSize: 100),
+            (maxDemand: 1000, asyncHandler: true, payloadSize: 100),
+            (maxDemand: 5000, asyncHandler: true, payloadSize: 100),
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 0),
+        ]
+        for configuration in configurations {
             var runs: [(rate: Double, cores: Double)] = []
             for _ in 0...repetitions {
-                runs.append(await self.runPipeline(total: total, maxDemand: maxDemand, asyncHandler: asyncHandler, payload: payload))
+                runs.append(
+                    await self.runPipeline(
+                        total: total,
+                        maxDemand: configuration.maxDemand,
+                        asyncHandler: configuration.asyncHandler,
+                        payloadSize: configuration.payloadSize
+                    )
+                )
             }
             runs.removeFirst()  // warm-up
             let median = runs.sorted { $0.rate < $1.rate }[runs.count / 2]
-            if asyncHandler {
+            if configuration.payloadSize == 0 {
+                bestBare = max(bestBare, median.rate)
+            } else if configuration.asyncHandler {
                 bestAsync = max(bestAsync, median.rate)
             } else {
                 best = max(best, median.rate)
             }
+            let label =
+                "processors 2 × maxDemand \(configuration.maxDemand), \(configuration.asyncHandler ? "async" : "sync") handler"
+                + (configuration.payloadSize == 0 ? ", no payload" : "")
             print(
-                pad("processors 2 × maxDemand \(maxDemand), \(asyncHandler ? "async" : "sync") handler", 48) + pad(formatRate(median.rate), 12)
+                pad(label, 56) + pad(formatRate(median.rate), 12)
                     + String(format: "(%.2f cores busy, %.0f ns CPU per message)", median.cores, median.cores / median.rate * 1e9)
             )
         }
         let ackNanoseconds = await self.settlementCost()
-        print(pad("ack tracking per message (settle path)", 48) + String(format: "%.1f ns", ackNanoseconds))
+        print(pad("ack tracking per message (settle path)", 56) + String(format: "%.1f ns", ackNanoseconds))
         print(
             "RESULT pipeline msgs_per_s=\(Int(best)) async_handler_msgs_per_s=\(Int(bestAsync)) "
-                + "ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))"
+                + "no_payload_msgs_per_s=\(Int(bestBare)) ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))"
         )
     }
 
-    /// Three runs of the sync-handler pipeline at maxDemand 1000, for profilers.
+    /// Three runs of the sync-handler pipeline at maxDemand 1000, for profilers; the payload
+    /// size comes from `SLUICE_PAYLOAD` (default 100 bytes).
     func profile() async {
-        let payload = Array(repeating: UInt8(ascii: "x"), count: 100)
+        let payloadSize = ProcessInfo.processInfo.environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
         for _ in 0..<3 {
-            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: false, payload: payload)
+            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: false, payloadSize: payloadSize)
             print(formatRate(run.rate), String(format: "%.2f cores", run.cores))
         }
     }
 
     /// Runs the pipeline over `total` preloaded messages; returns messages per second (the
-    /// preloading is not timed).
-    private func runPipeline(total: Int, maxDemand: Int, asyncHandler: Bool, payload: [UInt8]) async -> (rate: Double, cores: Double) {
+    /// preloading is not timed) and the cores kept busy.
+    private func runPipeline(total: Int, maxDemand: Int, asyncHandler: Bool, payloadSize: Int) async -> (rate: Double, cores: Double) {
         let source = InMemorySource(recordsOutcomes: false)
-        // Each message has its own payload bytes, as messages from a broker do.
-        source.push((0..<total).map { _ in payload.map { $0 } })
+        // Each message has its own payload bytes, as messages from a broker do (an empty array
+        // allocates nothing).
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: payloadSize)
+        source.push((0..<total).map { _ in payloadSize == 0 ? [] : payload.map { $0 } })
         source.finishWhenEmpty()
+        profilerControl(enable: true)
+        defer { profilerControl(enable: false) }
         let cpuStarted = processCPUTime()
         let started = ContinuousClock.now
         let pipeline = Pipeline("bench", source: source) {

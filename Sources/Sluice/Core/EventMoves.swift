@@ -56,6 +56,16 @@ extension Array {
         return rest
     }
 
+    /// Reverses the elements in place by swapping their bits.
+    ///
+    /// `Array.reverse()` swaps through copies of the elements: a retain and a release per
+    /// element, each touching the element's referenced object (a payload that may be cold in
+    /// memory). Swapping inside the buffer moves the bits and touches nothing else.
+    @inlinable
+    mutating func reverseMoving() {
+        self.withUnsafeMutableBufferPointer { $0.reverse() }
+    }
+
     /// Appends the elements of `other` by moving them out of it.
     @inlinable
     mutating func appendMoving(_ other: consuming [Element]) {
@@ -66,7 +76,7 @@ extension Array {
         }
         guard !other.isEmpty else { return }
         self.reserveCapacity(self.count + other.count)
-        other.reverse()
+        other.reverseMoving()
         while let element = other.popLast() {
             self.append(element)
         }
@@ -118,7 +128,7 @@ struct EventQueue<Element> {
             // Only the first batch may be reversed: the new first one is stored reversed too,
             // and the one behind it stays as it is.
             var events = events
-            events.reverse()
+            events.reverseMoving()
             if let first = self.chunks.popFirst() {
                 // Both reversed: merge them so that the flag describes the first batch only.
                 var merged = first
@@ -144,29 +154,33 @@ struct EventQueue<Element> {
             if available <= wanted {
                 // The whole first batch: restore its order (if it was reversed) and move it.
                 var chunk = self.chunks.removeFirst()
-                if self.firstReversed { chunk.reverse() }
+                if self.firstReversed { chunk.reverseMoving() }
                 self.firstReversed = false
                 wanted -= available
                 result.appendMoving(chunk)
             } else {
+                // Part of the first batch: worked on outside the deque (moved out and back, no
+                // copy), so each element costs one array removal and no deque access.
+                var chunk = self.chunks.removeFirst()
                 if !self.firstReversed {
-                    self.chunks[0].reverse()
+                    chunk.reverseMoving()
                     self.firstReversed = true
                 }
                 if result.isEmpty {
                     let taken = wanted
                     result = [Element](unsafeUninitializedCapacity: taken) { buffer, initialized in
                         for index in 0..<taken {
-                            (buffer.baseAddress! + index).initialize(to: self.chunks[0].removeLast())
+                            (buffer.baseAddress! + index).initialize(to: chunk.removeLast())
                         }
                         initialized = taken
                     }
                 } else {
                     result.reserveCapacity(result.count + wanted)
                     for _ in 0..<wanted {
-                        result.append(self.chunks[0].removeLast())
+                        result.append(chunk.removeLast())
                     }
                 }
+                self.chunks.prepend(chunk)
                 wanted = 0
             }
         }

@@ -164,7 +164,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
                 return DispatchOutcome(leftover: leftover)
             }
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
-            events.reverse()
+            events.reverseMoving()
             while let event = events.popLast() {
                 guard let key = hash(event), let index = self.index(of: key) else {
                     refund += 1
@@ -174,7 +174,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
             }
         case .transform(let transform):
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
-            events.reverse()
+            events.reverseMoving()
             while let event = events.popLast() {
                 guard let (changed, key) = transform(event), let index = self.index(of: key) else {
                     refund += 1

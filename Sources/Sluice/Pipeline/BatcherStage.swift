@@ -109,7 +109,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         var events = events
         var now: Duration?
         // Taken out front first by moving (reversed once, then popped), not copied.
-        events.reverse()
+        events.reverseMoving()
         while let message = events.popLast() {
             let key = message.batchKey ?? self.key?(message)
             if let key {

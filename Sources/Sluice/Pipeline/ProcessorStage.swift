@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Metrics
+import Synchronization
 
 /// Information a processor receives.
 @usableFromInline
@@ -48,6 +49,10 @@ struct ProcessorCore<Source: PipelineSource> {
     var waitingForTokens = false
     @usableFromInline
     var random = SystemRandomNumberGenerator()
+    /// Raised once this stage's task is cancelled: read per message, where `Task.isCancelled`
+    /// would look the task up in thread-local storage and retain it every time.
+    @usableFromInline
+    let cancellation = CancellationFlag()
 
     @inlinable
     init(runtime: PipelineRuntime<Source>, processors: Processors<Metadata>, index: Int, routesToBatchers: Bool) {
@@ -95,8 +100,23 @@ struct ProcessorCore<Source: PipelineSource> {
     /// array when none failed, so the common path costs nothing per message beyond the handler.
     @inlinable
     mutating func process(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
+        let cancellation = self.cancellation
+        if cancellation.isRaised { return await self.processBatch(input) }
+        // One cancellation handler per batch instead of a task lookup per message. The batch is
+        // moved into the operation (through an optional), so it stays uniquely held.
+        var batch: [Message<Metadata>]? = consume input
+        return await withTaskCancellationHandler {
+            await self.processBatch(batch.take()!)
+        } onCancel: {
+            cancellation.raise()
+        }
+    }
+
+    @inlinable
+    mutating func processBatch(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
         // The batch is this stage's own: handlers change its messages in place, without a copy.
         var messages = input
+        let cancellation = self.cancellation
         self.pending -= messages.count
         // Read once: `self` may change across the handler's suspension points, so every use of
         // a property in the loop would otherwise be reloaded (and retained) per message.
@@ -134,7 +154,7 @@ struct ProcessorCore<Source: PipelineSource> {
                     } catch {
                         messages[index].fail(error)
                     }
-                    if Task.isCancelled {
+                    if cancellation.isRaised {
                         // The pipeline is being torn down (deadline passed, or cancelled): what
                         // is not settled yet stays unacknowledged for the broker.
                         runtime.settle(settlement)
@@ -256,4 +276,22 @@ struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageS
         _ = await self.core.process(events)
         self.core.requestDemand(&context)
     }
+}
+
+/// A flag raised when a task is cancelled, cheap to read from that task's hot loop.
+@usableFromInline
+final class CancellationFlag: Sendable {
+    @usableFromInline
+    let raised = Atomic<Bool>(false)
+
+    @inlinable
+    init() {}
+
+    /// Whether the task was cancelled.
+    @inlinable
+    var isRaised: Bool { self.raised.load(ordering: .relaxed) }
+
+    /// Records the cancellation (called from the task's cancellation handler).
+    @inlinable
+    func raise() { self.raised.store(true, ordering: .relaxed) }
 }
