@@ -330,7 +330,10 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         let handle = try await StageHandle.start(
                             BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
                             options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
-                            subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: 2, minDemand: 1))]
+                            // Four batches, re-asked two at a time: the batcher is asked once per
+                            // two batches, and one batch waits while another is handled (with 2/1
+                            // every batch waited on a round trip to the batcher: about 15 % slower).
+                            subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: 4, minDemand: 2))]
                         )
                         stages.append(SupervisedStage(handle))
                     }
