@@ -116,80 +116,47 @@ struct ProcessorCore<Source: PipelineSource> {
     mutating func processBatch(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
         // The batch is this stage's own: handlers change its messages in place, without a copy.
         var messages = input
-        let cancellation = self.cancellation
         self.pending -= messages.count
-        // Read once: `self` may change across the handler's suspension points, so every use of
-        // a property in the loop would otherwise be reloaded (and retained) per message.
         let runtime = self.runtime
-        let handler = self.handler
-        let policy = runtime.policy
-        let maxAttempts = policy.maxAttempts
-        let routesToBatchers = self.routesToBatchers
         runtime.received(messages.count)
-        var failed: [Int] = []
-        var settlement = Settlement<Metadata>()
-        // A retry runs the handler on the message as it arrived, so keep it while retries are
-        // possible (a copy of the message, not of its payload bytes).
-        let keepsOriginals = maxAttempts > 1
+        var outcome = BatchOutcome<Metadata>()
         let started = ContinuousClock.now
-        for index in messages.indices {
-            if runtime.exceedsDeliveries(messages[index]) {
-                messages[index].fail(
-                    PoisonMessage(
-                        deliveryCount: messages[index].metadata.deliveryCount ?? 0,
-                        maxDeliveries: policy.maxDeliveries ?? 0
-                    )
-                )
-            } else {
-                let original = keepsOriginals ? messages[index] : nil
-                var attempts = messages[index].attempts
-                while true {
-                    attempts += 1
-                    messages[index].attempts = attempts
-                    do {
-                        switch handler {
-                        case .sync(let handle): try handle(&messages[index])
-                        case .async(let handle): try await handle(&messages[index])
-                        }
-                    } catch {
-                        messages[index].fail(error)
-                    }
-                    if cancellation.isRaised {
-                        // The pipeline is being torn down (deadline passed, or cancelled): what
-                        // is not settled yet stays unacknowledged for the broker.
-                        runtime.settle(settlement)
-                        return []
-                    }
-                    guard let failure = messages[index].failure, failure.disposition == nil, attempts < maxAttempts, let retry = policy.retry else { break }
-                    runtime.retried()
-                    do {
-                        try await runtime.clock.sleep(for: retry.delay(afterAttempt: attempts, using: &self.random))
-                    } catch {
-                        runtime.settle(settlement)
-                        return []
-                    }
-                    messages[index] = original!
+        var index = 0
+        while index < messages.count {
+            // First attempts run in stretches up to the next message that needs another attempt;
+            // a synchronous handler's stretch is a plain loop, with no suspension point per
+            // message and nothing kept in the async frame.
+            let stretch: Stretch<Metadata>
+            switch self.handler {
+            case .sync(let handle): stretch = self.syncStretch(&messages, from: index, handle: handle, outcome: &outcome)
+            case .async(let handle): stretch = await self.asyncStretch(&messages, from: index, handle: handle, outcome: &outcome)
+            }
+            switch stretch {
+            case .finished:
+                index = messages.count
+            case .cancelled:
+                // The pipeline is being torn down (deadline passed, or cancelled): what is not
+                // settled yet stays unacknowledged for the broker.
+                runtime.settle(outcome.settlement)
+                return []
+            case .retry(let at, let original, let attempts):
+                guard await self.retry(&messages[at], original: original, attempts: attempts) else {
+                    runtime.settle(outcome.settlement)
+                    return []
                 }
-            }
-            if routesToBatchers, !messages[index].isFailed, let name = messages[index].batcher,
-                !runtime.batcherNames.contains(name)
-            {
-                messages[index].fail(UnknownBatcher(name: name, known: runtime.batcherNames))
-            }
-            if messages[index].isFailed {
-                failed.append(index)
-                settlement.failed.append((messages[index], runtime.disposition(of: messages[index])))
+                self.finish(&messages[at], at: at, outcome: &outcome)
+                index = at + 1
             }
         }
         if !messages.isEmpty {
             self.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)) / Int64(messages.count))
         }
-        if !failed.isEmpty {
+        if !outcome.failed.isEmpty {
             var kept: [Message<Metadata>] = []
-            kept.reserveCapacity(messages.count - failed.count)
+            kept.reserveCapacity(messages.count - outcome.failed.count)
             var next = 0
             for index in messages.indices {
-                if next < failed.count && failed[next] == index {
+                if next < outcome.failed.count && outcome.failed[next] == index {
                     next += 1
                 } else {
                     kept.append(messages[index])
@@ -197,14 +164,170 @@ struct ProcessorCore<Source: PipelineSource> {
             }
             messages = kept
         }
-        if routesToBatchers {
-            runtime.settle(settlement)
+        if self.routesToBatchers {
+            runtime.settle(outcome.settlement)
             return messages
         }
-        settlement.acknowledged = messages
-        runtime.settle(settlement)
+        outcome.settlement.acknowledged = messages
+        runtime.settle(outcome.settlement)
         return []
     }
+
+    /// First attempts with a synchronous handler, from `start` to the end of the batch or to the
+    /// first message that needs another attempt.
+    @inlinable
+    func syncStretch(
+        _ messages: inout [Message<Metadata>],
+        from start: Int,
+        handle: (inout Message<Metadata>) throws -> Void,
+        outcome: inout BatchOutcome<Metadata>
+    ) -> Stretch<Metadata> {
+        // Read once, not per message through `self`.
+        let keepsOriginals = self.runtime.policy.maxAttempts > 1
+        let cancellation = self.cancellation
+        // One uniqueness check for the stretch, not one per message: the handler gets each
+        // message in place, and cannot reach the batch itself.
+        return messages.withUnsafeMutableBufferPointer { buffer -> Stretch<Metadata> in
+            for index in start..<buffer.count {
+                if self.failsAsPoison(&buffer[index]) {
+                    self.finish(&buffer[index], at: index, outcome: &outcome)
+                    continue
+                }
+                // A retry runs the handler on the message as it arrived, so keep it while
+                // retries are possible (a copy of the message, not of its payload bytes).
+                var original = keepsOriginals ? buffer[index] : nil
+                let attempts = buffer[index].attempts + 1
+                buffer[index].attempts = attempts
+                do {
+                    try handle(&buffer[index])
+                } catch {
+                    buffer[index].fail(error)
+                }
+                if cancellation.isRaised { return .cancelled }
+                if original != nil, self.needsAnotherAttempt(buffer[index], after: attempts) {
+                    return .retry(at: index, original: original.take()!, attempts: attempts)
+                }
+                self.finish(&buffer[index], at: index, outcome: &outcome)
+            }
+            return .finished
+        }
+    }
+
+    /// ``syncStretch(_:from:handle:outcome:)`` for an async handler.
+    @inlinable
+    func asyncStretch(
+        _ messages: inout [Message<Metadata>],
+        from start: Int,
+        handle: MessageHandler<Metadata>.Async,
+        outcome: inout BatchOutcome<Metadata>
+    ) async -> Stretch<Metadata> {
+        let keepsOriginals = self.runtime.policy.maxAttempts > 1
+        let cancellation = self.cancellation
+        for index in start..<messages.count {
+            if self.failsAsPoison(&messages[index]) {
+                self.finish(&messages[index], at: index, outcome: &outcome)
+                continue
+            }
+            var original = keepsOriginals ? messages[index] : nil
+            let attempts = messages[index].attempts + 1
+            messages[index].attempts = attempts
+            do {
+                try await handle(&messages[index])
+            } catch {
+                messages[index].fail(error)
+            }
+            if cancellation.isRaised { return .cancelled }
+            if original != nil, self.needsAnotherAttempt(messages[index], after: attempts) {
+                return .retry(at: index, original: original.take()!, attempts: attempts)
+            }
+            self.finish(&messages[index], at: index, outcome: &outcome)
+        }
+        return .finished
+    }
+
+    /// Retries a message that failed attempt `attempts`, after the policy's backoff, on the
+    /// message as it arrived; returns `false` if the stage was cancelled meanwhile.
+    @inlinable
+    mutating func retry(_ message: inout Message<Metadata>, original: Message<Metadata>, attempts: Int) async -> Bool {
+        var attempts = attempts
+        let runtime = self.runtime
+        while let retry = runtime.policy.retry {
+            runtime.retried()
+            do {
+                try await runtime.clock.sleep(for: retry.delay(afterAttempt: attempts, using: &self.random))
+            } catch {
+                return false
+            }
+            message = original
+            attempts += 1
+            message.attempts = attempts
+            do {
+                switch self.handler {
+                case .sync(let handle): try handle(&message)
+                case .async(let handle): try await handle(&message)
+                }
+            } catch {
+                message.fail(error)
+            }
+            if self.cancellation.isRaised { return false }
+            if !self.needsAnotherAttempt(message, after: attempts) { break }
+        }
+        return true
+    }
+
+    /// Fails a message the broker delivered more often than the policy allows; returns whether
+    /// it did.
+    @inlinable
+    func failsAsPoison(_ message: inout Message<Metadata>) -> Bool {
+        guard self.runtime.exceedsDeliveries(message) else { return false }
+        let policy = self.runtime.policy
+        message.fail(PoisonMessage(deliveryCount: message.metadata.deliveryCount ?? 0, maxDeliveries: policy.maxDeliveries ?? 0))
+        return true
+    }
+
+    /// Whether a message that went through attempt `attempts` failed and may be tried again.
+    @inlinable
+    func needsAnotherAttempt(_ message: borrowing Message<Metadata>, after attempts: Int) -> Bool {
+        guard let failure = message.failure, failure.disposition == nil else { return false }
+        return attempts < self.runtime.policy.maxAttempts && self.runtime.policy.retry != nil
+    }
+
+    /// Ends a message's handling: a message routed to an unknown batcher fails, and a failed
+    /// message (at `index` in its batch) is set aside for settlement.
+    @inlinable
+    @inline(__always)
+    func finish(_ message: inout Message<Metadata>, at index: Int, outcome: inout BatchOutcome<Metadata>) {
+        if self.routesToBatchers, !message.isFailed, let name = message.batcher, !self.runtime.batcherNames.contains(name) {
+            message.fail(UnknownBatcher(name: name, known: self.runtime.batcherNames))
+        }
+        if message.isFailed {
+            outcome.failed.append(index)
+            outcome.settlement.failed.append((message, self.runtime.disposition(of: message)))
+        }
+    }
+}
+
+/// Where a stretch of first attempts stopped.
+@usableFromInline
+enum Stretch<Metadata: Sendable> {
+    /// Every message of the batch was handled.
+    case finished
+    /// The message at `at` failed attempt `attempts` and may be tried again from `original`.
+    case retry(at: Int, original: Message<Metadata>, attempts: Int)
+    /// The stage was cancelled.
+    case cancelled
+}
+
+/// The failed messages of a batch being processed: their indices, and their settlement.
+@usableFromInline
+struct BatchOutcome<Metadata: Sendable> {
+    @usableFromInline
+    var failed: [Int] = []
+    @usableFromInline
+    var settlement = Settlement<Metadata>()
+
+    @inlinable
+    init() {}
 }
 
 /// What both processor stage shapes share: demand asked by hand within the rate limit.
