@@ -124,17 +124,7 @@ final class Gate: Sendable {
             }
         }
         source.push(payloads(3))
-        let clock = ContinuousClock()
-        let elapsed = try await clock.measure {
-            try await withTimeLimit(.seconds(20)) {
-                await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await pipeline.run() }
-                    await started.wait()
-                    group.cancelAll()
-                    try? await group.waitForAll()
-                }
-            }
-        }
+        let elapsed = try await runAndCancel(pipeline, once: started)
         #expect(elapsed < .seconds(5))
         #expect(source.settlementCounts.isEmpty)
     }
@@ -154,14 +144,7 @@ final class Gate: Sendable {
             }
         }
         source.push(payloads(5))
-        try await withTimeLimit(.seconds(20)) {
-            await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await pipeline.run() }
-                await started.wait()
-                group.cancelAll()
-                try? await group.waitForAll()
-            }
-        }
+        _ = try await runAndCancel(pipeline, once: started)
         // The batch of five arrived together. The handler stopped holding m0 as soon as the task
         // was marked cancelled, which the runtime does just before it runs the processor's
         // cancellation handler, so at most one more message may start in between; the rest of
@@ -169,6 +152,20 @@ final class Gate: Sendable {
         #expect(handled.all.first == "m0")
         #expect(handled.count <= 2)
         #expect(source.settlementCounts.isEmpty)
+    }
+
+    /// Runs `pipeline`, cancels the run once `gate` opened, and returns how long the run took.
+    private func runAndCancel<Source: PipelineSource>(_ pipeline: Pipeline<Source>, once gate: Gate) async throws -> Duration {
+        try await ContinuousClock().measure {
+            try await withTimeLimit(.seconds(20)) {
+                await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await pipeline.run() }
+                    await gate.wait()
+                    group.cancelAll()
+                    try? await group.waitForAll()
+                }
+            }
+        }
     }
 
     @Test func aPartialBatchLeavesWhenItsTimeoutPasses() async throws {
