@@ -71,12 +71,14 @@ struct PipelineSuite {
         )
     }
 
-    /// Three runs of the sync-handler pipeline at maxDemand 1000, for profilers; the payload
-    /// size comes from `SLUICE_PAYLOAD` (default 100 bytes).
+    /// Three runs of the pipeline at maxDemand 1000, for profilers: the payload size comes from
+    /// `SLUICE_PAYLOAD` (default 100 bytes), and `SLUICE_ASYNC=1` picks the async handler.
     func profile() async {
-        let payloadSize = ProcessInfo.processInfo.environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
+        let environment = ProcessInfo.processInfo.environment
+        let payloadSize = environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
+        let asyncHandler = environment["SLUICE_ASYNC"] == "1"
         for _ in 0..<3 {
-            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: false, payloadSize: payloadSize)
+            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: asyncHandler, payloadSize: payloadSize)
             print(formatRate(run.rate), String(format: "%.2f cores", run.cores))
         }
     }
