@@ -29,9 +29,10 @@ for suite in selected {
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceFanOut(consumers: 4, total: 40_000_000) }
         print("A→4×C maxDemand 1000: \(formatRate(rate))")
     case "profile-abc":
-        // Only the Sluice A→B→C run at maxDemand 1000, for profilers.
-        let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1000, total: 20_000_000) }
-        print("A→B→C maxDemand 1000: \(formatRate(rate))")
+        // Only the Sluice A→B→C run at maxDemand 1000 (or `SLUICE_MAX_DEMAND`), for profilers.
+        let maxDemand = ProcessInfo.processInfo.environment["SLUICE_MAX_DEMAND"].flatMap { Int($0) } ?? 1000
+        let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: maxDemand, total: 20_000_000) }
+        print("A→B→C maxDemand \(maxDemand): \(formatRate(rate))")
     case "profile-abc1":
         // Only the Sluice A→B→C run at maxDemand 1, for profilers.
         let rate = await medianRate(repetitions: 3) { await EngineSuite(quick: true).sluiceABC(maxDemand: 1, total: 200_000) }
