@@ -49,10 +49,6 @@ struct ProcessorCore<Source: PipelineSource> {
     var waitingForTokens = false
     @usableFromInline
     var random = SystemRandomNumberGenerator()
-    /// Raised once this stage's task is cancelled: read per message, where `Task.isCancelled`
-    /// would look the task up in thread-local storage and retain it every time.
-    @usableFromInline
-    let cancellation = CancellationFlag()
 
     @inlinable
     init(runtime: PipelineRuntime<Source>, processors: Processors<Metadata>, index: Int, routesToBatchers: Bool) {
@@ -100,20 +96,21 @@ struct ProcessorCore<Source: PipelineSource> {
     /// array when none failed, so the common path costs nothing per message beyond the handler.
     @inlinable
     mutating func process(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
-        let cancellation = self.cancellation
-        if cancellation.isRaised { return await self.processBatch(input) }
-        // One cancellation handler per batch instead of a task lookup per message. The batch is
+        // One cancellation handler and flag per batch, read per message, where `Task.isCancelled`
+        // would look the task up in thread-local storage and retain it every time. (A flag per
+        // batch, not per stage: a copy of the stage never inherits a raised one.) The batch is
         // moved into the operation (through an optional), so it stays uniquely held.
+        let cancellation = CancellationFlag()
         var batch: [Message<Metadata>]? = consume input
         return await withTaskCancellationHandler {
-            await self.processBatch(batch.take()!)
+            await self.processBatch(batch.take()!, cancellation: cancellation)
         } onCancel: {
             cancellation.raise()
         }
     }
 
     @inlinable
-    mutating func processBatch(_ input: consuming [Message<Metadata>]) async -> [Message<Metadata>] {
+    mutating func processBatch(_ input: consuming [Message<Metadata>], cancellation: CancellationFlag) async -> [Message<Metadata>] {
         // The batch is this stage's own: handlers change its messages in place, without a copy.
         var messages = input
         self.pending -= messages.count
@@ -128,8 +125,10 @@ struct ProcessorCore<Source: PipelineSource> {
             // message and nothing kept in the async frame.
             let stretch: Stretch<Metadata>
             switch self.handler {
-            case .sync(let handle): stretch = self.syncStretch(&messages, from: index, handle: handle, outcome: &outcome)
-            case .async(let handle): stretch = await self.asyncStretch(&messages, from: index, handle: handle, outcome: &outcome)
+            case .sync(let handle):
+                stretch = self.syncStretch(&messages, from: index, handle: handle, cancellation: cancellation, outcome: &outcome)
+            case .async(let handle):
+                stretch = await self.asyncStretch(&messages, from: index, handle: handle, cancellation: cancellation, outcome: &outcome)
             }
             switch stretch {
             case .finished:
@@ -140,7 +139,7 @@ struct ProcessorCore<Source: PipelineSource> {
                 runtime.settle(outcome.settlement)
                 return []
             case .retry(let at, let original, let attempts):
-                guard await self.retry(&messages[at], original: original, attempts: attempts) else {
+                guard await self.retry(&messages[at], original: original, attempts: attempts, cancellation: cancellation) else {
                     runtime.settle(outcome.settlement)
                     return []
                 }
@@ -180,11 +179,11 @@ struct ProcessorCore<Source: PipelineSource> {
         _ messages: inout [Message<Metadata>],
         from start: Int,
         handle: (inout Message<Metadata>) throws -> Void,
+        cancellation: CancellationFlag,
         outcome: inout BatchOutcome<Metadata>
     ) -> Stretch<Metadata> {
         // Read once, not per message through `self`.
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
-        let cancellation = self.cancellation
         // One uniqueness check for the stretch, not one per message: the handler gets each
         // message in place, and cannot reach the batch itself.
         return messages.withUnsafeMutableBufferPointer { buffer -> Stretch<Metadata> in
@@ -213,7 +212,7 @@ struct ProcessorCore<Source: PipelineSource> {
         }
     }
 
-    /// ``syncStretch(_:from:handle:outcome:)`` for an async handler.
+    /// ``syncStretch(_:from:handle:cancellation:outcome:)`` for an async handler.
     ///
     /// The two loops are kept apart on purpose: the synchronous one must not be async, and
     /// sharing their steps through helpers returning the attempt's state measured about 15 %
@@ -223,10 +222,10 @@ struct ProcessorCore<Source: PipelineSource> {
         _ messages: inout [Message<Metadata>],
         from start: Int,
         handle: MessageHandler<Metadata>.Async,
+        cancellation: CancellationFlag,
         outcome: inout BatchOutcome<Metadata>
     ) async -> Stretch<Metadata> {
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
-        let cancellation = self.cancellation
         for index in start..<messages.count {
             if self.failsAsPoison(&messages[index]) {
                 self.finish(&messages[index], at: index, outcome: &outcome)
@@ -252,7 +251,12 @@ struct ProcessorCore<Source: PipelineSource> {
     /// Retries a message that failed attempt `attempts`, after the policy's backoff, on the
     /// message as it arrived; returns `false` if the stage was cancelled meanwhile.
     @inlinable
-    mutating func retry(_ message: inout Message<Metadata>, original: Message<Metadata>, attempts: Int) async -> Bool {
+    mutating func retry(
+        _ message: inout Message<Metadata>,
+        original: Message<Metadata>,
+        attempts: Int,
+        cancellation: CancellationFlag
+    ) async -> Bool {
         var attempts = attempts
         let runtime = self.runtime
         while let retry = runtime.policy.retry {
@@ -273,7 +277,7 @@ struct ProcessorCore<Source: PipelineSource> {
             } catch {
                 message.fail(error)
             }
-            if self.cancellation.isRaised { return false }
+            if cancellation.isRaised { return false }
             if !self.needsAnotherAttempt(message, after: attempts) { break }
         }
         return true
