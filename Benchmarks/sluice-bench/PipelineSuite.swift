@@ -23,16 +23,18 @@ struct PipelineSuite {
         let repetitions = self.quick ? 3 : 5
         print("suite pipeline: in-memory source → 2 processors → batcher of 100, acks (messages/s, median of \(repetitions) runs)")
         print("messages carry 100 payload bytes each, in their own allocation, unless the row says otherwise")
-        print(pad("configuration", 56) + "rate")
+        print(pad("configuration", 66) + "rate")
         var best = 0.0
         var bestAsync = 0.0
         var bestBare = 0.0
         let configurations = [
-            (maxDemand: 1000, asyncHandler: false, payloadSize: 100),
-            (maxDemand: 5000, asyncHandler: false, payloadSize: 100),
-            (maxDemand: 1000, asyncHandler: true, payloadSize: 100),
-            (maxDemand: 5000, asyncHandler: true, payloadSize: 100),
-            (maxDemand: 1000, asyncHandler: false, payloadSize: 0),
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, batchProcessors: 1),
+            (maxDemand: 5000, asyncHandler: false, payloadSize: 100, batchProcessors: 1),
+            (maxDemand: 1000, asyncHandler: true, payloadSize: 100, batchProcessors: 1),
+            (maxDemand: 5000, asyncHandler: true, payloadSize: 100, batchProcessors: 1),
+            // Payloads freed on two threads at once (see the README on allocators).
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, batchProcessors: 2),
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 0, batchProcessors: 1),
         ]
         for configuration in configurations {
             var runs: [(rate: Double, cores: Double)] = []
@@ -42,7 +44,8 @@ struct PipelineSuite {
                         total: total,
                         maxDemand: configuration.maxDemand,
                         asyncHandler: configuration.asyncHandler,
-                        payloadSize: configuration.payloadSize
+                        payloadSize: configuration.payloadSize,
+                        batchProcessors: configuration.batchProcessors
                     )
                 )
             }
@@ -52,19 +55,20 @@ struct PipelineSuite {
                 bestBare = max(bestBare, median.rate)
             } else if configuration.asyncHandler {
                 bestAsync = max(bestAsync, median.rate)
-            } else {
+            } else if configuration.batchProcessors == 1 {
                 best = max(best, median.rate)
             }
             let label =
                 "processors 2 × maxDemand \(configuration.maxDemand), \(configuration.asyncHandler ? "async" : "sync") handler"
                 + (configuration.payloadSize == 0 ? ", no payload" : "")
+                + (configuration.batchProcessors > 1 ? ", \(configuration.batchProcessors) batch processors" : "")
             print(
-                pad(label, 56) + pad(formatRate(median.rate), 12)
+                pad(label, 66) + pad(formatRate(median.rate), 12)
                     + String(format: "(%.2f cores busy, %.0f ns CPU per message)", median.cores, median.cores / median.rate * 1e9)
             )
         }
         let ackNanoseconds = await self.settlementCost()
-        print(pad("ack tracking per message (settle path)", 56) + String(format: "%.1f ns", ackNanoseconds))
+        print(pad("ack tracking per message (settle path)", 66) + String(format: "%.1f ns", ackNanoseconds))
         print(
             "RESULT pipeline msgs_per_s=\(Int(best)) async_handler_msgs_per_s=\(Int(bestAsync)) "
                 + "no_payload_msgs_per_s=\(Int(bestBare)) ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))"
@@ -72,20 +76,34 @@ struct PipelineSuite {
     }
 
     /// Three runs of the pipeline at maxDemand 1000, for profilers: the payload size comes from
-    /// `SLUICE_PAYLOAD` (default 100 bytes), and `SLUICE_ASYNC=1` picks the async handler.
+    /// `SLUICE_PAYLOAD` (default 100 bytes), `SLUICE_ASYNC=1` picks the async handler, and
+    /// `SLUICE_BATCH_PROCESSORS` the batcher's concurrency (default 1).
     func profile() async {
         let environment = ProcessInfo.processInfo.environment
         let payloadSize = environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
         let asyncHandler = environment["SLUICE_ASYNC"] == "1"
+        let batchProcessors = environment["SLUICE_BATCH_PROCESSORS"].flatMap { Int($0) } ?? 1
         for _ in 0..<3 {
-            let run = await self.runPipeline(total: 2_000_000, maxDemand: 1000, asyncHandler: asyncHandler, payloadSize: payloadSize)
+            let run = await self.runPipeline(
+                total: 2_000_000,
+                maxDemand: 1000,
+                asyncHandler: asyncHandler,
+                payloadSize: payloadSize,
+                batchProcessors: batchProcessors
+            )
             print(formatRate(run.rate), String(format: "%.2f cores", run.cores))
         }
     }
 
     /// Runs the pipeline over `total` preloaded messages; returns messages per second (the
     /// preloading is not timed) and the cores kept busy.
-    private func runPipeline(total: Int, maxDemand: Int, asyncHandler: Bool, payloadSize: Int) async -> (rate: Double, cores: Double) {
+    private func runPipeline(
+        total: Int,
+        maxDemand: Int,
+        asyncHandler: Bool,
+        payloadSize: Int,
+        batchProcessors: Int
+    ) async -> (rate: Double, cores: Double) {
         let source = InMemorySource(recordsOutcomes: false)
         // Each message has its own payload bytes, as messages from a broker do (an empty array
         // allocates nothing).
@@ -103,7 +121,7 @@ struct PipelineSuite {
             } else {
                 Processors(concurrency: 2, maxDemand: maxDemand) { _ in }
             }
-            Batcher(size: 100, timeout: .seconds(1), concurrency: 1) { _ in }
+            Batcher(size: 100, timeout: .seconds(1), concurrency: batchProcessors) { _ in }
         }
         do {
             try await pipeline.run()
