@@ -6,7 +6,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
 import Synchronization
 
 /// The inbox of one stage: a lock, a queue and at most one waiting receiver.
@@ -19,7 +18,9 @@ final class Mailbox<Mail: Sendable>: Sendable {
     @usableFromInline
     struct State: ~Copyable {
         @usableFromInline
-        var queue: Deque<Mail> = []
+        /// In arrival order. An array, not a deque: `Array.append` moves the mail in, where the
+        /// deque's append copies it (a retain and a release of the batch per send).
+        var queue: [Mail] = []
         @usableFromInline
         var receiver: UnsafeContinuation<Void, Never>?
         @usableFromInline
@@ -57,7 +58,7 @@ final class Mailbox<Mail: Sendable>: Sendable {
 
     /// Moves all queued mail into `buffer` (which must be empty), suspending until there is some.
     @inlinable
-    func receive(into buffer: inout Deque<Mail>) async {
+    func receive(into buffer: inout [Mail]) async {
         while true {
             // Mail usually follows within microseconds (the peer is handling the batch that
             // will produce it): polling briefly is far cheaper than parking the thread and
@@ -84,10 +85,10 @@ final class Mailbox<Mail: Sendable>: Sendable {
 
     /// Closes the mailbox and returns what was still queued. Later sends return `false`.
     @inlinable
-    func close() -> Deque<Mail> {
-        let (rest, receiver) = self.state.withLock { state -> (Deque<Mail>, UnsafeContinuation<Void, Never>?) in
+    func close() -> [Mail] {
+        let (rest, receiver) = self.state.withLock { state -> ([Mail], UnsafeContinuation<Void, Never>?) in
             state.closed = true
-            var rest: Deque<Mail> = []
+            var rest: [Mail] = []
             swap(&rest, &state.queue)
             let receiver = state.receiver
             state.receiver = nil

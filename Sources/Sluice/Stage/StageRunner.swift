@@ -84,7 +84,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     @inlinable
     mutating func run() async -> StopReason {
-        var inbox = Deque<StageMail<S>>()
+        // Mail in reverse arrival order, so that the next one is taken off the end by moving.
+        var inbox: [StageMail<S>] = []
         do {
             try await self.stage.didStart(handle: StageHandle(cell: self.cell), context: &self.context)
         } catch {
@@ -93,10 +94,12 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         await self.afterCallback()
         while self.stopReason == nil {
             await self.cell.mailbox.receive(into: &inbox)
-            while self.stopReason == nil, let mail = inbox.popFirst() {
+            inbox.reverseMoving()
+            while self.stopReason == nil, let mail = inbox.popLast() {
                 await self.handle(mail)
             }
         }
+        inbox.reverseMoving()
         return await self.terminate(unhandled: inbox)
     }
 
@@ -496,7 +499,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     @inlinable
-    mutating func terminate(unhandled inbox: Deque<StageMail<S>>) async -> StopReason {
+    mutating func terminate(unhandled inbox: [StageMail<S>]) async -> StopReason {
         let reason = self.stopReason ?? .shutdown
         var rest = inbox
         rest.append(contentsOf: self.cell.mailbox.close())
