@@ -113,10 +113,16 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         while let message = events.popLast() {
             let key = message.batchKey ?? self.key?(message)
             if let key {
-                if self.keyed[key] == nil { self.keyed[key] = self.openBatch(now: &now, reserving: false) }
-                self.keyed[key]!.messages.append(message)
-                if self.keyed[key]!.messages.count >= self.size {
-                    context.emit(Batch(key: key, messages: self.keyed.removeValue(forKey: key)!.messages))
+                // The key is hashed once per message (twice when it opens a batch): the batch is
+                // then reached through its index.
+                var index = self.keyed.index(forKey: key)
+                if index == nil {
+                    self.keyed[key] = self.openBatch(now: &now, reserving: false)
+                    index = self.keyed.index(forKey: key)
+                }
+                self.keyed.values[index!].messages.append(message)
+                if self.keyed.values[index!].messages.count >= self.size {
+                    context.emit(Batch(key: key, messages: self.keyed.remove(at: index!).value.messages))
                 }
             } else {
                 if self.unkeyed == nil { self.unkeyed = self.openBatch(now: &now, reserving: true) }
@@ -256,11 +262,11 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
         for batch in events {
             self.sizes.record(batch.messages.count)
             var attempt = 0
+            // `batch.messages` stays as it arrived: every attempt starts from it.
             var messages = batch.messages
             var batchError: (any Error)?
             while true {
                 attempt += 1
-                messages = batch.messages
                 let started = ContinuousClock.now
                 do {
                     try await self.handler(&messages)
@@ -286,6 +292,7 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
                     // Torn down while waiting: leave the batch unsettled for redelivery.
                     return
                 }
+                messages = batch.messages
             }
             var settlement = Settlement<Metadata>()
             if let batchError {
