@@ -276,14 +276,7 @@ final class RedisSession: Sendable {
                 }
                 guard !messages.isEmpty else { continue }
                 if self.configuration.mode == .reliable { self.delivered.add(messages.count, ordering: .relaxed) }
-                let notify = self.fetch.withLock { state -> Bool in
-                    state.wanted -= messages.count
-                    state.outbox.append(messages)
-                    guard !state.notified else { return false }
-                    state.notified = true
-                    return true
-                }
-                if notify { self.post(RedisSourceInfo(.fetched)) }
+                self.publish(messages, unmetDemand: -messages.count)
             } catch where error.code == .shutDown {
                 // Stopping while waiting for the acknowledgement connection.
                 self.fetch.withLock { $0.running = false }
@@ -301,6 +294,21 @@ final class RedisSession: Sendable {
                 return
             }
         }
+    }
+
+    /// Puts a batch read for the stage in the outbox and changes the unmet demand by
+    /// `unmetDemand`, in one step; tells the stage unless a note is already on its way.
+    /// Called from a read job.
+    private func publish(_ messages: [Message<RedisMetadata>], unmetDemand: Int) {
+        let notify = self.fetch.withLock { state -> Bool in
+            state.wanted += unmetDemand
+            guard !messages.isEmpty else { return false }
+            state.outbox.append(messages)
+            guard !state.notified else { return false }
+            state.notified = true
+            return true
+        }
+        if notify { self.post(RedisSourceInfo(.fetched)) }
     }
 
     /// After the read connection broke: returns to the head of the list what a read moved
@@ -383,15 +391,8 @@ final class RedisSession: Sendable {
                     return (messages, asked)
                 }
                 empty = messages.count < asked
-                let notify = self.fetch.withLock { state -> Bool in
-                    state.wanted += asked - messages.count
-                    guard !messages.isEmpty else { return false }
-                    state.outbox.append(messages)
-                    guard !state.notified else { return false }
-                    state.notified = true
-                    return true
-                }
-                if notify { self.post(RedisSourceInfo(.fetched)) }
+                // The pop's demand was reserved when it was sent: what it did not use is unmet again.
+                self.publish(messages, unmetDemand: asked - messages.count)
             } catch {
                 // The replies of the pops in flight are lost with the connection (list mode is at
                 // most once); their demand is unmet again.
