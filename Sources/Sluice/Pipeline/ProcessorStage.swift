@@ -151,15 +151,19 @@ struct ProcessorCore<Source: PipelineSource> {
             self.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)) / Int64(messages.count))
         }
         if !outcome.failed.isEmpty {
+            // The failed ones (already in the settlement) leave; the rest are moved, not copied.
             var kept: [Message<Metadata>] = []
             kept.reserveCapacity(messages.count - outcome.failed.count)
+            messages.reverseMoving()
+            var index = 0
             var next = 0
-            for index in messages.indices {
+            while let message = messages.popLast() {
                 if next < outcome.failed.count && outcome.failed[next] == index {
                     next += 1
                 } else {
-                    kept.append(messages[index])
+                    kept.append(message)
                 }
+                index += 1
             }
             messages = kept
         }
