@@ -80,7 +80,7 @@ final class EventSink<Input: Sendable>: Sendable {
     /// Delivers a batch of events on `subscription`; never more than was asked.
     @inlinable
     func deliver(_ events: consuming [Input], on subscription: SubscriptionID) {
-        self.deliverOperation(events, subscription)
+        self.deliverOperation(consume events, subscription)
     }
 
     /// The producer of `subscription` ended, or rejected the subscription.

@@ -69,7 +69,7 @@ extension Array {
     /// Appends the elements of `other` by moving them out of it.
     @inlinable
     mutating func appendMoving(_ other: consuming [Element]) {
-        var other = other
+        var other = consume other
         if self.isEmpty {
             swap(&self, &other)
             return
@@ -127,7 +127,7 @@ struct EventQueue<Element> {
         if self.firstReversed {
             // Only the first batch may be reversed: the new first one is stored reversed too,
             // and the one behind it stays as it is.
-            var events = events
+            var events = consume events
             events.reverseMoving()
             if let first = self.chunks.popFirst() {
                 // Both reversed: merge them so that the flag describes the first batch only.

@@ -91,12 +91,12 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
             // The whole batch fits the subscriber with the most demand: hand it over as it is.
             var entry = self.entries.removeFirst()
             entry.demand -= events.count
-            entry.sink.deliver(events, on: entry.subscription)
+            entry.sink.deliver(consume events, on: entry.subscription)
             self.insert(entry)
             return DispatchOutcome()
         }
         // Split by moving the events, never copying them one by one.
-        var queue = EventQueue(events)
+        var queue = EventQueue(consume events)
         while !queue.isEmpty, let first = self.entries.first, first.demand > 0 {
             let count = min(first.demand, queue.count)
             var entry = self.entries.removeFirst()

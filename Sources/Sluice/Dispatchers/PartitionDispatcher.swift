@@ -139,7 +139,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
 
     @inlinable
     mutating func dispatch(_ events: consuming [Event]) -> DispatchOutcome<Event> {
-        var events = events
+        var events = consume events
         let now = min(self.waiting, events.count)
         guard now > 0 else { return DispatchOutcome(leftover: events) }
         self.waiting -= now

@@ -103,10 +103,10 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     @inlinable
     mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) {
         if self.key == nil, !events.contains(where: { $0.batchKey != nil }) {
-            self.batchUnkeyed(events, context: &context)
+            self.batchUnkeyed(consume events, context: &context)
             return
         }
-        var events = events
+        var events = consume events
         var now: Duration?
         // Taken out front first by moving (reversed once, then popped), not copied.
         events.reverseMoving()
@@ -138,7 +138,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     /// whole runs of messages.
     @inlinable
     mutating func batchUnkeyed(_ events: consuming [Input], context: inout StageContext<Output>) {
-        var queue = EventQueue(events)
+        var queue = EventQueue(consume events)
         var now: Duration?
         while !queue.isEmpty {
             // Not reserved: the first run of messages taken becomes the batch's array.

@@ -112,7 +112,7 @@ struct ProcessorCore<Source: PipelineSource> {
     @inlinable
     mutating func processBatch(_ input: consuming [Message<Metadata>], cancellation: CancellationFlag) async -> [Message<Metadata>] {
         // The batch is this stage's own: handlers change its messages in place, without a copy.
-        var messages = input
+        var messages = consume input
         self.pending -= messages.count
         let runtime = self.runtime
         runtime.received(messages.count)
@@ -386,8 +386,8 @@ struct ProcessorStage<Source: PipelineSource>: ProducerConsumer, ProcessorStageS
 
     @inlinable
     mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
-        let forward = await self.core.process(events)
-        if !forward.isEmpty { context.emit(forward) }
+        let forward = await self.core.process(consume events)
+        if !forward.isEmpty { context.emit(consume forward) }
         self.core.requestDemand(&context)
     }
 }
@@ -408,7 +408,7 @@ struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageS
 
     @inlinable
     mutating func handleEvents(_ events: consuming [Input], from subscription: SubscriptionID, context: inout StageContext<Never>) async {
-        _ = await self.core.process(events)
+        _ = await self.core.process(consume events)
         self.core.requestDemand(&context)
     }
 }

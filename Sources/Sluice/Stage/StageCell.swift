@@ -104,7 +104,7 @@ final class StageCell<S: Stage>: Sendable {
         )
         self.sink = EventSink(
             stageID: stageID,
-            deliver: { events, subscription in mailbox.send(.events(subscription, events)) },
+            deliver: { events, subscription in mailbox.send(.events(subscription, consume events)) },
             ended: { subscription, reason in mailbox.send(.upstreamEnded(subscription, reason)) }
         )
     }

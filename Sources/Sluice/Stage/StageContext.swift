@@ -52,7 +52,7 @@ public struct StageContext<Output: Sendable> {
     /// Emits a batch of events to the subscribers (producers and producer-consumers).
     @inlinable
     public mutating func emit(_ events: consuming [Output]) {
-        self.emitted.appendMoving(events)
+        self.emitted.appendMoving(consume events)
     }
 
     /// Emits one event. Prefer ``emit(_:)-([Output])`` for many events.

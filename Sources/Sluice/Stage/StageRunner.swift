@@ -96,7 +96,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             await self.cell.mailbox.receive(into: &inbox)
             inbox.reverseMoving()
             while self.stopReason == nil, let mail = inbox.popLast() {
-                await self.handle(mail)
+                await self.handle(consume mail)
             }
         }
         inbox.reverseMoving()
@@ -111,10 +111,11 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .events(let subscription, let events):
             if S.role == .producerConsumer {
                 guard self.upstreams[subscription] != nil else { return }
-                self.queuedInput.append(.events(subscription, events))
+                // `consume`: no binding may keep a second reference while the batch is handled.
+                self.queuedInput.append(.events(subscription, consume events))
                 await self.handleQueuedInput()
             } else {
-                await self.consume(events, from: subscription)
+                await self.consume(consume events, from: subscription)
             }
 
         case .upstreamEnded(let subscription, let reason):
@@ -226,7 +227,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
         let discardedBefore = self.dispatcher.discarded
         let count = events.count
-        let outcome = self.dispatcher.dispatch(events)
+        let outcome = self.dispatcher.dispatch(consume events)
         self.statistics.eventsOut += count - outcome.leftover.count - (self.dispatcher.discarded - discardedBefore)
         if !outcome.leftover.isEmpty {
             self.storeInBuffer(outcome.leftover, front: fromBuffer)
@@ -320,7 +321,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         if upstream.demand.manual {
             self.account(upstream.demand.consume(count).excess, subscription)
             self.upstreams[subscription] = upstream
-            await self.callHandleEvents(events, subscription)
+            await self.callHandleEvents(consume events, subscription)
             return
         }
         let sliceSize = upstream.demand.sliceSize
@@ -329,12 +330,12 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             let (ask, excess) = upstream.demand.consume(count)
             self.account(excess, subscription)
             self.upstreams[subscription] = upstream
-            await self.callHandleEvents(events, subscription)
+            await self.callHandleEvents(consume events, subscription)
             self.reask(ask, on: subscription)
             return
         }
         // Slices are moved out of the batch, not copied event by event.
-        var remaining = EventQueue(events)
+        var remaining = EventQueue(consume events)
         while !remaining.isEmpty {
             let slice = remaining.take(sliceSize)
             let (ask, excess) = upstream.demand.consume(slice.count)
@@ -371,7 +372,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func callHandleEvents(_ events: consuming [S.Input], _ subscription: SubscriptionID) async {
         do {
-            try await self.stage.handleEvents(events, from: subscription, context: &self.context)
+            try await self.stage.handleEvents(consume events, from: subscription, context: &self.context)
         } catch {
             self.crash(error)
         }
@@ -383,12 +384,14 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     mutating func handleQueuedInput() async {
         while self.stopReason == nil, !self.queuedInput.isEmpty {
             if case .events = self.queuedInput[0], self.downstreamDemand <= 0 { return }
-            // Taken out of the queue before it is handled, so the batch has a single reference.
-            switch self.queuedInput.removeFirst() {
+            // Taken out of the queue and consumed before it is handled, so the batch has a
+            // single reference (switching over the temporary kept a second one alive).
+            let next = self.queuedInput.removeFirst()
+            switch consume next {
             case .ended(let subscription, let reason):
                 await self.upstreamEnded(subscription, reason: reason)
             case .events(let subscription, let events):
-                await self.consume(events, from: subscription)
+                await self.consume(consume events, from: subscription)
             }
         }
     }
@@ -425,7 +428,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             if S.role == .producerConsumer {
                 self.downstreamDemand = max(0, self.downstreamDemand - events.count)
             }
-            self.dispatch(events)
+            self.dispatch(consume events)
         }
         guard !self.context.commands.isEmpty else { return }
         let commands = self.context.commands
