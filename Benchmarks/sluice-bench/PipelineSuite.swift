@@ -22,19 +22,22 @@ struct PipelineSuite {
         let total = self.quick ? 1_000_000 : 4_000_000
         let repetitions = self.quick ? 3 : 5
         print("suite pipeline: in-memory source → 2 processors → batcher of 100, acks (messages/s, median of \(repetitions) runs)")
-        print("messages carry 100 payload bytes each, in their own allocation, unless the row says otherwise")
+        print("messages carry 100 payload bytes each, 1000 payloads to a buffer (as a broker fetch), unless the row says otherwise")
         print(pad("configuration", 66) + "rate")
         var best = 0.0
         var bestAsync = 0.0
         var bestBare = 0.0
+        var bestOwn = 0.0
         let configurations = [
-            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, batchProcessors: 1),
-            (maxDemand: 5000, asyncHandler: false, payloadSize: 100, batchProcessors: 1),
-            (maxDemand: 1000, asyncHandler: true, payloadSize: 100, batchProcessors: 1),
-            (maxDemand: 5000, asyncHandler: true, payloadSize: 100, batchProcessors: 1),
-            // Payloads freed on two threads at once (see the README on allocators).
-            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, batchProcessors: 2),
-            (maxDemand: 1000, asyncHandler: false, payloadSize: 0, batchProcessors: 1),
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, ownBuffers: false, batchProcessors: 1),
+            (maxDemand: 5000, asyncHandler: false, payloadSize: 100, ownBuffers: false, batchProcessors: 1),
+            (maxDemand: 1000, asyncHandler: true, payloadSize: 100, ownBuffers: false, batchProcessors: 1),
+            (maxDemand: 5000, asyncHandler: true, payloadSize: 100, ownBuffers: false, batchProcessors: 1),
+            // Buffers freed on two threads at once (see the README on allocators).
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, ownBuffers: false, batchProcessors: 2),
+            // Every payload in an allocation of its own, as `Payload([UInt8])` makes it.
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 100, ownBuffers: true, batchProcessors: 1),
+            (maxDemand: 1000, asyncHandler: false, payloadSize: 0, ownBuffers: false, batchProcessors: 1),
         ]
         for configuration in configurations {
             var runs: [(rate: Double, cores: Double)] = []
@@ -45,6 +48,7 @@ struct PipelineSuite {
                         maxDemand: configuration.maxDemand,
                         asyncHandler: configuration.asyncHandler,
                         payloadSize: configuration.payloadSize,
+                        ownBuffers: configuration.ownBuffers,
                         batchProcessors: configuration.batchProcessors
                     )
                 )
@@ -53,6 +57,8 @@ struct PipelineSuite {
             let median = runs.sorted { $0.rate < $1.rate }[runs.count / 2]
             if configuration.payloadSize == 0 {
                 bestBare = max(bestBare, median.rate)
+            } else if configuration.ownBuffers {
+                bestOwn = max(bestOwn, median.rate)
             } else if configuration.asyncHandler {
                 bestAsync = max(bestAsync, median.rate)
             } else if configuration.batchProcessors == 1 {
@@ -61,6 +67,7 @@ struct PipelineSuite {
             let label =
                 "processors 2 × maxDemand \(configuration.maxDemand), \(configuration.asyncHandler ? "async" : "sync") handler"
                 + (configuration.payloadSize == 0 ? ", no payload" : "")
+                + (configuration.ownBuffers ? ", a buffer per payload" : "")
                 + (configuration.batchProcessors > 1 ? ", \(configuration.batchProcessors) batch processors" : "")
             print(
                 pad(label, 66) + pad(formatRate(median.rate), 12)
@@ -71,17 +78,19 @@ struct PipelineSuite {
         print(pad("ack tracking per message (settle path)", 66) + String(format: "%.1f ns", ackNanoseconds))
         print(
             "RESULT pipeline msgs_per_s=\(Int(best)) async_handler_msgs_per_s=\(Int(bestAsync)) "
-                + "no_payload_msgs_per_s=\(Int(bestBare)) ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))"
+                + "own_buffer_msgs_per_s=\(Int(bestOwn)) no_payload_msgs_per_s=\(Int(bestBare)) ack_ns_per_msg=\(String(format: "%.1f", ackNanoseconds))"
         )
     }
 
     /// Three runs of the pipeline at maxDemand 1000, for profilers: the payload size comes from
-    /// `SLUICE_PAYLOAD` (default 100 bytes), `SLUICE_ASYNC=1` picks the async handler, and
+    /// `SLUICE_PAYLOAD` (default 100 bytes), `SLUICE_OWN_BUFFERS=1` gives every payload an
+    /// allocation of its own, `SLUICE_ASYNC=1` picks the async handler, and
     /// `SLUICE_BATCH_PROCESSORS` the batcher's concurrency (default 1).
     func profile() async {
         let environment = ProcessInfo.processInfo.environment
         let payloadSize = environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
         let asyncHandler = environment["SLUICE_ASYNC"] == "1"
+        let ownBuffers = environment["SLUICE_OWN_BUFFERS"] == "1"
         let batchProcessors = environment["SLUICE_BATCH_PROCESSORS"].flatMap { Int($0) } ?? 1
         for _ in 0..<3 {
             let run = await self.runPipeline(
@@ -89,6 +98,7 @@ struct PipelineSuite {
                 maxDemand: 1000,
                 asyncHandler: asyncHandler,
                 payloadSize: payloadSize,
+                ownBuffers: ownBuffers,
                 batchProcessors: batchProcessors
             )
             print(formatRate(run.rate), String(format: "%.2f cores", run.cores))
@@ -102,13 +112,19 @@ struct PipelineSuite {
         maxDemand: Int,
         asyncHandler: Bool,
         payloadSize: Int,
+        ownBuffers: Bool,
         batchProcessors: Int
     ) async -> (rate: Double, cores: Double) {
         let source = InMemorySource(recordsOutcomes: false)
-        // Each message has its own payload bytes, as messages from a broker do (an empty array
-        // allocates nothing).
         let payload = [UInt8](repeating: UInt8(ascii: "x"), count: payloadSize)
-        source.push((0..<total).map { _ in payloadSize == 0 ? [] : payload.map { $0 } })
+        if payloadSize == 0 {
+            source.push(payloads: Array(repeating: Payload(), count: total))  // allocates nothing
+        } else if ownBuffers {
+            source.push(payloads: (0..<total).map { _ in Payload(payload.map { $0 }) })
+        } else {
+            // Copied into one buffer per 1000 messages, as a broker adapter copies a fetch.
+            source.push(Array(repeating: payload, count: total))
+        }
         source.finishWhenEmpty()
         profilerControl(enable: true)
         defer { profilerControl(enable: false) }

@@ -51,14 +51,14 @@ public struct RedisMetadata: MessageMetadata {
     public var deliveryCount: Int?
     /// The value as read from Redis, kept (shared, not copied) so the acknowledger can find
     /// the item again even if a processor changes the payload.
-    let value: [UInt8]
+    let value: Payload
 
     /// Creates metadata.
     public init(key: String, entryID: RedisEntryID? = nil, deliveryCount: Int? = nil) {
-        self.init(key: key, entryID: entryID, deliveryCount: deliveryCount, value: [])
+        self.init(key: key, entryID: entryID, deliveryCount: deliveryCount, value: Payload())
     }
 
-    init(key: String, entryID: RedisEntryID?, deliveryCount: Int?, value: [UInt8]) {
+    init(key: String, entryID: RedisEntryID?, deliveryCount: Int?, value: Payload) {
         self.key = key
         self.entryID = entryID
         self.deliveryCount = deliveryCount

@@ -95,8 +95,8 @@ struct RedisReader {
         wait.append(self.blockSeconds)
         return try context.command(wait) { reply throws(RedisError) in
             guard reply.kind == .string else { return [] }
-            let bytes = reply.bytes
-            return [Message(payload: bytes, metadata: RedisMetadata(key: self.keys.source, entryID: nil, deliveryCount: nil, value: bytes))]
+            let payload = Payload(reply.bytes)
+            return [Message(payload: payload, metadata: RedisMetadata(key: self.keys.source, entryID: nil, deliveryCount: nil, value: payload))]
         }
     }
 
@@ -197,8 +197,9 @@ struct RedisReader {
         guard list.kind == .array else { return [] }
         let key = self.keys.source
         let field = Array(self.configuration.payloadField.utf8)
-        var messages: [Message<RedisMetadata>] = []
-        messages.reserveCapacity(list.count)
+        // The payloads of the read go into one buffer (see `Payload.packing`).
+        var found: [(id: RedisEntryID, bytes: UnsafeRawBufferPointer)] = []
+        found.reserveCapacity(list.count)
         for index in 0..<list.count {
             let entry = list[index]
             guard entry.kind == .array, entry.count == 2, let id = entry[0].entryID else {
@@ -215,9 +216,14 @@ struct RedisReader {
                 }
                 position += 2
             }
-            let bytes = fields[payloadIndex].bytes
+            found.append((id, fields[payloadIndex].unsafeBytes))
+        }
+        let payloads = Payload.packing(found.lazy.map(\.bytes))
+        var messages: [Message<RedisMetadata>] = []
+        messages.reserveCapacity(found.count)
+        for (entry, payload) in zip(found, payloads) {
             messages.append(
-                Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: id, deliveryCount: deliveryCount, value: bytes))
+                Message(payload: payload, metadata: RedisMetadata(key: key, entryID: entry.id, deliveryCount: deliveryCount, value: payload))
             )
         }
         return messages
@@ -295,7 +301,7 @@ enum RedisSettler {
         var commands: [RedisCommand] = []
         var current: RedisCommand?
         var inCurrent = 0
-        func add(_ operation: String, _ value: [UInt8]) {
+        func add(_ operation: String, _ value: Payload) {
             if current == nil {
                 var command = RedisCommand("EVAL")
                 command.reserve(arguments: 2 * self.chunk + 5, bytes: self.chunk * (value.count + 1) + 1024)
@@ -421,13 +427,14 @@ struct RedisListPopper {
     }
 }
 
-/// Messages for the items of a list reply, each holding `key`.
+/// Messages for the items of a list reply, each holding `key`; their payloads share one buffer
+/// (see `Payload.packing`).
 private func listItemMessages(_ items: RedisReplyRef, key: String) -> [Message<RedisMetadata>] {
+    let payloads = Payload.packing((0..<items.count).lazy.map { items[$0].unsafeBytes })
     var messages: [Message<RedisMetadata>] = []
-    messages.reserveCapacity(items.count)
-    for index in 0..<items.count {
-        let bytes = items[index].bytes
-        messages.append(Message(payload: bytes, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: bytes)))
+    messages.reserveCapacity(payloads.count)
+    for payload in payloads {
+        messages.append(Message(payload: payload, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: payload)))
     }
     return messages
 }

@@ -59,6 +59,16 @@ public final class RedisSink: Sendable {
     /// - Throws: ``RedisError``: `wrongType` if the key holds another type, `shutDown` after
     ///   ``close()``, or another error reply.
     public func send(_ payloads: [[UInt8]]) async throws(RedisError) {
+        try await self.send(payloads: payloads.map(Payload.init))
+    }
+
+    /// Writes the payloads of `messages` (see ``send(_:)-([[UInt8]])``).
+    public func send<Metadata>(_ messages: [Message<Metadata>]) async throws(RedisError) {
+        try await self.send(payloads: messages.map(\.payload))
+    }
+
+    /// Writes `payloads` (see ``send(_:)-([[UInt8]])``).
+    public func send(payloads: [Payload]) async throws(RedisError) {
         guard !payloads.isEmpty else { return }
         let commands = self.commands(payloads)
         try await self.thread.run { link throws(RedisError) in
@@ -75,17 +85,12 @@ public final class RedisSink: Sendable {
         }
     }
 
-    /// Writes the payloads of `messages` (see ``send(_:)-([[UInt8]])``).
-    public func send<Metadata>(_ messages: [Message<Metadata>]) async throws(RedisError) {
-        try await self.send(messages.map(\.payload))
-    }
-
     /// Closes the connection once queued writes finished.
     public func close() async {
         await self.thread.stopAndWait()
     }
 
-    private func commands(_ payloads: [[UInt8]]) -> [RedisCommand] {
+    private func commands(_ payloads: [Payload]) -> [RedisCommand] {
         let chunk = 1000
         var commands: [RedisCommand] = []
         if self.configuration.mode == .stream {

@@ -77,9 +77,30 @@ public final class InMemorySource: PipelineSource, Sendable {
 
     // MARK: Feeding
 
+    /// How many payloads of a push share one buffer, like the messages of one broker fetch.
+    static let payloadsPerBuffer = 1000
+
     /// Queues messages with these payloads; returns their ids (``BasicMetadata/id``).
+    ///
+    /// The payloads are copied into shared buffers, one per 1000 messages, as a broker
+    /// adapter copies one fetch into one buffer (see ``Payload/packing(_:)``).
     @discardableResult
     public func push(_ payloads: [[UInt8]], deliveryCount: Int? = nil) -> [UInt64] {
+        var packed: [Payload] = []
+        packed.reserveCapacity(payloads.count)
+        var start = 0
+        while start < payloads.count {
+            let end = min(start + Self.payloadsPerBuffer, payloads.count)
+            packed.append(contentsOf: Payload.packing(payloads[start..<end]))
+            start = end
+        }
+        return self.push(payloads: packed, deliveryCount: deliveryCount)
+    }
+
+    /// Queues messages with these payloads, as they are (each keeps its own storage); returns
+    /// their ids (``BasicMetadata/id``).
+    @discardableResult
+    public func push(payloads: [Payload], deliveryCount: Int? = nil) -> [UInt64] {
         let (ids, stage) = self.state.withLock { state -> ([UInt64], StageHandle<InMemoryProducer>?) in
             var ids: [UInt64] = []
             ids.reserveCapacity(payloads.count)

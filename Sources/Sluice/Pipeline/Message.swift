@@ -51,8 +51,8 @@ public struct FailureDisposition: Hashable, Sendable, CustomStringConvertible {
 /// A processor may change the payload, mark the message failed, or route it to a batcher.
 /// The pipeline acknowledges it once, after the last stage that handles it.
 public struct Message<Metadata: Sendable>: Sendable {
-    /// The payload.
-    public var payload: [UInt8]
+    /// The payload bytes, usually a view of the buffer of the fetch the message came in.
+    public var payload: Payload
     /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
     public var metadata: Metadata
     /// How many times this pipeline ran the processor for this message (1 on the first run).
@@ -94,8 +94,15 @@ public struct Message<Metadata: Sendable>: Sendable {
 
     /// Creates a message.
     @inlinable
-    public init(payload: [UInt8], metadata: Metadata) {
+    public init(payload: Payload, metadata: Metadata) {
         self.payload = payload
+        self.metadata = metadata
+    }
+
+    /// Creates a message with these payload bytes (shared, not copied).
+    @inlinable
+    public init(payload: [UInt8], metadata: Metadata) {
+        self.payload = Payload(payload)
         self.metadata = metadata
     }
 
@@ -116,7 +123,7 @@ public struct Message<Metadata: Sendable>: Sendable {
     ///   fails the message (it never crashes the pipeline).
     @inlinable
     public func string() throws(DecodingFailure) -> String {
-        guard let text = String(validating: self.payload, as: UTF8.self) else {
+        guard let text = self.payload.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else {
             throw DecodingFailure("payload of \(self.payload.count) bytes is not valid UTF-8")
         }
         return text

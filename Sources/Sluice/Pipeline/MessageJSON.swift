@@ -18,7 +18,7 @@ extension Message {
         using decoder: JSONDecoder = JSONDecoder()
     ) throws(DecodingFailure) -> Value {
         do {
-            return try decoder.decode(type, from: Data(self.payload))
+            return try decoder.decode(type, from: self.payload.withUnsafeBytes { Data($0) })
         } catch {
             throw DecodingFailure("payload is not a valid JSON \(Value.self): \(error)")
         }
@@ -26,6 +26,6 @@ extension Message {
 
     /// Replaces the payload with `value` encoded as JSON.
     public mutating func encode<Value: Encodable>(_ value: Value, using encoder: JSONEncoder = JSONEncoder()) throws {
-        self.payload = Array(try encoder.encode(value))
+        self.payload = Payload(Array(try encoder.encode(value)))
     }
 }

@@ -240,6 +240,13 @@ struct RedisReplyRef {
         return [UInt8](UnsafeRawBufferPointer(start: start, count: reply.len))
     }
 
+    /// The bytes of a string reply, in the reply's memory: valid only while the reply is.
+    var unsafeBytes: UnsafeRawBufferPointer {
+        let reply = self.pointer.pointee
+        guard let start = reply.str, reply.len > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: start, count: reply.len)
+    }
+
     /// The text of a string, status or error reply.
     var text: String {
         let reply = self.pointer.pointee

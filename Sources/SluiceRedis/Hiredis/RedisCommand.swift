@@ -6,6 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Sluice
+
 /// A Redis command's arguments, stored back to back in one byte buffer (binary safe; sent
 /// with `redisCommandArgv` / `redisAppendCommandArgv`, never through a format string).
 struct RedisCommand: Sendable {
@@ -36,6 +38,11 @@ struct RedisCommand: Sendable {
 
     mutating func append(_ bytes: [UInt8]) {
         self.storage.append(contentsOf: bytes)
+        self.ends.append(self.storage.count)
+    }
+
+    mutating func append(_ payload: Payload) {
+        payload.withUnsafeBytes { self.storage.append(contentsOf: $0) }
         self.ends.append(self.storage.count)
     }
 
