@@ -106,6 +106,36 @@ public struct Message<Metadata: Sendable>: Sendable {
         self.metadata = metadata
     }
 
+    /// What a retry needs of the message as it arrived: its payload, metadata and extras
+    /// (copies of references, not of bytes).
+    @usableFromInline
+    struct Original {
+        @usableFromInline var payload: Payload
+        @usableFromInline var metadata: Metadata
+        @usableFromInline var extras: MessageExtras?
+
+        @inlinable
+        init(payload: Payload, metadata: Metadata, extras: MessageExtras?) {
+            self.payload = payload
+            self.metadata = metadata
+            self.extras = extras
+        }
+    }
+
+    /// The parts of the message a retry starts from again.
+    @inlinable
+    var original: Original {
+        Original(payload: self.payload, metadata: self.metadata, extras: self.extras)
+    }
+
+    /// Puts the message back as it arrived (attempts are counted by the caller).
+    @inlinable
+    mutating func restore(_ original: consuming Original) {
+        self.payload = original.payload
+        self.metadata = original.metadata
+        self.extras = original.extras
+    }
+
     /// Whether the message was marked failed.
     @inlinable
     public var isFailed: Bool { self.extras?.failure != nil }

@@ -198,7 +198,7 @@ struct ProcessorCore<Source: PipelineSource> {
                 }
                 // A retry runs the handler on the message as it arrived, so keep it while
                 // retries are possible (a copy of the message, not of its payload bytes).
-                var original = keepsOriginals ? buffer[index] : nil
+                var original = keepsOriginals ? buffer[index].original : nil
                 let attempts = buffer[index].attempts + 1
                 buffer[index].attempts = attempts
                 do {
@@ -235,7 +235,7 @@ struct ProcessorCore<Source: PipelineSource> {
                 self.finish(&messages[index], at: index, outcome: &outcome)
                 continue
             }
-            var original = keepsOriginals ? messages[index] : nil
+            var original = keepsOriginals ? messages[index].original : nil
             let attempts = messages[index].attempts + 1
             messages[index].attempts = attempts
             do {
@@ -257,7 +257,7 @@ struct ProcessorCore<Source: PipelineSource> {
     @inlinable
     mutating func retry(
         _ message: inout Message<Metadata>,
-        original: Message<Metadata>,
+        original: Message<Metadata>.Original,
         attempts: Int,
         cancellation: CancellationFlag
     ) async -> Bool {
@@ -270,7 +270,7 @@ struct ProcessorCore<Source: PipelineSource> {
             } catch {
                 return false
             }
-            message = original
+            message.restore(original)
             attempts += 1
             message.attempts = attempts
             do {
@@ -325,7 +325,7 @@ enum Stretch<Metadata: Sendable> {
     /// Every message of the batch was handled.
     case finished
     /// The message at `at` failed attempt `attempts` and may be tried again from `original`.
-    case retry(at: Int, original: Message<Metadata>, attempts: Int)
+    case retry(at: Int, original: Message<Metadata>.Original, attempts: Int)
     /// The stage was cancelled.
     case cancelled
 }
