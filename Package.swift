@@ -39,10 +39,7 @@ let package = Package(
         .testTarget(name: "SluiceTests", dependencies: ["Sluice"]),
         .target(
             name: "SluiceTestKit",
-            dependencies: [
-                "Sluice",
-                .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            dependencies: ["Sluice"]
         ),
         .testTarget(
             name: "SluicePipelineTests",

@@ -82,7 +82,8 @@ struct PipelineSuite {
         )
     }
 
-    /// Three runs of the pipeline at maxDemand 1000, for profilers: the payload size comes from
+    /// Three runs of the pipeline, for profilers: the processors' maxDemand comes from
+    /// `SLUICE_MAX_DEMAND` (default 1000), the payload size from
     /// `SLUICE_PAYLOAD` (default 100 bytes), `SLUICE_OWN_BUFFERS=1` gives every payload an
     /// allocation of its own, `SLUICE_ASYNC=1` picks the async handler, and
     /// `SLUICE_BATCH_PROCESSORS` the batcher's concurrency (default 1).
@@ -91,11 +92,12 @@ struct PipelineSuite {
         let payloadSize = environment["SLUICE_PAYLOAD"].flatMap { Int($0) } ?? 100
         let asyncHandler = environment["SLUICE_ASYNC"] == "1"
         let ownBuffers = environment["SLUICE_OWN_BUFFERS"] == "1"
+        let maxDemand = environment["SLUICE_MAX_DEMAND"].flatMap { Int($0) } ?? 1000
         let batchProcessors = environment["SLUICE_BATCH_PROCESSORS"].flatMap { Int($0) } ?? 1
         for _ in 0..<3 {
             let run = await self.runPipeline(
                 total: 2_000_000,
-                maxDemand: 1000,
+                maxDemand: maxDemand,
                 asyncHandler: asyncHandler,
                 payloadSize: payloadSize,
                 ownBuffers: ownBuffers,

@@ -6,7 +6,6 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
 public import Sluice
 import Synchronization
 
@@ -38,7 +37,9 @@ public final class InMemorySource: PipelineSource, Sendable {
     public typealias Metadata = BasicMetadata
 
     private struct State: ~Copyable {
-        var queue: Deque<Message<BasicMetadata>> = []
+        /// Pushed messages in arrays of up to a buffer's worth, handed out whole when demand
+        /// allows (see `EventQueue`).
+        var queue = EventQueue<Message<BasicMetadata>>()
         var nextID: UInt64 = 0
         var stage: StageHandle<InMemoryProducer>?
         var finishWhenEmpty = false
@@ -104,11 +105,19 @@ public final class InMemorySource: PipelineSource, Sendable {
         let (ids, stage) = self.state.withLock { state -> ([UInt64], StageHandle<InMemoryProducer>?) in
             var ids: [UInt64] = []
             ids.reserveCapacity(payloads.count)
-            for payload in payloads {
-                let id = state.nextID
-                state.nextID += 1
-                state.queue.append(Message(payload: payload, metadata: BasicMetadata(id: id, deliveryCount: deliveryCount)))
-                ids.append(id)
+            var start = 0
+            while start < payloads.count {
+                let end = min(start + Self.payloadsPerBuffer, payloads.count)
+                var messages: [Message<BasicMetadata>] = []
+                messages.reserveCapacity(end - start)
+                for payload in payloads[start..<end] {
+                    let id = state.nextID
+                    state.nextID += 1
+                    messages.append(Message(payload: payload, metadata: BasicMetadata(id: id, deliveryCount: deliveryCount)))
+                    ids.append(id)
+                }
+                state.queue.append(messages)
+                start = end
             }
             return (ids, state.stage)
         }
@@ -193,15 +202,10 @@ public final class InMemorySource: PipelineSource, Sendable {
 
     func take(_ count: Int) -> (messages: [Message<BasicMetadata>], finished: Bool) {
         self.state.withLock { state in
-            let n = min(count, state.queue.count)
-            // Moved out of the queue, not copied: no reference counting per message.
-            let messages = [Message<BasicMetadata>](unsafeUninitializedCapacity: n) { buffer, initialized in
-                for index in 0..<n {
-                    (buffer.baseAddress! + index).initialize(to: state.queue.removeFirst())
-                }
-                initialized = n
-            }
-            state.emitted += n
+            // Moved out of the queue, not copied: an array pushed is handed on whole when the
+            // demand covers it.
+            let messages = state.queue.take(count)
+            state.emitted += messages.count
             return (messages, state.finishWhenEmpty && state.queue.isEmpty)
         }
     }

@@ -88,7 +88,7 @@ extension Array {
 /// Batches are kept whole (a batch taken whole is handed over as it is); each is stored reversed
 /// so that its front can be taken off its end without copying.
 @usableFromInline
-struct EventQueue<Element> {
+package struct EventQueue<Element> {
     /// Whole batches, each reversed (its next element last).
     @usableFromInline
     var chunks: Deque<[Element]> = []
@@ -97,23 +97,23 @@ struct EventQueue<Element> {
     @usableFromInline
     var firstReversed = false
     @usableFromInline
-    private(set) var count = 0
+    package private(set) var count = 0
 
     @inlinable
-    init() {}
+    package init() {}
 
     /// A queue holding `events`.
     @inlinable
-    init(_ events: consuming [Element]) {
+    package init(_ events: consuming [Element]) {
         self.append(events)
     }
 
     @inlinable
-    var isEmpty: Bool { self.count == 0 }
+    package var isEmpty: Bool { self.count == 0 }
 
     /// Adds `events` at the back.
     @inlinable
-    mutating func append(_ events: consuming [Element]) {
+    package mutating func append(_ events: consuming [Element]) {
         guard !events.isEmpty else { return }
         self.count += events.count
         self.chunks.append(events)
@@ -121,7 +121,7 @@ struct EventQueue<Element> {
 
     /// Puts `events` back at the front, in order.
     @inlinable
-    mutating func prepend(_ events: consuming [Element]) {
+    package mutating func prepend(_ events: consuming [Element]) {
         guard !events.isEmpty else { return }
         self.count += events.count
         if self.firstReversed {
@@ -144,7 +144,7 @@ struct EventQueue<Element> {
 
     /// Removes and returns the first `count` events (or all, if there are fewer).
     @inlinable
-    mutating func take(_ count: Int) -> [Element] {
+    package mutating func take(_ count: Int) -> [Element] {
         var wanted = Swift.min(count, self.count)
         guard wanted > 0 else { return [] }
         self.count -= wanted
@@ -189,13 +189,13 @@ struct EventQueue<Element> {
 
     /// Removes and returns every event.
     @inlinable
-    mutating func takeAll() -> [Element] {
+    package mutating func takeAll() -> [Element] {
         self.take(self.count)
     }
 
     /// Drops the first `count` events (or all), without gathering them into an array.
     @inlinable
-    mutating func dropFirst(_ count: Int) {
+    package mutating func dropFirst(_ count: Int) {
         var dropping = Swift.min(count, self.count)
         self.count -= dropping
         while dropping > 0 {
