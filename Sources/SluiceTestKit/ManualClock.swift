@@ -40,7 +40,14 @@ public final class ManualClock: Clock, Sendable {
         var sleepers: [Sleeper] = []
         var nextID: UInt64 = 0
         var cancelled: Set<UInt64> = []
-        var sleepersWaiters: [(Int, CheckedContinuation<Void, Never>)] = []
+        var sleepersWaiters: [(count: Int, dueWithin: Duration?, continuation: CheckedContinuation<Void, Never>)] = []
+
+        /// How many sleepers wake within `dueWithin` from now (all of them for `nil`).
+        func sleeperCount(dueWithin: Duration?) -> Int {
+            guard let dueWithin else { return self.sleepers.count }
+            let horizon = self.now.advanced(by: dueWithin)
+            return self.sleepers.count { $0.deadline <= horizon }
+        }
     }
 
     private let state = Mutex(State())
@@ -68,14 +75,15 @@ public final class ManualClock: Clock, Sendable {
                     if state.cancelled.remove(id) != nil { return .cancel }
                     if deadline <= state.now { return .resume }
                     state.sleepers.append(Sleeper(id: id, deadline: deadline, continuation: continuation))
-                    let count = state.sleepers.count
-                    state.sleepersWaiters.removeAll { waiter in
-                        if count >= waiter.0 {
-                            waiters.append(waiter.1)
+                    var pending = state.sleepersWaiters
+                    pending.removeAll { waiter in
+                        if state.sleeperCount(dueWithin: waiter.dueWithin) >= waiter.count {
+                            waiters.append(waiter.continuation)
                             return true
                         }
                         return false
                     }
+                    state.sleepersWaiters = pending
                     return .wait
                 }
                 for waiter in waiters { waiter.resume() }
@@ -109,12 +117,13 @@ public final class ManualClock: Clock, Sendable {
         for sleeper in due { sleeper.continuation.resume() }
     }
 
-    /// Waits until at least `count` tasks sleep on this clock.
-    public func waitForSleepers(_ count: Int) async {
+    /// Waits until at least `count` tasks sleep on this clock; with `dueWithin`, counts only
+    /// those that wake within that time from now (a retry backoff, not a batch timeout).
+    public func waitForSleepers(_ count: Int, dueWithin: Duration? = nil) async {
         await withCheckedContinuation { continuation in
             let ready = self.state.withLock { state -> Bool in
-                if state.sleepers.count >= count { return true }
-                state.sleepersWaiters.append((count, continuation))
+                if state.sleeperCount(dueWithin: dueWithin) >= count { return true }
+                state.sleepersWaiters.append((count, dueWithin, continuation))
                 return false
             }
             if ready { continuation.resume() }

@@ -56,6 +56,39 @@ extension Array {
         return rest
     }
 
+    /// Cuts the array into runs, front first: `first` elements, then runs of `size` (the last
+    /// one may be shorter). Returns the runs last first, so that popping them off the end takes
+    /// them in order, each uniquely held.
+    ///
+    /// The runs are filled from the back of the array, so every element outside the first run
+    /// moves once and the first run is the array itself, shortened: no reversal, no copy.
+    @inlinable
+    consuming func cutMoving(first: Int, size: Int) -> [[Element]] {
+        precondition(first > 0 && size > 0, "cutMoving: first \(first), size \(size)")
+        var elements = consume self
+        guard elements.count > first else { return [elements] }
+        let tail = (elements.count - first) % size
+        var runs: [[Element]] = []
+        runs.reserveCapacity(2 + (elements.count - first) / size)
+        var length = tail == 0 ? size : tail
+        while elements.count > first {
+            let count = length
+            runs.append(
+                [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                    var index = count
+                    while index > 0 {
+                        index -= 1
+                        (buffer.baseAddress! + index).initialize(to: elements.removeLast())
+                    }
+                    initialized = count
+                }
+            )
+            length = size
+        }
+        runs.append(elements)
+        return runs
+    }
+
     /// Reverses the elements in place by swapping their bits.
     ///
     /// `Array.reverse()` swaps through copies of the elements: a retain and a release per

@@ -138,15 +138,32 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     /// whole runs of messages.
     @inlinable
     mutating func batchUnkeyed(_ events: consuming [Input], context: inout StageContext<Output>) {
-        var queue = EventQueue(consume events)
+        let events = consume events
+        guard !events.isEmpty else { return }
         var now: Duration?
-        while !queue.isEmpty {
+        let room = self.size - (self.unkeyed?.messages.count ?? 0)
+        if events.count < room {
             // Not reserved: the first run of messages taken becomes the batch's array.
             if self.unkeyed == nil { self.unkeyed = self.openBatch(now: &now, reserving: false) }
-            let room = self.size - self.unkeyed!.messages.count
-            self.unkeyed!.messages.appendMoving(queue.take(room))
-            if self.unkeyed!.messages.count >= self.size {
-                context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
+            self.unkeyed!.messages.appendMoving(events)
+            return
+        }
+        // The first run completes the open batch (or is a batch of its own), the runs after it
+        // are whole batches, and a shorter last one opens the next batch.
+        var runs = events.cutMoving(first: room, size: self.size)
+        let first = runs.popLast()!
+        if self.unkeyed != nil {
+            self.unkeyed!.messages.appendMoving(first)
+            context.emit(Batch(key: nil, messages: self.unkeyed.take()!.messages))
+        } else {
+            context.emit(Batch(key: nil, messages: first))
+        }
+        while let run = runs.popLast() {
+            if run.count == self.size {
+                context.emit(Batch(key: nil, messages: run))
+            } else {
+                self.unkeyed = self.openBatch(now: &now, reserving: false)
+                self.unkeyed!.messages = run
             }
         }
     }

@@ -95,6 +95,34 @@ struct EventQueueTests {
         #expect(Tracked.alive.load(ordering: .relaxed) == 0)
     }
 
+    @Test("cutMoving cuts an array into a first run and runs of a size, in order, without losing or doubling events")
+    func cuts() {
+        do {
+            for total in 0..<14 {
+                for first in 1...5 {
+                    for size in 1...4 {
+                        var runs = (0..<total).map(Tracked.init).cutMoving(first: first, size: size)
+                        var taken: [[Int]] = []
+                        while let run = runs.popLast() { taken.append(run.map(\.value)) }
+                        var expected: [[Int]] = [Array(0..<min(first, total))]
+                        var start = first
+                        while start < total {
+                            expected.append(Array(start..<min(start + size, total)))
+                            start += size
+                        }
+                        #expect(taken == expected, "total \(total), first \(first), size \(size)")
+                    }
+                }
+            }
+            // A run cut from a shared array leaves the other holder's elements alone.
+            let shared = (0..<7).map(Tracked.init)
+            var runs = shared.cutMoving(first: 3, size: 2)
+            #expect(runs.popLast()!.map(\.value) == [0, 1, 2])
+            #expect(shared.map(\.value) == Array(0..<7))
+        }
+        #expect(Tracked.alive.load(ordering: .relaxed) == 0)
+    }
+
     @Test("a shared batch is copied, not moved out from under its other holder")
     func sharedBatchIsCopied() {
         let shared = (0..<10).map(Tracked.init)
