@@ -250,7 +250,13 @@ struct RedisReader {
             }
         }
         for index in entries.indices {
-            if let id = entries[index].metadata.entryID { entries[index].metadata.deliveryCount = counts[id] ?? 1 }
+            let metadata = entries[index].metadata
+            if let id = metadata.entryID {
+                entries[index] = Message(
+                    payload: entries[index].payload,
+                    metadata: RedisMetadata(key: metadata.key, entryID: id, deliveryCount: counts[id] ?? 1, value: metadata.value)
+                )
+            }
         }
     }
 }

@@ -85,6 +85,42 @@ import Testing
         #expect(source.settlementCounts.values.allSatisfy { $0 == 1 })
     }
 
+    @Test(
+        "a retry sees the message as it arrived after the failed attempt replaced or changed its payload and routing in place, packed or not",
+        arguments: [false, true], [false, true]
+    )
+    func retriesSeeTheOriginalWhateverTheHandlerDid(ownBuffers: Bool, replace: Bool) async throws {
+        let source = InMemorySource()
+        let retried = Recorder<String>()
+        let policy = FailurePolicy.retry(attempts: 2, initialBackoff: .zero, jitter: 0, then: .deadLetter)
+        let pipeline = Pipeline("retry-changed", source: source, configuration: PipelineConfiguration(failurePolicy: policy)) {
+            Processors(concurrency: 2, maxDemand: 8) { message in
+                if message.attempts == 1 {
+                    if replace {
+                        message.payload = Payload(Array("replaced".utf8))
+                    } else {
+                        message.payload[0] = UInt8(ascii: "Z")
+                        message.payload.append(contentsOf: "-changed".utf8)
+                    }
+                    message.batchKey = "changed"
+                    throw Boom()
+                }
+                retried.append("\(try message.string())|\(message.batchKey ?? "nil")")
+            }
+        }
+        let texts = (0..<20).map { "m\($0)" }
+        try await withRunningPipeline(pipeline) {
+            // Own buffers: each payload is the only holder of its bytes, so only the processor
+            // keeps the original alive.
+            let ids =
+                ownBuffers
+                ? source.push(payloads: texts.map { Payload(Array($0.utf8)) })
+                : source.push(texts.map { Array($0.utf8) })
+            for id in ids { #expect(await source.waitForOutcome(of: id) == .acknowledged) }
+        }
+        #expect(retried.all.sorted() == texts.map { "\($0)|nil" }.sorted())
+    }
+
     @Test func aHandlerChosenDispositionSkipsRetries() async throws {
         let source = InMemorySource()
         let calls = Recorder<String>()

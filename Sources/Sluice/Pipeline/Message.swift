@@ -54,7 +54,9 @@ public struct Message<Metadata: Sendable>: Sendable {
     /// The payload bytes, usually a view of the buffer of the fetch the message came in.
     public var payload: Payload
     /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
-    public var metadata: Metadata
+    ///
+    /// Constant: the source's acknowledger finds the message in its broker by it.
+    public let metadata: Metadata
     /// How many times this pipeline ran the processor for this message (1 on the first run).
     public var attempts: Int = 0
     /// Routing and failure, rarely set: kept out of line so a message stays small to copy.
@@ -106,33 +108,51 @@ public struct Message<Metadata: Sendable>: Sendable {
         self.metadata = metadata
     }
 
-    /// What a retry needs of the message as it arrived: its payload, metadata and extras
-    /// (copies of references, not of bytes).
+    /// What a retry needs of the message as it arrived: its payload and extras (references,
+    /// not copies of bytes). The metadata cannot change.
     @usableFromInline
     struct Original {
         @usableFromInline var payload: Payload
-        @usableFromInline var metadata: Metadata
         @usableFromInline var extras: MessageExtras?
 
         @inlinable
-        init(payload: Payload, metadata: Metadata, extras: MessageExtras?) {
+        init(payload: Payload, extras: MessageExtras?) {
             self.payload = payload
-            self.metadata = metadata
             self.extras = extras
         }
     }
 
-    /// The parts of the message a retry starts from again.
+    /// The message as it arrived, kept while a handler runs in case it needs another attempt;
+    /// its payload is held by a ``PayloadAnchor``, not by itself.
+    @usableFromInline
+    struct Snapshot {
+        @usableFromInline var payload: UnretainedPayload
+        @usableFromInline var extras: MessageExtras?
+
+        @inlinable
+        init(payload: UnretainedPayload, extras: MessageExtras?) {
+            self.payload = payload
+            self.extras = extras
+        }
+
+        /// The original for a retry; the anchor must still hold the payload's buffer.
+        @inlinable
+        var original: Original {
+            Original(payload: self.payload.payload, extras: self.extras)
+        }
+    }
+
+    /// Takes a snapshot before a handler runs; `anchor` keeps the payload's buffer alive
+    /// (retaining it only when the buffer differs from the previous message's).
     @inlinable
-    var original: Original {
-        Original(payload: self.payload, metadata: self.metadata, extras: self.extras)
+    mutating func snapshot(anchor: inout PayloadAnchor) -> Snapshot {
+        Snapshot(payload: anchor.hold(&self.payload), extras: self.extras == nil ? nil : self.extras)
     }
 
     /// Puts the message back as it arrived (attempts are counted by the caller).
     @inlinable
-    mutating func restore(_ original: consuming Original) {
+    mutating func restore(_ original: Original) {
         self.payload = original.payload
-        self.metadata = original.metadata
         self.extras = original.extras
     }
 

@@ -255,3 +255,64 @@ extension Payload: CustomStringConvertible, CustomDebugStringConvertible {
         return "Payload(\(self.description))"
     }
 }
+
+// MARK: Keeping originals without a retain per message
+
+extension Payload {
+    /// Where the payload's buffer starts: the same for payloads sharing a buffer.
+    @inlinable
+    var bufferAddress: UInt {
+        self.storage.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+    }
+}
+
+/// A payload's bits, copied without retaining its buffer: valid only while something else holds
+/// the buffer (a ``PayloadAnchor``), and never released itself.
+@usableFromInline
+struct UnretainedPayload {
+    @usableFromInline
+    typealias Bits = (UInt64, UInt64)
+    @usableFromInline
+    var bits: Bits
+
+    @inlinable
+    init(_ payload: inout Payload) {
+        assert(MemoryLayout<Payload>.size == MemoryLayout<Bits>.size && MemoryLayout<Payload>.alignment == MemoryLayout<Bits>.alignment)
+        self.bits = withUnsafeBytes(of: &payload) { $0.load(as: Bits.self) }
+    }
+
+    /// A payload of its own (retained); the buffer must still be held.
+    @inlinable
+    var payload: Payload {
+        withUnsafeBytes(of: self.bits) { $0.load(as: Payload.self) }
+    }
+}
+
+/// Holds the buffers of the payloads it was shown, one retain per buffer: a fetch's messages
+/// share a buffer, so a processor keeps their originals for retries with one retain per fetch
+/// instead of one per message. While it holds a buffer, that buffer is shared, so no handler
+/// can change its bytes in place (a changed payload gets bytes of its own first).
+@usableFromInline
+struct PayloadAnchor {
+    @usableFromInline
+    var held = Payload()
+    @usableFromInline
+    var address: UInt
+
+    @inlinable
+    init() {
+        self.address = self.held.bufferAddress
+    }
+
+    /// Holds `payload`'s buffer (retaining it if it is not the one held already) and returns
+    /// the payload's bits.
+    @inlinable
+    mutating func hold(_ payload: inout Payload) -> UnretainedPayload {
+        let address = payload.bufferAddress
+        if address != self.address {
+            self.held = payload
+            self.address = address
+        }
+        return UnretainedPayload(&payload)
+    }
+}

@@ -188,6 +188,7 @@ struct ProcessorCore<Source: PipelineSource> {
     ) -> Stretch<Metadata> {
         // Read once, not per message through `self`.
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
+        var anchor = PayloadAnchor()
         // One uniqueness check for the stretch, not one per message: the handler gets each
         // message in place, and cannot reach the batch itself.
         return messages.withUnsafeMutableBufferPointer { buffer -> Stretch<Metadata> in
@@ -197,8 +198,9 @@ struct ProcessorCore<Source: PipelineSource> {
                     continue
                 }
                 // A retry runs the handler on the message as it arrived, so keep it while
-                // retries are possible (a copy of the message, not of its payload bytes).
-                var original = keepsOriginals ? buffer[index].original : nil
+                // retries are possible: its payload's bits, with its buffer held by the anchor
+                // (one retain per buffer, not per message).
+                let snapshot = keepsOriginals ? buffer[index].snapshot(anchor: &anchor) : nil
                 let attempts = buffer[index].attempts + 1
                 buffer[index].attempts = attempts
                 do {
@@ -207,8 +209,8 @@ struct ProcessorCore<Source: PipelineSource> {
                     buffer[index].fail(error)
                 }
                 if cancellation.isRaised { return .cancelled }
-                if original != nil, self.needsAnotherAttempt(buffer[index], after: attempts) {
-                    return .retry(at: index, original: original.take()!, attempts: attempts)
+                if let snapshot, self.needsAnotherAttempt(buffer[index], after: attempts) {
+                    return .retry(at: index, original: snapshot.original, attempts: attempts)
                 }
                 self.finish(&buffer[index], at: index, outcome: &outcome)
             }
@@ -230,12 +232,13 @@ struct ProcessorCore<Source: PipelineSource> {
         outcome: inout BatchOutcome<Metadata>
     ) async -> Stretch<Metadata> {
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
+        var anchor = PayloadAnchor()
         for index in start..<messages.count {
             if self.failsAsPoison(&messages[index]) {
                 self.finish(&messages[index], at: index, outcome: &outcome)
                 continue
             }
-            var original = keepsOriginals ? messages[index].original : nil
+            let snapshot = keepsOriginals ? messages[index].snapshot(anchor: &anchor) : nil
             let attempts = messages[index].attempts + 1
             messages[index].attempts = attempts
             do {
@@ -244,8 +247,8 @@ struct ProcessorCore<Source: PipelineSource> {
                 messages[index].fail(error)
             }
             if cancellation.isRaised { return .cancelled }
-            if original != nil, self.needsAnotherAttempt(messages[index], after: attempts) {
-                return .retry(at: index, original: original.take()!, attempts: attempts)
+            if let snapshot, self.needsAnotherAttempt(messages[index], after: attempts) {
+                return .retry(at: index, original: snapshot.original, attempts: attempts)
             }
             self.finish(&messages[index], at: index, outcome: &outcome)
         }
