@@ -326,14 +326,19 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                         subscribeTo: subscriptions
                     )
                     stages.append(SupervisedStage(batcherHandle))
+                    // Batches a batch processor asks for: what two processor hand-offs fill, at
+                    // least 4 and at most 32, re-asked half at a time. Batches then wait while
+                    // another is handled instead of each waiting on a round trip to the batcher
+                    // (2 → 4 batches measured about +15 %, 4 → 16 about +30 % on the pipeline
+                    // benchmark).
+                    let batchDemand = min(32, max(4, 2 * processors.maxDemand / batcher.size))
                     for index in 0..<batcher.concurrency {
                         let handle = try await StageHandle.start(
                             BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
                             options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
-                            // Four batches, re-asked two at a time: the batcher is asked once per
-                            // two batches, and one batch waits while another is handled (with 2/1
-                            // every batch waited on a round trip to the batcher: about 15 % slower).
-                            subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: 4, minDemand: 2))]
+                            subscribeTo: [
+                                SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))
+                            ]
                         )
                         stages.append(SupervisedStage(handle))
                     }
