@@ -95,6 +95,13 @@ private func address(_ payload: Payload) -> UInt {
         #expect(try badJSON.string() == "{ not json")  // the original's view is untouched
     }
 
+    @Test func foundationTakesAPayloadAsContiguousBytes() {
+        func copy(_ bytes: some ContiguousBytes) -> Data { bytes.withUnsafeBytes { Data($0) } }
+        let payload = Payload.packing([Array("head".utf8), Array("tail".utf8)])[1]
+        #expect(copy(payload) == Data("tail".utf8))
+        #expect(Data(payload) == Data("tail".utf8))
+    }
+
     @Test func inMemorySourcePacksAThousandPayloadsToABuffer() async throws {
         let source = InMemorySource()
         let seen = Recorder<(id: UInt64, address: UInt, count: Int)>()

@@ -29,3 +29,7 @@ extension Message {
         self.payload = Payload(Array(try encoder.encode(value)))
     }
 }
+
+/// A payload's bytes can go wherever Foundation takes contiguous bytes (`Data(payload)`,
+/// digests, `JSONDecoder` through `Data`).
+extension Payload: ContiguousBytes {}
