@@ -70,22 +70,30 @@ extension Array {
         let tail = (elements.count - first) % size
         var runs: [[Element]] = []
         runs.reserveCapacity(2 + (elements.count - first) / size)
+        // Moves the last `count` elements into an array of their own, in order.
+        func moveTail(_ count: Int) -> [Element] {
+            [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                var index = count
+                while index > 0 {
+                    index -= 1
+                    (buffer.baseAddress! + index).initialize(to: elements.removeLast())
+                }
+                initialized = count
+            }
+        }
         var length = tail == 0 ? size : tail
         while elements.count > first {
-            let count = length
-            runs.append(
-                [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
-                    var index = count
-                    while index > 0 {
-                        index -= 1
-                        (buffer.baseAddress! + index).initialize(to: elements.removeLast())
-                    }
-                    initialized = count
-                }
-            )
+            runs.append(moveTail(length))
             length = size
         }
-        runs.append(elements)
+        // The first run keeps the array's storage unless that holds far more room than it uses
+        // (a small batch cut from a large hand-off): then it moves to storage of its own, and
+        // the large one is freed here rather than with the batch.
+        if elements.capacity > 4 * elements.count {
+            runs.append(moveTail(elements.count))
+        } else {
+            runs.append(elements)
+        }
         return runs
     }
 
