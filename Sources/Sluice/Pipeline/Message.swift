@@ -51,17 +51,20 @@ public struct FailureDisposition: Hashable, Sendable, CustomStringConvertible {
 /// A processor may change the payload, mark the message failed, or route it to a batcher.
 /// The pipeline acknowledges it once, after the last stage that handles it.
 public struct Message<Metadata: Sendable>: Sendable {
+    // The generic metadata comes last, so the other fields lie at fixed offsets in every
+    // specialization (and in the generic code that destroys messages).
+
     /// The payload bytes, usually a view of the buffer of the fetch the message came in.
     public var payload: Payload
-    /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
-    ///
-    /// Constant: the source's acknowledger finds the message in its broker by it.
-    public let metadata: Metadata
     /// How many times this pipeline ran the processor for this message (1 on the first run).
     public var attempts: Int = 0
     /// Routing and failure, rarely set: kept out of line so a message stays small to copy.
     @usableFromInline
     var extras: MessageExtras?
+    /// What the source knows about the message (topic, offset, delivery tag, stream id, …).
+    ///
+    /// Constant: the source's acknowledger finds the message in its broker by it.
+    public let metadata: Metadata
 
     /// The batcher the message goes to after its processor (`nil`: the first batcher).
     @inlinable
