@@ -18,7 +18,7 @@ extension Message {
         using decoder: JSONDecoder = JSONDecoder()
     ) throws(DecodingFailure) -> Value {
         do {
-            return try decoder.decode(type, from: self.payload.withUnsafeBytes { Data($0) })
+            return try decoder.decode(type, from: Data(self.payload))
         } catch {
             throw DecodingFailure("payload is not a valid JSON \(Value.self): \(error)")
         }

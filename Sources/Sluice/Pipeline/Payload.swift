@@ -14,6 +14,8 @@
 /// thousand, and the pipeline frees it once, after the last of its messages is settled.
 /// Copying a payload, or a message, copies the view, never the bytes.
 ///
+/// A source that fills a buffer itself views its parts with `Payload(buffer).extracting(range)`.
+///
 /// Indices start at 0, whatever part of the buffer the payload views. Changing a payload (the
 /// `MutableCollection` and `RangeReplaceableCollection` operations, or assigning a new one)
 /// first gives it bytes of its own, so it never changes what another payload sees.
@@ -47,26 +49,15 @@ public struct Payload: Sendable {
         self.length = length
     }
 
+    /// Where the payload's bytes lie in `storage`.
+    @inlinable
+    var range: Range<Int> { Int(self.offset)..<Int(self.offset) + Int(self.length) }
+
     /// A payload of these bytes; the array is shared, not copied.
     @inlinable
     public init(_ bytes: [UInt8]) {
         precondition(bytes.count <= Int(UInt32.max), "a payload holds at most \(UInt32.max) bytes")
         self.init(storage: bytes, offset: 0, length: UInt32(truncatingIfNeeded: bytes.count))
-    }
-
-    /// A payload that views `range` of `buffer`; the buffer is shared, not copied.
-    ///
-    /// - Precondition: `range` lies within `buffer`, and `buffer` holds at most `UInt32.max`
-    ///   bytes.
-    @inlinable
-    public init(viewing buffer: [UInt8], range: Range<Int>) {
-        precondition(buffer.count <= Int(UInt32.max), "a payload buffer holds at most \(UInt32.max) bytes")
-        precondition(range.lowerBound >= 0 && range.upperBound <= buffer.count, "range \(range) is outside a buffer of \(buffer.count) bytes")
-        self.init(
-            storage: buffer,
-            offset: UInt32(truncatingIfNeeded: range.lowerBound),
-            length: UInt32(truncatingIfNeeded: range.count)
-        )
     }
 
     /// Copies `parts` into one new buffer and returns a payload viewing each part, in order:
@@ -81,18 +72,14 @@ public struct Payload: Sendable {
         guard total <= Int(UInt32.max) else { return parts.map { Payload(Array($0)) } }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(total)
-        var ends: [UInt32] = []
-        ends.reserveCapacity(parts.count)
-        for part in parts {
-            buffer.append(contentsOf: part)
-            ends.append(UInt32(truncatingIfNeeded: buffer.count))
-        }
+        for part in parts { buffer.append(contentsOf: part) }
         var payloads: [Payload] = []
-        payloads.reserveCapacity(ends.count)
+        payloads.reserveCapacity(parts.count)
         var start: UInt32 = 0
-        for end in ends {
-            payloads.append(Payload(storage: buffer, offset: start, length: end &- start))
-            start = end
+        for part in parts {
+            let length = UInt32(truncatingIfNeeded: part.count)
+            payloads.append(Payload(storage: buffer, offset: start, length: length))
+            start &+= length
         }
         return payloads
     }
@@ -102,7 +89,7 @@ public struct Payload: Sendable {
     @inlinable
     public var bytes: [UInt8] {
         if self.offset == 0 && Int(self.length) == self.storage.count { return self.storage }
-        return Array(self.storage[Int(self.offset)..<Int(self.offset) + Int(self.length)])
+        return Array(self.storage[self.range])
     }
 
     /// A payload viewing `range` of this one (indices from 0); the bytes are shared, not copied.
@@ -126,7 +113,7 @@ public struct Payload: Sendable {
         // `Array.withUnsafeBytes` rethrows untyped errors; carry the typed one across.
         let outcome: Result<Value, Failure> = self.storage.withUnsafeBytes { whole in
             do throws(Failure) {
-                return .success(try body(UnsafeRawBufferPointer(rebasing: whole[Int(self.offset)..<Int(self.offset) + Int(self.length)])))
+                return .success(try body(UnsafeRawBufferPointer(rebasing: whole[self.range])))
             } catch {
                 return .failure(error)
             }
@@ -138,7 +125,7 @@ public struct Payload: Sendable {
     @inlinable
     mutating func makeWhole() {
         if self.offset != 0 || Int(self.length) != self.storage.count {
-            self.storage = Array(self.storage[Int(self.offset)..<Int(self.offset) + Int(self.length)])
+            self.storage = Array(self.storage[self.range])
             self.offset = 0
         }
     }
@@ -186,7 +173,7 @@ extension Payload: RandomAccessCollection, MutableCollection {
         _ body: (UnsafeBufferPointer<UInt8>) throws -> Value
     ) rethrows -> Value? {
         try self.storage.withUnsafeBufferPointer { whole in
-            try body(UnsafeBufferPointer(rebasing: whole[Int(self.offset)..<Int(self.offset) + Int(self.length)]))
+            try body(UnsafeBufferPointer(rebasing: whole[self.range]))
         }
     }
 }
@@ -296,23 +283,15 @@ struct UnretainedPayload {
 struct PayloadAnchor {
     @usableFromInline
     var held = Payload()
-    @usableFromInline
-    var address: UInt
 
     @inlinable
-    init() {
-        self.address = self.held.bufferAddress
-    }
+    init() {}
 
     /// Holds `payload`'s buffer (retaining it if it is not the one held already) and returns
     /// the payload's bits.
     @inlinable
     mutating func hold(_ payload: inout Payload) -> UnretainedPayload {
-        let address = payload.bufferAddress
-        if address != self.address {
-            self.held = payload
-            self.address = address
-        }
+        if payload.bufferAddress != self.held.bufferAddress { self.held = payload }
         return UnretainedPayload(&payload)
     }
 }
