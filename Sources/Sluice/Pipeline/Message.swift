@@ -111,22 +111,9 @@ public struct Message<Metadata: Sendable>: Sendable {
         self.metadata = metadata
     }
 
-    /// What a retry needs of the message as it arrived: its payload and extras (references,
-    /// not copies of bytes). The metadata cannot change.
-    @usableFromInline
-    struct Original {
-        @usableFromInline var payload: Payload
-        @usableFromInline var extras: MessageExtras?
-
-        @inlinable
-        init(payload: Payload, extras: MessageExtras?) {
-            self.payload = payload
-            self.extras = extras
-        }
-    }
-
-    /// The message as it arrived, kept while a handler runs in case it needs another attempt;
-    /// its payload is held by a ``PayloadAnchor``, not by itself.
+    /// The message as it arrived, kept while a handler runs in case it needs another attempt:
+    /// its payload (held by a ``PayloadAnchor``, not by itself) and extras. The metadata cannot
+    /// change, and attempts are counted by the processor.
     @usableFromInline
     struct Snapshot {
         @usableFromInline var payload: UnretainedPayload
@@ -137,26 +124,24 @@ public struct Message<Metadata: Sendable>: Sendable {
             self.payload = payload
             self.extras = extras
         }
-
-        /// The original for a retry; the anchor must still hold the payload's buffer.
-        @inlinable
-        var original: Original {
-            Original(payload: self.payload.payload, extras: self.extras)
-        }
     }
 
     /// Takes a snapshot before a handler runs; `anchor` keeps the payload's buffer alive
     /// (retaining it only when the buffer differs from the previous message's).
     @inlinable
     mutating func snapshot(anchor: inout PayloadAnchor) -> Snapshot {
+        // Extras are nearly always nil; testing first skips a call to retain nothing.
         Snapshot(payload: anchor.hold(&self.payload), extras: self.extras == nil ? nil : self.extras)
     }
 
-    /// Puts the message back as it arrived (attempts are counted by the caller).
+    /// This message as it was when `snapshot` was taken, for a retry; the anchor must still
+    /// hold the payload's buffer.
     @inlinable
-    mutating func restore(_ original: Original) {
-        self.payload = original.payload
-        self.extras = original.extras
+    func arrived(_ snapshot: Snapshot) -> Message {
+        var original = self
+        original.payload = snapshot.payload.payload
+        original.extras = snapshot.extras
+        return original
     }
 
     /// Whether the message was marked failed.

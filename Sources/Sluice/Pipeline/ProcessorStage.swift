@@ -116,7 +116,7 @@ struct ProcessorCore<Source: PipelineSource> {
         self.pending -= messages.count
         let runtime = self.runtime
         runtime.received(messages.count)
-        var outcome = BatchOutcome<Metadata>()
+        var settlement = Settlement<Metadata>()
         let started = ContinuousClock.now
         var index = 0
         while index < messages.count {
@@ -126,9 +126,9 @@ struct ProcessorCore<Source: PipelineSource> {
             let stretch: Stretch<Metadata>
             switch self.handler {
             case .sync(let handle):
-                stretch = self.syncStretch(&messages, from: index, handle: handle, cancellation: cancellation, outcome: &outcome)
+                stretch = self.syncStretch(&messages, from: index, handle: handle, cancellation: cancellation, settlement: &settlement)
             case .async(let handle):
-                stretch = await self.asyncStretch(&messages, from: index, handle: handle, cancellation: cancellation, outcome: &outcome)
+                stretch = await self.asyncStretch(&messages, from: index, handle: handle, cancellation: cancellation, settlement: &settlement)
             }
             switch stretch {
             case .finished:
@@ -136,43 +136,36 @@ struct ProcessorCore<Source: PipelineSource> {
             case .cancelled:
                 // The pipeline is being torn down (deadline passed, or cancelled): what is not
                 // settled yet stays unacknowledged for the broker.
-                runtime.settle(outcome.settlement)
+                runtime.settle(settlement)
                 return []
             case .retry(let at, let original, let attempts):
                 guard await self.retry(&messages[at], original: original, attempts: attempts, cancellation: cancellation) else {
-                    runtime.settle(outcome.settlement)
+                    runtime.settle(settlement)
                     return []
                 }
-                self.finish(&messages[at], at: at, outcome: &outcome)
+                self.finish(&messages[at], settlement: &settlement)
                 index = at + 1
             }
         }
         if !messages.isEmpty {
             self.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)) / Int64(messages.count))
         }
-        if !outcome.failed.isEmpty {
+        if !settlement.failed.isEmpty {
             // The failed ones (already in the settlement) leave; the rest are moved, not copied.
             var kept: [Message<Metadata>] = []
-            kept.reserveCapacity(messages.count - outcome.failed.count)
+            kept.reserveCapacity(messages.count - settlement.failed.count)
             messages.reverseMoving()
-            var index = 0
-            var next = 0
             while let message = messages.popLast() {
-                if next < outcome.failed.count && outcome.failed[next] == index {
-                    next += 1
-                } else {
-                    kept.append(message)
-                }
-                index += 1
+                if !message.isFailed { kept.append(message) }
             }
             messages = kept
         }
         if self.routesToBatchers {
-            runtime.settle(outcome.settlement)
+            runtime.settle(settlement)
             return messages
         }
-        outcome.settlement.acknowledged = messages
-        runtime.settle(outcome.settlement)
+        settlement.acknowledged = messages
+        runtime.settle(settlement)
         return []
     }
 
@@ -184,7 +177,7 @@ struct ProcessorCore<Source: PipelineSource> {
         from start: Int,
         handle: (inout Message<Metadata>) throws -> Void,
         cancellation: CancellationFlag,
-        outcome: inout BatchOutcome<Metadata>
+        settlement: inout Settlement<Metadata>
     ) -> Stretch<Metadata> {
         // Read once, not per message through `self`.
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
@@ -194,7 +187,7 @@ struct ProcessorCore<Source: PipelineSource> {
         return messages.withUnsafeMutableBufferPointer { buffer -> Stretch<Metadata> in
             for index in start..<buffer.count {
                 if self.failsAsPoison(&buffer[index]) {
-                    self.finish(&buffer[index], at: index, outcome: &outcome)
+                    self.finish(&buffer[index], settlement: &settlement)
                     continue
                 }
                 // A retry runs the handler on the message as it arrived, so keep it while
@@ -210,15 +203,15 @@ struct ProcessorCore<Source: PipelineSource> {
                 }
                 if cancellation.isRaised { return .cancelled }
                 if let snapshot, self.needsAnotherAttempt(buffer[index], after: attempts) {
-                    return .retry(at: index, original: snapshot.original, attempts: attempts)
+                    return .retry(at: index, original: buffer[index].arrived(snapshot), attempts: attempts)
                 }
-                self.finish(&buffer[index], at: index, outcome: &outcome)
+                self.finish(&buffer[index], settlement: &settlement)
             }
             return .finished
         }
     }
 
-    /// ``syncStretch(_:from:handle:cancellation:outcome:)`` for an async handler.
+    /// ``syncStretch(_:from:handle:cancellation:settlement:)`` for an async handler.
     ///
     /// The two loops are kept apart on purpose: the synchronous one must not be async, and
     /// sharing their steps through helpers returning the attempt's state measured about 15 %
@@ -229,13 +222,13 @@ struct ProcessorCore<Source: PipelineSource> {
         from start: Int,
         handle: MessageHandler<Metadata>.Async,
         cancellation: CancellationFlag,
-        outcome: inout BatchOutcome<Metadata>
+        settlement: inout Settlement<Metadata>
     ) async -> Stretch<Metadata> {
         let keepsOriginals = self.runtime.policy.maxAttempts > 1
         var anchor = PayloadAnchor()
         for index in start..<messages.count {
             if self.failsAsPoison(&messages[index]) {
-                self.finish(&messages[index], at: index, outcome: &outcome)
+                self.finish(&messages[index], settlement: &settlement)
                 continue
             }
             let snapshot = keepsOriginals ? messages[index].snapshot(anchor: &anchor) : nil
@@ -248,9 +241,9 @@ struct ProcessorCore<Source: PipelineSource> {
             }
             if cancellation.isRaised { return .cancelled }
             if let snapshot, self.needsAnotherAttempt(messages[index], after: attempts) {
-                return .retry(at: index, original: snapshot.original, attempts: attempts)
+                return .retry(at: index, original: messages[index].arrived(snapshot), attempts: attempts)
             }
-            self.finish(&messages[index], at: index, outcome: &outcome)
+            self.finish(&messages[index], settlement: &settlement)
         }
         return .finished
     }
@@ -260,7 +253,7 @@ struct ProcessorCore<Source: PipelineSource> {
     @inlinable
     mutating func retry(
         _ message: inout Message<Metadata>,
-        original: Message<Metadata>.Original,
+        original: Message<Metadata>,
         attempts: Int,
         cancellation: CancellationFlag
     ) async -> Bool {
@@ -273,7 +266,7 @@ struct ProcessorCore<Source: PipelineSource> {
             } catch {
                 return false
             }
-            message.restore(original)
+            message = original
             attempts += 1
             message.attempts = attempts
             do {
@@ -308,16 +301,15 @@ struct ProcessorCore<Source: PipelineSource> {
     }
 
     /// Ends a message's handling: a message routed to an unknown batcher fails, and a failed
-    /// message (at `index` in its batch) is set aside for settlement.
+    /// message is set aside for settlement.
     @inlinable
     @inline(__always)
-    func finish(_ message: inout Message<Metadata>, at index: Int, outcome: inout BatchOutcome<Metadata>) {
+    func finish(_ message: inout Message<Metadata>, settlement: inout Settlement<Metadata>) {
         if self.routesToBatchers, !message.isFailed, let name = message.batcher, !self.runtime.batcherNames.contains(name) {
             message.fail(UnknownBatcher(name: name, known: self.runtime.batcherNames))
         }
         if message.isFailed {
-            outcome.failed.append(index)
-            outcome.settlement.failed.append((message, self.runtime.disposition(of: message)))
+            settlement.failed.append((message, self.runtime.disposition(of: message)))
         }
     }
 }
@@ -328,21 +320,9 @@ enum Stretch<Metadata: Sendable> {
     /// Every message of the batch was handled.
     case finished
     /// The message at `at` failed attempt `attempts` and may be tried again from `original`.
-    case retry(at: Int, original: Message<Metadata>.Original, attempts: Int)
+    case retry(at: Int, original: Message<Metadata>, attempts: Int)
     /// The stage was cancelled.
     case cancelled
-}
-
-/// The failed messages of a batch being processed: their indices, and their settlement.
-@usableFromInline
-struct BatchOutcome<Metadata: Sendable> {
-    @usableFromInline
-    var failed: [Int] = []
-    @usableFromInline
-    var settlement = Settlement<Metadata>()
-
-    @inlinable
-    init() {}
 }
 
 /// What both processor stage shapes share: demand asked by hand within the rate limit.
