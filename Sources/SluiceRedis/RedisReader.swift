@@ -250,13 +250,11 @@ struct RedisReader {
             }
         }
         for index in entries.indices {
-            let metadata = entries[index].metadata
-            if let id = metadata.entryID {
-                entries[index] = Message(
-                    payload: entries[index].payload,
-                    metadata: RedisMetadata(key: metadata.key, entryID: id, deliveryCount: counts[id] ?? 1, value: metadata.value)
-                )
-            }
+            // Metadata is constant in a message: a fresh read's message is made again with it.
+            var metadata = entries[index].metadata
+            guard let id = metadata.entryID else { continue }
+            metadata.deliveryCount = counts[id] ?? 1
+            entries[index] = Message(payload: entries[index].payload, metadata: metadata)
         }
     }
 }

@@ -87,37 +87,35 @@ public final class InMemorySource: PipelineSource, Sendable {
     /// adapter copies one fetch into one buffer (see ``Payload/packing(_:)``).
     @discardableResult
     public func push(_ payloads: [[UInt8]], deliveryCount: Int? = nil) -> [UInt64] {
-        var packed: [Payload] = []
-        packed.reserveCapacity(payloads.count)
-        var start = 0
-        while start < payloads.count {
-            let end = min(start + Self.payloadsPerBuffer, payloads.count)
-            packed.append(contentsOf: Payload.packing(payloads[start..<end]))
-            start = end
-        }
-        return self.push(payloads: packed, deliveryCount: deliveryCount)
+        self.enqueue(Self.buffers(payloads.count).map { Payload.packing(payloads[$0]) }, deliveryCount: deliveryCount)
     }
 
     /// Queues messages with these payloads, as they are (each keeps its own storage); returns
     /// their ids (``BasicMetadata/id``).
     @discardableResult
     public func push(payloads: [Payload], deliveryCount: Int? = nil) -> [UInt64] {
+        self.enqueue(Self.buffers(payloads.count).map { Array(payloads[$0]) }, deliveryCount: deliveryCount)
+    }
+
+    /// The ranges of `count` pushed messages that go together: a buffer's worth each.
+    private static func buffers(_ count: Int) -> [Range<Int>] {
+        stride(from: 0, to: count, by: Self.payloadsPerBuffer).map { $0..<min($0 + Self.payloadsPerBuffer, count) }
+    }
+
+    /// Queues one array of messages per group of payloads, numbering them in order.
+    private func enqueue(_ groups: [[Payload]], deliveryCount: Int?) -> [UInt64] {
         let (ids, stage) = self.state.withLock { state -> ([UInt64], StageHandle<InMemoryProducer>?) in
             var ids: [UInt64] = []
-            ids.reserveCapacity(payloads.count)
-            var start = 0
-            while start < payloads.count {
-                let end = min(start + Self.payloadsPerBuffer, payloads.count)
+            for group in groups {
                 var messages: [Message<BasicMetadata>] = []
-                messages.reserveCapacity(end - start)
-                for payload in payloads[start..<end] {
+                messages.reserveCapacity(group.count)
+                for payload in group {
                     let id = state.nextID
                     state.nextID += 1
                     messages.append(Message(payload: payload, metadata: BasicMetadata(id: id, deliveryCount: deliveryCount)))
                     ids.append(id)
                 }
                 state.queue.append(messages)
-                start = end
             }
             return (ids, state.stage)
         }

@@ -27,6 +27,13 @@ extension Array {
             swap(&all, &self)
             return all
         }
+        return self.moveSuffix(count)
+    }
+
+    /// Moves the last `count` elements into an array of their own, in order, always into new
+    /// storage (``removeSuffixMoving(_:)`` hands over the whole array instead when it can).
+    @inlinable
+    mutating func moveSuffix(_ count: Int) -> [Element] {
         guard count > 0 else { return [] }
         return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
             var index = count
@@ -70,27 +77,16 @@ extension Array {
         let tail = (elements.count - first) % size
         var runs: [[Element]] = []
         runs.reserveCapacity(2 + (elements.count - first) / size)
-        // Moves the last `count` elements into an array of their own, in order.
-        func moveTail(_ count: Int) -> [Element] {
-            [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
-                var index = count
-                while index > 0 {
-                    index -= 1
-                    (buffer.baseAddress! + index).initialize(to: elements.removeLast())
-                }
-                initialized = count
-            }
-        }
         var length = tail == 0 ? size : tail
         while elements.count > first {
-            runs.append(moveTail(length))
+            runs.append(elements.moveSuffix(length))
             length = size
         }
         // The first run keeps the array's storage unless that holds far more room than it uses
         // (a small batch cut from a large hand-off): then it moves to storage of its own, and
         // the large one is freed here rather than with the batch.
         if elements.capacity > 4 * elements.count {
-            runs.append(moveTail(elements.count))
+            runs.append(elements.moveSuffix(elements.count))
         } else {
             runs.append(elements)
         }
