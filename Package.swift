@@ -36,10 +36,10 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "SluiceTests", dependencies: ["Sluice"]),
+        .testTarget(name: "SluiceTests", dependencies: ["Sluice", "SluiceTestKit"]),
         .target(
             name: "SluiceTestKit",
-            dependencies: ["Sluice"]
+            dependencies: ["Sluice", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "SluicePipelineTests",
@@ -115,6 +115,7 @@ let package = Package(
                 "CRedis",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

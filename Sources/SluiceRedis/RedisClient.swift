@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Logging
+import Synchronization
 
 /// A reply from Redis, copied out of hiredis's reply tree.
 @_spi(Internal)
@@ -53,11 +54,26 @@ public enum RedisValue: Hashable, Sendable {
 /// or a pipeline at a time. Not part of the stable API.
 @_spi(Internal)
 public final class RedisClient: Sendable {
-    private let thread: RedisThread
+    private let connection: RedisConnection
 
-    /// Connects (lazily, on the first command) to what `configuration` names.
-    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "sluice.redis.client")) {
-        self.thread = RedisThread(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
+    /// Creates a client for what `configuration` names; nothing connects until ``connect()``
+    /// (or the first command).
+    ///
+    /// - Parameter logger: The connection's logger; `nil` takes `Logger.current` when it connects.
+    public init(configuration: RedisConfiguration, logger: Logger? = nil) {
+        self.connection = RedisConnection(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
+    }
+
+    /// Starts the connection's thread and checks that Redis answers.
+    ///
+    /// - Throws: ``RedisError`` (`connectionFailed`, `authenticationFailed`, or `shutDown`
+    ///   after ``close()``).
+    public func connect() async throws(RedisError) {
+        try await self.connection.connect()
+    }
+
+    private var thread: RedisThread {
+        get throws(RedisError) { try self.connection.thread() }
     }
 
     /// Sends one command and returns its reply.
@@ -123,8 +139,73 @@ public final class RedisClient: Sendable {
         return (reply.count, [])
     }
 
-    /// Closes the connection.
+    /// Closes the connection; later commands throw `shutDown`.
     public func close() async {
-        await self.thread.stopAndWait()
+        await self.connection.close()
+    }
+}
+
+/// A connection's thread, started by the first use (or ``connect()``), never by the
+/// initializer of what owns it.
+final class RedisConnection: Sendable {
+    private enum State {
+        case idle
+        case running(RedisThread)
+        case closed
+    }
+
+    private let state = Mutex(State.idle)
+    private let name: String
+    private let configuration: RedisConfiguration
+    private let blocking: Bool
+    private let logger: Logger?
+
+    init(name: String, configuration: RedisConfiguration, blocking: Bool, logger: Logger?) {
+        self.name = name
+        self.configuration = configuration
+        self.blocking = blocking
+        self.logger = logger
+    }
+
+    /// The running thread, started now if it was not yet.
+    ///
+    /// - Throws: ``RedisError`` `shutDown` once closed.
+    func thread() throws(RedisError) -> RedisThread {
+        // Started under the lock so that two first users share one thread; starting a thread
+        // calls back into nothing that takes this lock.
+        let thread = self.state.withLock { state -> RedisThread? in
+            switch state {
+            case .idle:
+                let thread = RedisThread(
+                    name: self.name,
+                    configuration: self.configuration,
+                    blocking: self.blocking,
+                    logger: self.logger ?? Logger.current
+                )
+                state = .running(thread)
+                return thread
+            case .running(let thread):
+                return thread
+            case .closed:
+                return nil
+            }
+        }
+        guard let thread else { throw RedisError(.shutDown, "the Redis connection was closed") }
+        return thread
+    }
+
+    /// Starts the thread if needed and checks that Redis answers.
+    func connect() async throws(RedisError) {
+        try await self.thread().run { link throws(RedisError) in _ = try link.connected() }
+    }
+
+    /// Stops the thread once queued jobs ran; later uses throw `shutDown`.
+    func close() async {
+        let thread = self.state.withLock { state -> RedisThread? in
+            defer { state = .closed }
+            if case .running(let thread) = state { return thread }
+            return nil
+        }
+        await thread?.stopAndWait()
     }
 }

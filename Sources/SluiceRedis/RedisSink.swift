@@ -7,50 +7,73 @@
 //===----------------------------------------------------------------------===//
 
 public import Logging
+public import ServiceLifecycle
 public import Sluice
 
 /// Writes payloads to a Redis list (pipelined `RPUSH`) or stream (`XADD`), in batches, with
 /// back-pressure: ``send(_:)-([[UInt8]])`` returns only once Redis answered the batch.
 ///
-/// From a pipeline batcher:
+/// The sink is a `Service`: run it in the same `ServiceGroup` as the pipeline that writes to
+/// it, listed before the pipeline, so that it connects at start and closes only after the
+/// pipeline finished on graceful shutdown (a group stops its services in reverse order):
 ///
 /// ```swift
-/// let sink = try RedisSink(url: "redis://127.0.0.1:6379?key=results&mode=stream")
-/// Batcher(size: 500) { batch in try await sink.send(batch) }
+/// let sink = try RedisSink(url: "redis://127.0.0.1:6379?key=results&mode=stream", logger: logger)
+/// let pipeline = Pipeline("copy", source: source) {
+///     Processors { message in … }
+///     Batcher(size: 500) { batch in try await sink.send(batch) }
+/// }
+/// try await ServiceGroup(services: [sink, pipeline], gracefulShutdownSignals: [.sigterm], logger: logger).run()
 /// ```
 ///
-/// or as an engine consumer stage with ``RedisSinkStage``. The sink writes on a connection
-/// and thread of its own and reconnects after a broken connection, retrying the batch (so a
-/// batch may be written twice if the connection broke after Redis wrote it).
-public final class RedisSink: Sendable {
+/// Use it as an engine consumer stage with ``RedisSinkStage``. Creating a sink connects
+/// nothing: ``run()`` or ``connect()`` does (and a ``send(_:)-([[UInt8]])`` on a sink never
+/// connected connects first). The sink writes on a connection and thread of its own and
+/// reconnects after a broken connection, retrying the batch (so a batch may be written twice
+/// if the connection broke after Redis wrote it).
+public final class RedisSink: Service, Sendable {
     /// The configuration: ``RedisConfiguration/key`` is the list or stream written;
     /// ``RedisConfiguration/Mode/stream`` writes `XADD key * <payloadField> <payload>`, the
     /// list modes `RPUSH`.
     public let configuration: RedisConfiguration
-    private let thread: RedisThread
+    private let connection: RedisConnection
 
-    /// Creates a sink; it connects on the first ``send(_:)-([[UInt8]])``.
+    /// Creates a sink; nothing connects until ``run()``, ``connect()`` or the first send.
     ///
+    /// - Parameter logger: The sink's logger; `nil` takes `Logger.current` when it connects.
     /// - Throws: ``RedisError`` with code `invalidConfiguration`.
-    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "sluice.redis.sink")) throws(RedisError) {
+    public init(configuration: RedisConfiguration, logger: Logger? = nil) throws(RedisError) {
         try configuration.validate()
         self.configuration = configuration
         var logger = logger
-        logger[metadataKey: RedisLogKey.address] = "\(configuration.address)"
-        logger[metadataKey: RedisLogKey.key] = "\(configuration.key)"
-        self.thread = RedisThread(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
+        logger?[metadataKey: RedisLogKey.address] = "\(configuration.address)"
+        logger?[metadataKey: RedisLogKey.key] = "\(configuration.key)"
+        self.connection = RedisConnection(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
     }
 
     /// Creates a sink from a URL (see ``RedisConfiguration/init(url:)``).
-    public convenience init(url: String, logger: Logger = Logger(label: "sluice.redis.sink")) throws(RedisError) {
+    public convenience init(url: String, logger: Logger? = nil) throws(RedisError) {
         try self.init(configuration: try RedisConfiguration(url: url), logger: logger)
     }
 
-    /// Checks that Redis answers (connects if needed).
+    /// Connects, serves sends until graceful shutdown or cancellation, then closes once the
+    /// queued writes finished.
     ///
-    /// - Throws: ``RedisError`` (`connectionFailed`, `authenticationFailed`).
+    /// - Throws: ``RedisError`` (`connectionFailed`, `authenticationFailed`) if Redis does not
+    ///   answer at start.
+    public func run() async throws {
+        try await self.connect()
+        // Cancellation ends the wait as graceful shutdown does: either way the sink closes.
+        try? await gracefulShutdown()
+        await self.close()
+    }
+
+    /// Starts the sink's connection and checks that Redis answers.
+    ///
+    /// - Throws: ``RedisError`` (`connectionFailed`, `authenticationFailed`, or `shutDown`
+    ///   after ``close()``).
     public func connect() async throws(RedisError) {
-        try await self.thread.run { link throws(RedisError) in _ = try link.connected() }
+        try await self.connection.connect()
     }
 
     /// Writes `payloads` and returns once Redis stored them. Transient connection failures
@@ -71,7 +94,7 @@ public final class RedisSink: Sendable {
     public func send(payloads: [Payload]) async throws(RedisError) {
         guard !payloads.isEmpty else { return }
         let commands = self.commands(payloads)
-        try await self.thread.run { link throws(RedisError) in
+        try await self.connection.thread().run { link throws(RedisError) in
             while true {
                 do throws(RedisError) {
                     try link.perform { context throws(RedisError) in
@@ -85,9 +108,9 @@ public final class RedisSink: Sendable {
         }
     }
 
-    /// Closes the connection once queued writes finished.
+    /// Closes the connection once queued writes finished; later sends throw `shutDown`.
     public func close() async {
-        await self.thread.stopAndWait()
+        await self.connection.close()
     }
 
     private func commands(_ payloads: [Payload]) -> [RedisCommand] {

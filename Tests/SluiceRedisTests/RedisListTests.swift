@@ -39,29 +39,8 @@ struct RedisListTests {
         }
     }
 
-    @Test(arguments: [RedisConfiguration.Mode.list, .reliable])
-    func popsNoMoreThanTheUnmetDemand(mode: RedisConfiguration.Mode) async throws {
-        let configuration = try RedisTestEnvironment.configuration("backpressure", mode: mode)
-        let client = RedisClient(configuration: configuration)
-        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
-        try await client.push(configuration.key, payloads(10_000))
-        let handled = Recorder<String>()
-        let pipeline = Pipeline("backpressure", source: RedisSource(configuration: configuration)) {
-            Processors(concurrency: 1, maxDemand: 10) { message in
-                try await Task.sleep(for: .milliseconds(10))
-                handled.append(message.text)
-            }
-        }
-        let remaining = try await withRunningPipeline(pipeline) {
-            try await waitUntil("50 handled") { handled.count >= 50 }
-            return try await client.length(configuration.key)
-        }
-        #expect(remaining >= 9_900, "Redis should still hold what was not demanded, holds \(remaining)")
-        // Whatever was taken and not handled before the drain is handled (list) or back in
-        // the list (reliable): nothing is lost.
-        let left = try await client.length(configuration.key)
-        #expect(left + handled.count == 10_000)
-    }
+    // The back-pressure check (the broker holds exactly what the topology may not take,
+    // with no slack) is `RedisConformanceTests.backPressureIsExact`, for every mode.
 
     /// A drain whose note reaches the source stage only after a read finished (the stage's
     /// task waits for a thread while the read thread runs on) must still emit that read:

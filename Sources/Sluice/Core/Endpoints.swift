@@ -12,16 +12,16 @@
 /// are closures made where the producer's concrete type is known, so calling them runs fully
 /// specialized code (a protocol witness of a generic class would not be).
 @usableFromInline
-final class EventSource<Output: Sendable>: Sendable {
-    @usableFromInline let stageID: StageID
-    @usableFromInline let stageName: String
+package final class EventSource<Output: Sendable>: Sendable {
+    @usableFromInline package let stageID: StageID
+    @usableFromInline package let stageName: String
     @usableFromInline let subscribeOperation:
         @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool
     @usableFromInline let askOperation: @Sendable (Int, SubscriptionID) -> Void
     @usableFromInline let cancelOperation: @Sendable (SubscriptionID, StopReason) -> Void
 
     @inlinable
-    init(
+    package init(
         stageID: StageID,
         stageName: String,
         subscribe: @escaping @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool,
@@ -37,7 +37,7 @@ final class EventSource<Output: Sendable>: Sendable {
 
     /// Posts a subscription request; `false` if the producer has already ended.
     @inlinable
-    func subscribe(
+    package func subscribe(
         _ subscription: SubscriptionID,
         sink: EventSink<Output>,
         options: SubscriptionOptions<Output>,
@@ -48,26 +48,26 @@ final class EventSource<Output: Sendable>: Sendable {
 
     /// Asks for `count` more events on `subscription`.
     @inlinable
-    func ask(_ count: Int, on subscription: SubscriptionID) {
+    package func ask(_ count: Int, on subscription: SubscriptionID) {
         self.askOperation(count, subscription)
     }
 
     /// Cancels `subscription` from the consumer side.
     @inlinable
-    func cancel(_ subscription: SubscriptionID, reason: StopReason) {
+    package func cancel(_ subscription: SubscriptionID, reason: StopReason) {
         self.cancelOperation(subscription, reason)
     }
 }
 
 /// The consumer end of subscriptions: what a producer or dispatcher delivers to.
 @usableFromInline
-final class EventSink<Input: Sendable>: Sendable {
-    @usableFromInline let stageID: StageID
+package final class EventSink<Input: Sendable>: Sendable {
+    @usableFromInline package let stageID: StageID
     @usableFromInline let deliverOperation: @Sendable (consuming [Input], SubscriptionID) -> Void
     @usableFromInline let endedOperation: @Sendable (SubscriptionID, StopReason) -> Void
 
     @inlinable
-    init(
+    package init(
         stageID: StageID,
         deliver: @escaping @Sendable (consuming [Input], SubscriptionID) -> Void,
         ended: @escaping @Sendable (SubscriptionID, StopReason) -> Void
@@ -79,13 +79,13 @@ final class EventSink<Input: Sendable>: Sendable {
 
     /// Delivers a batch of events on `subscription`; never more than was asked.
     @inlinable
-    func deliver(_ events: consuming [Input], on subscription: SubscriptionID) {
+    package func deliver(_ events: consuming [Input], on subscription: SubscriptionID) {
         self.deliverOperation(consume events, subscription)
     }
 
     /// The producer of `subscription` ended, or rejected the subscription.
     @inlinable
-    func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason) {
+    package func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason) {
         self.endedOperation(subscription, reason)
     }
 }

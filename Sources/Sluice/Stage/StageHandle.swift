@@ -209,10 +209,10 @@ public struct StageHandle<S: Stage>: Sendable {
 /// A running producer or producer-consumer with its concrete stage type erased.
 public struct ProducerRef<Output: Sendable>: Sendable {
     @usableFromInline
-    let source: EventSource<Output>
+    package let source: EventSource<Output>
 
     @usableFromInline
-    init(source: EventSource<Output>) { self.source = source }
+    package init(source: EventSource<Output>) { self.source = source }
 
     /// The producer's identity.
     public var id: StageID { self.source.stageID }

@@ -13,6 +13,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SluiceTestKit
 import Testing
 
 @testable import Sluice

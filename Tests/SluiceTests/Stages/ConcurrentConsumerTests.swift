@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Synchronization
+import SluiceTestKit
 import Testing
 
 @testable import Sluice

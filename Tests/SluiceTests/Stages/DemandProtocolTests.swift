@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import SluiceTestKit
 import Testing
 
 @testable import Sluice

@@ -6,55 +6,77 @@
 //
 //===----------------------------------------------------------------------===//
 
+public import Sluice
 import Synchronization
-
-@testable import Sluice
 
 /// Watches subscriptions from the outside: every ask a consumer sends and every batch a
 /// producer delivers, per subscription.
 ///
-/// ``watch(_:)`` wraps a producer's endpoint; consumers subscribe to the wrapper instead of the
-/// producer. An ask is recorded before it is posted to the producer and a batch before it is
-/// posted to the consumer, so "received more than asked" is detected exactly, at the delivery
-/// that breaks the rule, whatever the timing.
-final class DemandLedger: Sendable {
-    struct Account: Sendable {
+/// ``watch(_:)-(StageHandle<P>)`` wraps a producer's endpoint; consumers subscribe to the
+/// wrapper instead of the producer. An ask is recorded before it is posted to the producer
+/// and a batch before it is posted to the consumer, so "received more than asked" is detected
+/// exactly, at the delivery that breaks the rule, whatever the timing.
+///
+/// ```swift
+/// let ledger = DemandLedger()
+/// try await consumer.subscribe(to: ledger.watch(producer), options: SubscriptionOptions(maxDemand: 10))
+/// …
+/// #expect(ledger.violations.isEmpty)
+/// ```
+public final class DemandLedger: Sendable {
+    /// What one subscription asked for and received.
+    public struct Account: Sendable {
         /// Every ask, in order, including asks of 0 (which the engine should never send).
-        var asks: [Int] = []
+        public var asks: [Int] = []
         /// The size of every delivered batch, in order.
-        var batches: [Int] = []
-        var events: [Int] = []
-        var asked: Int { self.asks.reduce(0, +) }
-        var received: Int { self.batches.reduce(0, +) }
+        public var batches: [Int] = []
+        /// The delivered events, when the ledger keeps them (only `Int` events).
+        public var events: [Int] = []
+        /// The sum of the asks.
+        public var asked: Int { self.asks.reduce(0, +) }
+        /// The sum of the delivered batches.
+        public var received: Int { self.batches.reduce(0, +) }
+
+        /// Creates an empty account.
+        public init() {}
     }
 
     private let accounts = Mutex<[SubscriptionID: Account]>([:])
     private let problems = Mutex<[String]>([])
-    /// Also keep the delivered events (only for `Int` events).
-    let keepEvents: Bool
+    /// Whether the delivered events are kept too (only for `Int` events).
+    public let keepEvents: Bool
     /// Called with a subscription's account each time its consumer sends an ask, before the
     /// ask reaches the producer.
-    let onAsk: (@Sendable (SubscriptionID, Account) -> Void)?
+    public let onAsk: (@Sendable (SubscriptionID, Account) -> Void)?
 
-    init(keepEvents: Bool = false, onAsk: (@Sendable (SubscriptionID, Account) -> Void)? = nil) {
+    /// Creates an empty ledger.
+    ///
+    /// - Parameters:
+    ///   - keepEvents: Also keep the delivered events (only for `Int` events).
+    ///   - onAsk: Called on every ask, before it reaches the producer.
+    public init(keepEvents: Bool = false, onAsk: (@Sendable (SubscriptionID, Account) -> Void)? = nil) {
         self.keepEvents = keepEvents
         self.onAsk = onAsk
     }
 
     /// Every delivery that exceeded what its subscription had asked.
-    var violations: [String] { self.problems.withLock { $0 } }
+    public var violations: [String] { self.problems.withLock { $0 } }
 
-    func account(_ subscription: SubscriptionID) -> Account {
+    /// The account of one subscription (empty if it never asked nor received).
+    public func account(_ subscription: SubscriptionID) -> Account {
         self.accounts.withLock { $0[subscription] ?? Account() }
     }
 
-    var allAccounts: [SubscriptionID: Account] { self.accounts.withLock { $0 } }
+    /// Every subscription's account.
+    public var allAccounts: [SubscriptionID: Account] { self.accounts.withLock { $0 } }
 
-    func watch<P: Stage>(_ producer: StageHandle<P>) -> ProducerRef<P.Output> {
+    /// A producer that is `producer`, watched by this ledger.
+    public func watch<P: Stage>(_ producer: StageHandle<P>) -> ProducerRef<P.Output> {
         self.watch(producer.producer)
     }
 
-    func watch<Event: Sendable>(_ producer: ProducerRef<Event>) -> ProducerRef<Event> {
+    /// A producer that is `producer`, watched by this ledger.
+    public func watch<Event: Sendable>(_ producer: ProducerRef<Event>) -> ProducerRef<Event> {
         let source = producer.source
         let wrapped = EventSource<Event>(
             stageID: source.stageID,
@@ -96,41 +118,5 @@ final class DemandLedger: Sendable {
             return nil
         }
         if let problem { self.problems.withLock { $0.append(problem) } }
-    }
-}
-
-/// Records what a dispatcher delivers, for state-machine tests without tasks.
-final class SinkLog<Event: Sendable>: Sendable {
-    private let deliveries = Mutex<[(SubscriptionID, [Event])]>([])
-    private let endings = Mutex<[(SubscriptionID, String)]>([])
-
-    init() {}
-
-    /// A new sink (with its own stage identity) that records into this log.
-    func makeSink() -> EventSink<Event> {
-        EventSink(
-            stageID: StageID.next(),
-            deliver: { events, subscription in self.deliveries.withLock { $0.append((subscription, events)) } },
-            ended: { subscription, reason in self.endings.withLock { $0.append((subscription, "\(reason)")) } }
-        )
-    }
-
-    /// Every delivery, in order.
-    var batches: [(subscription: SubscriptionID, events: [Event])] {
-        self.deliveries.withLock { $0.map { (subscription: $0.0, events: $0.1) } }
-    }
-
-    /// The batches delivered on `subscription`, in order.
-    func batches(for subscription: SubscriptionID) -> [[Event]] {
-        self.deliveries.withLock { $0.filter { $0.0 == subscription }.map(\.1) }
-    }
-
-    /// Every event delivered on `subscription`, in order.
-    func events(for subscription: SubscriptionID) -> [Event] {
-        self.batches(for: subscription).flatMap { $0 }
-    }
-
-    func clear() {
-        self.deliveries.withLock { $0 = [] }
     }
 }
