@@ -62,6 +62,12 @@ public final class ManualClock: Clock, Sendable {
     /// How many tasks sleep on this clock now.
     public var sleeperCount: Int { self.state.withLock { $0.sleepers.count } }
 
+    /// How many tasks sleep on this clock now and wake within `dueWithin` from now (a sleeper
+    /// still counted here has not been woken: a backoff that is not over yet).
+    public func sleeperCount(dueWithin: Duration) -> Int {
+        self.state.withLock { $0.sleeperCount(dueWithin: dueWithin) }
+    }
+
     public func sleep(until deadline: Instant, tolerance: Duration? = nil) async throws {
         let id = self.state.withLock { state -> UInt64 in
             defer { state.nextID += 1 }

@@ -11,7 +11,7 @@ import Sluice
 import SluiceTestKit
 import Testing
 
-@Suite struct FailurePolicyTests {
+@Suite(.timeLimit(.minutes(1))) struct FailurePolicyTests {
     @Test func aThrowingHandlerIsRetriedWithBackoffOnTheClockThenDeadLettered() async throws {
         let source = InMemorySource()
         let clock = ManualClock()
@@ -31,14 +31,21 @@ import Testing
             let id = source.push("poison")
             await clock.waitForSleepers(1)
             #expect(attempts.all == [.zero])
-            // The first backoff is 100 ms: nothing happens 1 ms before it.
+            // The first backoff is 100 ms: 1 ms before it the retry still sleeps (the clock woke
+            // no one), and given time no attempt runs.
             clock.advance(by: .milliseconds(99))
-            #expect(attempts.count == 1)
+            #expect(clock.sleeperCount(dueWithin: .milliseconds(1)) == 1, "the backoff ended before it was due")
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(attempts.all == [.zero])
             clock.advance(by: .milliseconds(1))
             await clock.waitForSleepers(1)
             #expect(attempts.all == [.zero, .milliseconds(100)])
             // The second backoff doubles.
-            clock.advance(by: .milliseconds(200))
+            clock.advance(by: .milliseconds(199))
+            #expect(clock.sleeperCount(dueWithin: .milliseconds(1)) == 1, "the second backoff ended before it was due")
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(attempts.all == [.zero, .milliseconds(100)])
+            clock.advance(by: .milliseconds(1))
             let outcome = await source.waitForOutcome(of: id)
             #expect(outcome == .failed(.deadLetter))
             #expect(attempts.all == [.zero, .milliseconds(100), .milliseconds(300)])
@@ -211,7 +218,13 @@ import Testing
             let ids = source.push([Array("a".utf8), Array("bad".utf8), Array("c".utf8)])
             // The retry backoff (a batch timer, if one is armed, is due much later).
             await clock.waitForSleepers(1, dueWithin: .seconds(1))
-            clock.advance(by: .seconds(1))
+            #expect(runs.all == [3])
+            // Just before the backoff is due the batch is not run again.
+            clock.advance(by: .milliseconds(999))
+            #expect(clock.sleeperCount(dueWithin: .milliseconds(1)) == 1, "the batch backoff ended before it was due")
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(runs.all == [3])
+            clock.advance(by: .milliseconds(1))
             for id in ids { #expect(await source.waitForOutcome(of: id) == .failed(.requeue)) }
             #expect(runs.all == [3, 3])
             let good = source.push([Array("x".utf8), Array("skip".utf8), Array("y".utf8)])

@@ -16,7 +16,7 @@ private func address(_ payload: Payload) -> UInt {
     payload.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
 }
 
-@Suite struct PayloadTests {
+@Suite(.timeLimit(.minutes(1))) struct PayloadTests {
     let parts: [[UInt8]] = [Array("alpha".utf8), [], Array("be".utf8), Array("gamma!".utf8)]
 
     @Test func packingViewsEachPartOfOneBuffer() {

@@ -10,7 +10,7 @@ import Sluice
 import SluiceTestKit
 import Testing
 
-@Suite struct PipelineBasicsTests {
+@Suite(.timeLimit(.minutes(1))) struct PipelineBasicsTests {
     @Test func processorsAcknowledgeEveryMessageExactlyOnce() async throws {
         let source = InMemorySource()
         let seen = Recorder<String>()

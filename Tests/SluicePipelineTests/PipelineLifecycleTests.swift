@@ -40,7 +40,7 @@ final class Gate: Sendable {
     }
 }
 
-@Suite struct PipelineLifecycleTests {
+@Suite(.timeLimit(.minutes(1))) struct PipelineLifecycleTests {
     @Test func gracefulShutdownFinishesInFlightWorkFlushesBatchesAndLosesNothing() async throws {
         let source = InMemorySource()
         let started = Gate()

@@ -74,8 +74,9 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     var keyed: [String: Pending] = [:]
     @usableFromInline
     var upstreams = 0
+    /// The batch timer, scheduled on the run's timer loop.
     @usableFromInline
-    var timer: Task<Void, Never>?
+    var timer: PipelineTimers.Token?
     @usableFromInline
     var timerDeadline: Duration?
     @usableFromInline
@@ -221,27 +222,19 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
 
     @inlinable
     mutating func terminate(reason: StopReason) async {
-        self.timer?.cancel()
+        if let timer = self.timer { self.runtime.timers.cancel(timer) }
     }
 
     /// Makes sure a timer fires no later than `deadline`.
     @inlinable
     mutating func armTimer(_ deadline: Duration) {
         if let current = self.timerDeadline, current <= deadline { return }
-        self.timer?.cancel()
+        if let timer = self.timer { self.runtime.timers.cancel(timer) }
         self.timerGeneration += 1
         self.timerDeadline = deadline
         guard let handle = self.handle else { return }
         let generation = self.timerGeneration
-        let clock = self.runtime.clock
-        self.timer = Task {
-            do {
-                try await clock.sleep(for: max(.zero, deadline - clock.now))
-            } catch {
-                return
-            }
-            handle.send(.timer(generation: generation))
-        }
+        self.timer = self.runtime.timers.schedule(at: deadline) { handle.send(.timer(generation: generation)) }
     }
 }
 

@@ -214,6 +214,11 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     /// Runs the pipeline until the source ends, a stage fails, graceful shutdown completes, or
     /// the task is cancelled.
     ///
+    /// The stages are started first (``startTopology(parts:runtime:logger:)``); the rest of
+    /// the run is their lifecycle: a graceful shutdown drains them within
+    /// ``PipelineConfiguration/shutdownTimeout``, cancellation stops them at once, and the
+    /// source is shut down once they all ended.
+    ///
     /// - Throws: ``SluiceError`` for an invalid configuration; the source's error if it cannot
     ///   connect or fails later; a stage's error if one crashed.
     @inlinable
@@ -222,8 +227,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         var pipelineLogger = self.configuration.logger ?? Logger.current
         pipelineLogger[metadataKey: "sluice.pipeline"] = "\(self.name)"
         let logger = pipelineLogger
-        let processors = self.components.processors[0]
-        let batchers = self.components.batchers
         let parts = try await self.source.makeParts(
             context: SourceContext(pipelineName: self.name, window: self.window, logger: logger)
         )
@@ -234,169 +237,17 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             clock: self.configuration.clock,
             limiter: self.limiter,
             logger: logger,
-            batcherNames: batchers.map(\.name),
+            batcherNames: self.components.batchers.map(\.name),
             metricsFactory: self.configuration.metricsFactory
         )
-
-        // Start downstream of the source only once what it subscribes to runs.
-        var stages: [SupervisedStage] = []
-        var pokes: [@Sendable () -> Void] = []
+        let topology: Topology
         do {
-            let partition = processors.partition
-            let count = processors.concurrency
-            let sourceDispatcher: Dispatcher<Message<Metadata>> =
-                partition.map { hash in .partition(count: count) { message in .index(Int(UInt(bitPattern: hash(message)) % UInt(count))) } }
-                ?? .demand
-            let sourceHandle = try await StageHandle.start(
-                parts.stage,
-                // Demand is held until every stage is subscribed, so a source cannot finish (and
-                // end) before the last processor or batcher joined.
-                options: StageOptions(
-                    name: "\(self.name).source",
-                    dispatcher: sourceDispatcher,
-                    bufferSize: .unbounded,
-                    demandMode: .accumulate,
-                    logger: logger
-                )
-            )
-            stages.append(SupervisedStage(sourceHandle))
-            let drainSource: @Sendable () -> Void = { sourceHandle.send(.drain) }
-            let demand = SubscriptionOptions<Message<Metadata>>(maxDemand: processors.maxDemand, minDemand: processors.minDemand)
-
-            if batchers.isEmpty {
-                for index in 0..<count {
-                    var options = demand
-                    if partition != nil { options.partition = .index(index) }
-                    let stage = TerminalProcessorStage(
-                        core: ProcessorCore(runtime: runtime, processors: processors, index: index, routesToBatchers: false)
-                    )
-                    let handle = try await StageHandle.start(
-                        stage,
-                        options: StageOptions(name: "\(self.name).processor.\(index)", logger: logger),
-                        subscribeTo: [SubscribeTo(sourceHandle, options: options)]
-                    )
-                    stages.append(SupervisedStage(handle))
-                    pokes.append { handle.send(.tokens) }
-                }
-            } else {
-                var processorHandles: [StageHandle<ProcessorStage<Source>>] = []
-                for index in 0..<count {
-                    var options = demand
-                    if partition != nil { options.partition = .index(index) }
-                    let stage = ProcessorStage(
-                        core: ProcessorCore(runtime: runtime, processors: processors, index: index, routesToBatchers: true)
-                    )
-                    let handle = try await StageHandle.start(
-                        stage,
-                        options: StageOptions(
-                            name: "\(self.name).processor.\(index)",
-                            // One batcher takes everything a processor passes on (a processor
-                            // fails messages routed to unknown batchers): no routing per message.
-                            dispatcher: batchers.count == 1
-                                ? .demand
-                                : .partition(names: batchers.map(\.name)) { message in
-                                    // Unrouted messages go to the first batcher, by position (no hashing).
-                                    message.batcher.map { .name($0) } ?? .index(0)
-                                },
-                            bufferSize: .unbounded,
-                            logger: logger
-                        ),
-                        subscribeTo: [SubscribeTo(sourceHandle, options: options)]
-                    )
-                    processorHandles.append(handle)
-                    stages.append(SupervisedStage(handle))
-                    pokes.append { handle.send(.tokens) }
-                }
-                for batcher in batchers {
-                    let subscriptions = processorHandles.map { handle in
-                        SubscribeTo(
-                            handle,
-                            options: SubscriptionOptions(
-                                // Twice what a processor handles at once (at least a batch), so its
-                                // output reaches the batcher in one piece, in one slice.
-                                maxDemand: 2 * max(batcher.size, processors.maxDemand),
-                                cancel: .transient,
-                                partition: batchers.count == 1 ? nil : .name(batcher.name)
-                            )
-                        )
-                    }
-                    let batcherHandle = try await StageHandle.start(
-                        BatcherStage(runtime: runtime, batcher: batcher),
-                        options: StageOptions(name: "\(self.name).batcher.\(batcher.name)", bufferSize: .unbounded, logger: logger),
-                        subscribeTo: subscriptions
-                    )
-                    stages.append(SupervisedStage(batcherHandle))
-                    // Batches a batch processor asks for: what two processor hand-offs fill, at
-                    // least 4 and at most 32, re-asked half at a time. Batches then wait while
-                    // another is handled instead of each waiting on a round trip to the batcher
-                    // (2 → 4 batches measured about +15 %, 4 → 16 about +30 % on the pipeline
-                    // benchmark).
-                    let batchDemand = min(32, max(4, 2 * processors.maxDemand / batcher.size))
-                    for index in 0..<batcher.concurrency {
-                        let handle = try await StageHandle.start(
-                            BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
-                            options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
-                            subscribeTo: [
-                                SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))
-                            ]
-                        )
-                        stages.append(SupervisedStage(handle))
-                    }
-                }
-            }
-            let allPokes = pokes
-            let drainNow = self.running.withLock { state -> Bool in
-                state.current = RunningState(
-                    stages: stages,
-                    drain: drainSource,
-                    pokeProcessors: { for poke in allPokes { poke() } },
-                    statistics: { runtime.statistics }
-                )
-                return state.drainRequested
-            }
-            if drainNow { drainSource() }
-            sourceHandle.setDemandMode(.forward)
+            topology = try await self.startTopology(parts: parts, runtime: runtime, logger: logger)
         } catch {
-            self.running.withLock { $0.drainRequested = false }
-            for stage in stages.reversed() { _ = await stage.stop(.shutdown) }
             await self.source.shutdown(parts.acknowledger)
             throw error
         }
-        defer {
-            self.running.withLock { state in
-                state.last = runtime.statistics
-                state.current = nil
-                state.drainRequested = false
-            }
-        }
-
-        let all = stages
-        let deadline = Mutex<Task<Void, Never>?>(nil)
-        let clock = self.configuration.clock
-        let timeout = self.configuration.shutdownTimeout
-        let reasons = await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                var reasons: [StopReason] = []
-                for stage in all { reasons.append(await stage.wait()) }
-                return reasons
-            } onGracefulShutdown: {
-                logger.debug("graceful shutdown: draining")
-                self.drain()
-                let task = Task {
-                    do {
-                        try await clock.sleep(for: timeout)
-                    } catch {
-                        return
-                    }
-                    logger.info("shutdown deadline passed; stopping with messages in flight")
-                    for stage in all { _ = await stage.kill() }
-                }
-                deadline.withLock { $0 = task }
-            }
-        } onCancel: {
-            Task { for stage in all { _ = await stage.kill() } }
-        }
-        deadline.withLock { $0 }?.cancel()
+        let reasons = await self.runLifecycle(of: topology, runtime: runtime, logger: logger)
         await self.source.shutdown(parts.acknowledger)
         let statistics = runtime.statistics
         if statistics.inFlight > 0 {
@@ -407,6 +258,230 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         }
         if let failure = reasons.lazy.compactMap(\.error).first {
             throw failure
+        }
+    }
+
+    /// The started stages of one run, upstream first, and how to reach them.
+    @usableFromInline
+    struct Topology: Sendable {
+        @usableFromInline var stages: [SupervisedStage] = []
+        /// Tells the source to drain.
+        @usableFromInline var drainSource: @Sendable () -> Void = {}
+        /// Lets the source forward the demand it held while the stages started.
+        @usableFromInline var startSource: @Sendable () -> Void = {}
+        /// Tell each processor that rate-limit tokens may be available.
+        @usableFromInline var pokes: [@Sendable () -> Void] = []
+
+        @inlinable
+        init() {}
+    }
+
+    /// Starts the stages: the source (holding demand), the processors, then each batcher and
+    /// its batch processors, each subscribed once what it subscribes to runs. If one cannot
+    /// start, the ones started are stopped and the error thrown.
+    @inlinable
+    func startTopology(
+        parts: SourceParts<Source.SourceStage, Source.Acker>,
+        runtime: PipelineRuntime<Source>,
+        logger: Logger
+    ) async throws -> Topology {
+        var topology = Topology()
+        do {
+            let sourceHandle = try await self.startSource(parts.stage, logger: logger)
+            topology.stages.append(SupervisedStage(sourceHandle))
+            topology.drainSource = { sourceHandle.send(.drain) }
+            topology.startSource = { sourceHandle.setDemandMode(.forward) }
+            if self.components.batchers.isEmpty {
+                _ = try await self.startProcessors(from: sourceHandle, dispatcher: .demand, into: &topology, logger: logger) { index in
+                    TerminalProcessorStage(core: ProcessorCore(runtime: runtime, processors: self.components.processors[0], index: index, routesToBatchers: false))
+                }
+            } else {
+                let processors = try await self.startProcessors(from: sourceHandle, dispatcher: self.batcherRouting, into: &topology, logger: logger) { index in
+                    ProcessorStage(core: ProcessorCore(runtime: runtime, processors: self.components.processors[0], index: index, routesToBatchers: true))
+                }
+                for batcher in self.components.batchers {
+                    try await self.startBatcher(batcher, after: processors, runtime: runtime, into: &topology, logger: logger)
+                }
+            }
+            return topology
+        } catch {
+            for stage in topology.stages.reversed() { _ = await stage.stop(.shutdown) }
+            throw error
+        }
+    }
+
+    /// Starts the source stage, holding demand until every stage is subscribed, so that a
+    /// source cannot finish (and end) before the last processor or batcher joined.
+    @inlinable
+    func startSource(_ stage: sending Source.SourceStage, logger: Logger) async throws -> StageHandle<Source.SourceStage> {
+        let processors = self.components.processors[0]
+        let count = processors.concurrency
+        let dispatcher: Dispatcher<Message<Metadata>> =
+            processors.partition.map { hash in
+                .partition(count: count) { message in .index(Int(UInt(bitPattern: hash(message)) % UInt(count))) }
+            } ?? .demand
+        return try await StageHandle.start(
+            stage,
+            options: StageOptions(
+                name: "\(self.name).source",
+                dispatcher: dispatcher,
+                bufferSize: .unbounded,
+                demandMode: .accumulate,
+                logger: logger
+            )
+        )
+    }
+
+    /// How processors hand messages to the batchers: one batcher takes everything a processor
+    /// passes on (a processor fails messages routed to unknown batchers), with no routing per
+    /// message; several are partitions by name, and unrouted messages go to the first.
+    @inlinable
+    var batcherRouting: Dispatcher<Message<Metadata>> {
+        let batchers = self.components.batchers
+        guard batchers.count > 1 else { return .demand }
+        return .partition(names: batchers.map(\.name)) { message in
+            // By position, not by hashing the name.
+            message.batcher.map { .name($0) } ?? .index(0)
+        }
+    }
+
+    /// Starts the processors, each subscribed to the source (to its partition when
+    /// partitioned), handing on what they pass with `dispatcher`.
+    @inlinable
+    func startProcessors<S: ProcessorStageShape>(
+        from sourceHandle: StageHandle<Source.SourceStage>,
+        dispatcher: Dispatcher<S.Output>,
+        into topology: inout Topology,
+        logger: Logger,
+        _ make: (Int) -> S
+    ) async throws -> [StageHandle<S>] where S.Source == Source {
+        let processors = self.components.processors[0]
+        var handles: [StageHandle<S>] = []
+        for index in 0..<processors.concurrency {
+            var subscription = SubscriptionOptions<Message<Metadata>>(maxDemand: processors.maxDemand, minDemand: processors.minDemand)
+            if processors.partition != nil { subscription.partition = .index(index) }
+            let handle = try await StageHandle.start(
+                make(index),
+                options: StageOptions(
+                    name: "\(self.name).processor.\(index)",
+                    dispatcher: dispatcher,
+                    bufferSize: .unbounded,
+                    logger: logger
+                ),
+                subscribeTo: [SubscribeTo(sourceHandle, options: subscription)]
+            )
+            handles.append(handle)
+            topology.stages.append(SupervisedStage(handle))
+            topology.pokes.append { handle.send(.tokens) }
+        }
+        return handles
+    }
+
+    /// Starts a batcher subscribed to every processor, and its batch processors.
+    @inlinable
+    func startBatcher(
+        _ batcher: Batcher<Metadata>,
+        after processorHandles: [StageHandle<ProcessorStage<Source>>],
+        runtime: PipelineRuntime<Source>,
+        into topology: inout Topology,
+        logger: Logger
+    ) async throws {
+        let processors = self.components.processors[0]
+        let several = self.components.batchers.count > 1
+        let subscriptions = processorHandles.map { handle in
+            SubscribeTo(
+                handle,
+                options: SubscriptionOptions(
+                    // Twice what a processor handles at once (at least a batch), so its output
+                    // reaches the batcher in one piece, in one slice.
+                    maxDemand: 2 * max(batcher.size, processors.maxDemand),
+                    cancel: .transient,
+                    partition: several ? .name(batcher.name) : nil
+                )
+            )
+        }
+        let batcherHandle = try await StageHandle.start(
+            BatcherStage(runtime: runtime, batcher: batcher),
+            options: StageOptions(name: "\(self.name).batcher.\(batcher.name)", bufferSize: .unbounded, logger: logger),
+            subscribeTo: subscriptions
+        )
+        topology.stages.append(SupervisedStage(batcherHandle))
+        // Batches a batch processor asks for: what two processor hand-offs fill, at least 4 and
+        // at most 32, re-asked half at a time. Batches then wait while another is handled
+        // instead of each waiting on a round trip to the batcher (2 → 4 batches measured about
+        // +15 %, 4 → 16 about +30 % on the pipeline benchmark).
+        let batchDemand = min(32, max(4, 2 * processors.maxDemand / batcher.size))
+        for index in 0..<batcher.concurrency {
+            let handle = try await StageHandle.start(
+                BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
+                options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
+                subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))]
+            )
+            topology.stages.append(SupervisedStage(handle))
+        }
+    }
+
+    /// The lifecycle of a started topology: publishes it (for ``drain()``, statistics and rate
+    /// changes), lets the source go, and waits until every stage ended. Its children are the
+    /// stage waiter, the run's timer loop and the shutdown watch, which drains on graceful
+    /// shutdown and stops every stage once the deadline passed or the run was cancelled.
+    ///
+    /// - Returns: Why each stage ended, upstream first.
+    @inlinable
+    func runLifecycle(of topology: Topology, runtime: PipelineRuntime<Source>, logger: Logger) async -> [StopReason] {
+        let pokes = topology.pokes
+        let drainNow = self.running.withLock { state -> Bool in
+            state.current = RunningState(
+                stages: topology.stages,
+                drain: topology.drainSource,
+                pokeProcessors: { for poke in pokes { poke() } },
+                statistics: { runtime.statistics }
+            )
+            return state.drainRequested
+        }
+        defer {
+            self.running.withLock { state in
+                state.last = runtime.statistics
+                state.current = nil
+                state.drainRequested = false
+            }
+        }
+        if drainNow { topology.drainSource() }
+        topology.startSource()
+
+        let stages = topology.stages
+        let clock = self.configuration.clock
+        let timeout = self.configuration.shutdownTimeout
+        return await withTaskGroup(of: [StopReason]?.self) { group in
+            group.addTask {
+                var reasons: [StopReason] = []
+                for stage in stages { reasons.append(await stage.wait()) }
+                return reasons
+            }
+            group.addTask {
+                await runtime.timers.run(clock: clock)
+                return nil
+            }
+            group.addTask {
+                // Ends by cancellation: of the run (stop at once), or of this group once every
+                // stage ended (stopping them again does nothing).
+                do {
+                    try await gracefulShutdown()
+                    logger.debug("graceful shutdown: draining")
+                    self.drain()
+                    try await clock.sleep(for: timeout)
+                    logger.info("shutdown deadline passed; stopping with messages in flight")
+                } catch {}
+                for stage in stages { _ = await stage.kill() }
+                return nil
+            }
+            var reasons: [StopReason] = []
+            while let next = await group.next() {
+                guard let ended = next else { continue }
+                reasons = ended
+                group.cancelAll()
+            }
+            return reasons
         }
     }
 }

@@ -83,6 +83,10 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
     let logger: Logger
     @usableFromInline
     let batcherNames: [String]
+    /// The wake-ups stages ask for (batch timeouts, rate-limit refills), served by a child
+    /// task of the run (``PipelineTimers/run(clock:)``).
+    @usableFromInline
+    let timers = PipelineTimers()
 
     @usableFromInline
     let counters = Mutex(PipelineStatistics())
@@ -199,6 +203,141 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
     func exceedsDeliveries(_ message: Message<Metadata>) -> Bool {
         guard let cap = self.policy.maxDeliveries, let count = message.metadata.deliveryCount else { return false }
         return count > cap
+    }
+}
+
+/// The wake-ups the stages of one run asked for, served by one task the run owns.
+///
+/// A stage cannot sleep without stopping its mailbox, so it schedules a callback here (a
+/// batch timeout, a rate-limit refill) and the callback sends the stage a message. One loop,
+/// a child of the pipeline's run, sleeps on the pipeline clock until the earliest deadline and
+/// fires what is due; it ends with the run, so no timer outlives its pipeline.
+@usableFromInline
+final class PipelineTimers: Sendable {
+    /// A scheduled timer's identity, to cancel it.
+    @usableFromInline
+    typealias Token = UInt64
+
+    @usableFromInline
+    struct Entry: Sendable {
+        @usableFromInline let deadline: Duration
+        @usableFromInline let fire: @Sendable () -> Void
+
+        @inlinable
+        init(deadline: Duration, fire: @escaping @Sendable () -> Void) {
+            self.deadline = deadline
+            self.fire = fire
+        }
+    }
+
+    @usableFromInline
+    struct State: ~Copyable {
+        @usableFromInline var entries: [Token: Entry] = [:]
+        @usableFromInline var nextToken: Token = 0
+        /// The deadline the loop sleeps until (`nil`: it waits for a first timer).
+        @usableFromInline var target: Duration?
+        /// The loop, waiting for an earlier deadline than `target` (or for any, when idle).
+        @usableFromInline var waiter: CheckedContinuation<Void, Never>?
+        @usableFromInline var stopped = false
+
+        @inlinable
+        init() {}
+
+        /// The waiter to resume when the earliest deadline is now earlier than the loop's.
+        @inlinable
+        mutating func wakeIfEarlier(than deadline: Duration?) -> CheckedContinuation<Void, Never>? {
+            guard let deadline, self.target.map({ deadline < $0 }) ?? true else { return nil }
+            defer { self.waiter = nil }
+            return self.waiter
+        }
+
+        @inlinable
+        var earliest: Duration? { self.entries.values.lazy.map(\.deadline).min() }
+    }
+
+    @usableFromInline
+    let state = Mutex(State())
+
+    @inlinable
+    init() {}
+
+    /// Calls `fire` once the pipeline clock reaches `deadline` (at once if it has); never
+    /// after ``cancel(_:)`` returned or the run ended.
+    @inlinable
+    @discardableResult
+    func schedule(at deadline: Duration, _ fire: @escaping @Sendable () -> Void) -> Token {
+        let (token, wake) = self.state.withLock { state -> (Token, CheckedContinuation<Void, Never>?) in
+            let token = state.nextToken
+            state.nextToken += 1
+            guard !state.stopped else { return (token, nil) }
+            state.entries[token] = Entry(deadline: deadline, fire: fire)
+            return (token, state.wakeIfEarlier(than: deadline))
+        }
+        wake?.resume()
+        return token
+    }
+
+    /// Cancels a timer that did not fire yet.
+    @inlinable
+    func cancel(_ token: Token) {
+        let wake = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard state.entries.removeValue(forKey: token) != nil, state.earliest != state.target else { return nil }
+            // The loop sleeps for a deadline nobody waits for any more: it looks again.
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        wake?.resume()
+    }
+
+    /// Fires timers as they come due until the task is cancelled; later timers never fire.
+    @inlinable
+    func run(clock: PipelineClock) async {
+        while !Task.isCancelled {
+            let now = clock.now
+            let (due, target) = self.state.withLock { state -> ([Entry], Duration?) in
+                let due = state.entries.filter { $0.value.deadline <= now }
+                for token in due.keys { state.entries[token] = nil }
+                state.target = state.earliest
+                return (Array(due.values), state.target)
+            }
+            for entry in due { entry.fire() }
+            guard due.isEmpty else { continue }
+            await withTaskGroup(of: Void.self) { group in
+                if let target {
+                    group.addTask { try? await clock.sleep(for: target - now) }
+                }
+                group.addTask { await self.waitForEarlierDeadline(than: target) }
+                _ = await group.next()
+                group.cancelAll()
+            }
+        }
+        self.state.withLock { state in
+            state.stopped = true
+            state.entries = [:]
+        }
+    }
+
+    /// Waits until the earliest deadline is no longer `target` (a timer came or went), or the
+    /// task is cancelled.
+    @inlinable
+    func waitForEarlierDeadline(than target: Duration?) async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let resume = self.state.withLock { state -> Bool in
+                    // A timer scheduled or cancelled since the loop looked: look again.
+                    if Task.isCancelled || state.stopped || state.earliest != target { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if resume { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume()
+        }
     }
 }
 

@@ -75,13 +75,9 @@ struct ProcessorCore<Source: PipelineSource> {
         }
         self.pendingGauge.record(self.pending)
         if let retryAt, let wake = self.handle {
+            // The run's timer loop wakes the stage when the limiter refills.
             self.waitingForTokens = true
-            let clock = self.runtime.clock
-            let delay = retryAt - clock.now
-            Task {
-                try? await clock.sleep(for: max(delay, .zero))
-                wake()
-            }
+            self.runtime.timers.schedule(at: retryAt, wake)
         }
     }
 
