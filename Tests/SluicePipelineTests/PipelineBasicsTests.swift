@@ -145,8 +145,6 @@ import Testing
 
     @Test func invalidTopologiesAreRejected() async throws {
         let source = InMemorySource()
-        let noProcessors = Pipeline("none", source: source) { Batcher(size: 1) { _ in } }
-        #expect(throws: SluiceError.self) { try noProcessors.validate() }
         let badBatch = Pipeline("bad", source: source) {
             Processors { _ in }
             Batcher(size: 0) { _ in }
@@ -162,5 +160,27 @@ import Testing
         let badDemand = Pipeline("demand", source: source) { Processors(maxDemand: 0) { _ in } }
         let demandError = #expect(throws: SluiceError.self) { try badDemand.validate() }
         #expect(demandError?.message.contains("maxDemand") == true)
+    }
+
+    /// A pipeline without `Processors`, or with two, does not compile; `Processors` inside an
+    /// `if` can be left out only when the program runs, and that is rejected when it starts.
+    @Test(arguments: [false, true])
+    func processorsLeftOutByAnIfAreRejectedWhenTheRunStarts(included: Bool) async throws {
+        let source = InMemorySource()
+        let pipeline = Pipeline("maybe", source: source) {
+            if included {
+                Processors { _ in }
+            }
+            Batcher(size: 1) { _ in }
+        }
+        if included {
+            try pipeline.validate()
+        } else {
+            let error = #expect(throws: SluiceError.self) { try pipeline.validate() }
+            #expect(error?.code == .invalidOption)
+            #expect(error?.message.contains("exactly one Processors") == true)
+            let runError = await #expect(throws: SluiceError.self) { try await pipeline.run() }
+            #expect(runError?.code == .invalidOption)
+        }
     }
 }

@@ -235,6 +235,32 @@ final class Gate: Sendable {
         #expect(throws: SluiceError.self) { try pipeline.setRateLimit(RateLimit(messages: 0, per: .seconds(1))) }
     }
 
+    /// Batch timeouts and rate-limit refills are timers of the run: none outlives it (a
+    /// refill used to sleep in a task of its own until it was due, after the run ended).
+    @Test func noTimerOutlivesTheRun() async throws {
+        let source = InMemorySource()
+        let clock = ManualClock()
+        let pipeline = Pipeline(
+            "timers",
+            source: source,
+            configuration: PipelineConfiguration(rateLimit: RateLimit(messages: 2, per: .seconds(3600)), clock: PipelineClock(clock))
+        ) {
+            Processors(concurrency: 1, maxDemand: 10) { _ in }
+            Batcher(size: 100, timeout: .seconds(3600)) { _ in }
+        }
+        try await withRunningPipeline(pipeline) {
+            source.push(payloads(5))
+            // The limiter lets 2 through; its refill and the partial batch's timeout wait on
+            // the clock (one sleeper: the run's timer loop sleeps until the earliest).
+            while source.emittedCount < 2 { try await Task.sleep(for: .milliseconds(1)) }
+            await clock.waitForSleepers(1)
+            #expect(source.emittedCount == 2)
+        }
+        // The drain flushed the partial batch; nothing sleeps on the clock any more.
+        #expect(clock.sleeperCount == 0)
+        #expect(pipeline.statistics.acknowledged == 2)
+    }
+
     @Test func countersAndMetricsFollowEveryMessage() async throws {
         let metrics = TestMetrics()
         let source = InMemorySource()

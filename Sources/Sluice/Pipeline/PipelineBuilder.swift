@@ -174,7 +174,8 @@ public struct Batcher<Metadata: Sendable>: Sendable {
     }
 }
 
-/// The stages of a pipeline, as written in its builder.
+/// The stages of a pipeline, as written in its builder: its ``Processors`` and its
+/// ``Batcher``s.
 public struct PipelineComponents<Metadata: Sendable>: Sendable {
     @usableFromInline
     var processors: [Processors<Metadata>] = []
@@ -188,7 +189,26 @@ public struct PipelineComponents<Metadata: Sendable>: Sendable {
     }
 }
 
-/// Builds a pipeline's topology: one ``Processors`` and any number of ``Batcher``s.
+/// Batchers written in a pipeline's builder before (or without) its ``Processors``: not yet a
+/// pipeline, so a builder that ends with only these does not compile.
+public struct PipelineBatchers<Metadata: Sendable>: Sendable {
+    @usableFromInline
+    var batchers: [Batcher<Metadata>]
+
+    @inlinable
+    init(_ batchers: [Batcher<Metadata>]) {
+        self.batchers = batchers
+    }
+}
+
+/// Builds a pipeline's topology: exactly one ``Processors`` and any number of ``Batcher``s.
+///
+/// The shape is checked by the types, as Hummingbird's route builder checks that a route ends
+/// in a handler: a builder without `Processors`, or with two, does not compile. The partial
+/// results are ``PipelineBatchers`` (no processors yet) and ``PipelineComponents`` (the
+/// processors are in); adding processors to the latter is unavailable. `Processors` inside an
+/// `if` may be left out when the program runs, so ``Pipeline/validate()`` still checks the count
+/// when ``Pipeline/run()`` starts.
 @resultBuilder
 public enum PipelineBuilder<Metadata: Sendable> {
     /// Adds the pipeline's processors.
@@ -199,29 +219,72 @@ public enum PipelineBuilder<Metadata: Sendable> {
 
     /// Adds a batcher.
     @inlinable
-    public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineComponents<Metadata> {
-        PipelineComponents(batchers: [batcher])
+    public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineBatchers<Metadata> {
+        PipelineBatchers([batcher])
     }
 
-    /// Starts the topology with its first component.
+    /// A pipeline with nothing in it does not compile.
+    @available(*, unavailable, message: "a pipeline needs one Processors component")
+    public static func buildBlock() -> PipelineComponents<Metadata> {
+        fatalError("unavailable")
+    }
+
+    /// Starts the topology with its processors.
     @inlinable
     public static func buildPartialBlock(first: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         first
     }
 
-    /// Adds a component to the topology.
+    /// Starts the topology with batchers (processors must follow).
     @inlinable
+    public static func buildPartialBlock(first: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
+        first
+    }
+
+    /// Adds batchers after the processors.
+    @inlinable
+    public static func buildPartialBlock(
+        accumulated: PipelineComponents<Metadata>,
+        next: PipelineBatchers<Metadata>
+    ) -> PipelineComponents<Metadata> {
+        PipelineComponents(processors: accumulated.processors, batchers: accumulated.batchers + next.batchers)
+    }
+
+    /// Adds batchers to batchers.
+    @inlinable
+    public static func buildPartialBlock(
+        accumulated: PipelineBatchers<Metadata>,
+        next: PipelineBatchers<Metadata>
+    ) -> PipelineBatchers<Metadata> {
+        PipelineBatchers(accumulated.batchers + next.batchers)
+    }
+
+    /// Adds the processors after batchers.
+    @inlinable
+    public static func buildPartialBlock(
+        accumulated: PipelineBatchers<Metadata>,
+        next: PipelineComponents<Metadata>
+    ) -> PipelineComponents<Metadata> {
+        PipelineComponents(processors: next.processors, batchers: accumulated.batchers + next.batchers)
+    }
+
+    /// A second `Processors` does not compile.
+    @available(*, unavailable, message: "a pipeline has exactly one Processors component; raise its concurrency instead")
     public static func buildPartialBlock(
         accumulated: PipelineComponents<Metadata>,
         next: PipelineComponents<Metadata>
     ) -> PipelineComponents<Metadata> {
-        PipelineComponents(
-            processors: accumulated.processors + next.processors,
-            batchers: accumulated.batchers + next.batchers
-        )
+        fatalError("unavailable")
     }
 
-    /// A component inside `if` (nothing when the condition is false).
+    /// Batchers inside `if` (none when the condition is false).
+    @inlinable
+    public static func buildOptional(_ component: PipelineBatchers<Metadata>?) -> PipelineBatchers<Metadata> {
+        component ?? PipelineBatchers([])
+    }
+
+    /// Processors inside `if`: left out when the condition is false, which
+    /// ``Pipeline/validate()`` rejects when the pipeline starts.
     @inlinable
     public static func buildOptional(_ component: PipelineComponents<Metadata>?) -> PipelineComponents<Metadata> {
         component ?? PipelineComponents()
@@ -239,12 +302,33 @@ public enum PipelineBuilder<Metadata: Sendable> {
         component
     }
 
-    /// Components made by a `for` loop.
+    /// The batchers of the first branch of an `if`/`else` or `switch`.
     @inlinable
-    public static func buildArray(_ components: [PipelineComponents<Metadata>]) -> PipelineComponents<Metadata> {
-        PipelineComponents(
-            processors: components.flatMap(\.processors),
-            batchers: components.flatMap(\.batchers)
-        )
+    public static func buildEither(first component: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
+        component
+    }
+
+    /// The batchers of the second branch of an `if`/`else` or `switch`.
+    @inlinable
+    public static func buildEither(second component: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
+        component
+    }
+
+    /// Batchers made by a `for` loop (processors cannot be: there is one).
+    @inlinable
+    public static func buildArray(_ components: [PipelineBatchers<Metadata>]) -> PipelineBatchers<Metadata> {
+        PipelineBatchers(components.flatMap(\.batchers))
+    }
+
+    /// The finished topology.
+    @inlinable
+    public static func buildFinalResult(_ component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
+        component
+    }
+
+    /// Batchers without processors do not compile.
+    @available(*, unavailable, message: "a pipeline needs one Processors component")
+    public static func buildFinalResult(_ component: PipelineBatchers<Metadata>) -> PipelineComponents<Metadata> {
+        fatalError("unavailable")
     }
 }
