@@ -56,7 +56,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis"],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import Logging
 @_spi(Benchmarks) import Sluice
 import SluiceTestKit
 
@@ -157,7 +158,8 @@ struct PipelineSuite {
     private func settlementCost() async -> Double {
         let batch = (0..<100).map { Message(payload: [], metadata: BasicMetadata(id: UInt64($0))) }
         let source = InMemorySource(recordsOutcomes: false)
-        guard let probe = try? await SettlementProbe(source: source) else { fatalError("probe failed") }
+        let quiet = Logger(label: "sluice-bench.probe", factory: { _ in SwiftLogNoOpLogHandler() })
+        guard let probe = try? await SettlementProbe(source: source, logger: quiet) else { fatalError("probe failed") }
         let rounds = 200_000
         let clock = ContinuousClock()
         let elapsed = clock.measure {

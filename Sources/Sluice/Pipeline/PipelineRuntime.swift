@@ -388,10 +388,9 @@ public struct SettlementProbe<Source: PipelineSource>: Sendable {
     @usableFromInline
     let runtime: PipelineRuntime<Source>
 
-    /// Connects `source` as a pipeline named `name` would.
+    /// Connects `source` as a pipeline named `name` would, logging to `logger`.
     @inlinable
-    public init(source: Source, name: String = "probe") async throws {
-        let logger = Logger(label: "sluice.probe", factory: { _ in SwiftLogNoOpLogHandler() })
+    public init(source: Source, name: String = "probe", logger: Logger) async throws {
         let parts = try await source.makeParts(context: SourceContext(pipelineName: name, window: 100, logger: logger))
         self.runtime = PipelineRuntime(
             name: name,
