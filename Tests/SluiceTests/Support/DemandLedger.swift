@@ -66,7 +66,8 @@ final class DemandLedger: Sendable {
                         self.delivered(events, on: subscription)
                         sink.deliver(events, on: subscription)
                     },
-                    ended: { subscription, reason in sink.subscriptionEnded(subscription, reason: reason) }
+                    ended: { subscription, reason in sink.subscriptionEnded(subscription, reason: reason) },
+                    rejected: { subscription, error in sink.subscriptionRejected(subscription, error: error) }
                 )
                 return source.subscribe(subscription, sink: watchedSink, options: options, reply: reply)
             },
@@ -111,7 +112,8 @@ final class SinkLog<Event: Sendable>: Sendable {
         EventSink(
             stageID: StageID.next(),
             deliver: { events, subscription in self.deliveries.withLock { $0.append((subscription, events)) } },
-            ended: { subscription, reason in self.endings.withLock { $0.append((subscription, "\(reason)")) } }
+            ended: { subscription, reason in self.endings.withLock { $0.append((subscription, "\(reason)")) } },
+            rejected: { subscription, error in self.endings.withLock { $0.append((subscription, "rejected(\(error))")) } }
         )
     }
 
