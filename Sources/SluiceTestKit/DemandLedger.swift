@@ -88,7 +88,8 @@ public final class DemandLedger: Sendable {
                         self.delivered(events, on: subscription)
                         sink.deliver(events, on: subscription)
                     },
-                    ended: { subscription, reason in sink.subscriptionEnded(subscription, reason: reason) }
+                    ended: { subscription, reason in sink.subscriptionEnded(subscription, reason: reason) },
+                    rejected: { subscription, error in sink.subscriptionRejected(subscription, error: error) }
                 )
                 return source.subscribe(subscription, sink: watchedSink, options: options, reply: reply)
             },

@@ -18,7 +18,7 @@ package final class EventSource<Output: Sendable>: Sendable {
     @usableFromInline let subscribeOperation:
         @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool
     @usableFromInline let askOperation: @Sendable (Int, SubscriptionID) -> Void
-    @usableFromInline let cancelOperation: @Sendable (SubscriptionID, StopReason) -> Void
+    @usableFromInline let cancelOperation: @Sendable (SubscriptionID, CancelReason) -> Void
 
     @inlinable
     package init(
@@ -26,7 +26,7 @@ package final class EventSource<Output: Sendable>: Sendable {
         stageName: String,
         subscribe: @escaping @Sendable (SubscriptionID, EventSink<Output>, SubscriptionOptions<Output>, Reply<SubscriptionID>?) -> Bool,
         ask: @escaping @Sendable (Int, SubscriptionID) -> Void,
-        cancel: @escaping @Sendable (SubscriptionID, StopReason) -> Void
+        cancel: @escaping @Sendable (SubscriptionID, CancelReason) -> Void
     ) {
         self.stageID = stageID
         self.stageName = stageName
@@ -52,9 +52,11 @@ package final class EventSource<Output: Sendable>: Sendable {
         self.askOperation(count, subscription)
     }
 
-    /// Cancels `subscription` from the consumer side.
+    /// Ends `subscription` from the consumer side: ``CancelReason/cancelled(_:)`` when the
+    /// consumer cancels it (the producer then confirms with the same reason), or
+    /// ``CancelReason/down(_:)`` when the consumer ended.
     @inlinable
-    package func cancel(_ subscription: SubscriptionID, reason: StopReason) {
+    package func cancel(_ subscription: SubscriptionID, reason: CancelReason) {
         self.cancelOperation(subscription, reason)
     }
 }
@@ -64,17 +66,20 @@ package final class EventSource<Output: Sendable>: Sendable {
 package final class EventSink<Input: Sendable>: Sendable {
     @usableFromInline package let stageID: StageID
     @usableFromInline let deliverOperation: @Sendable (consuming [Input], SubscriptionID) -> Void
-    @usableFromInline let endedOperation: @Sendable (SubscriptionID, StopReason) -> Void
+    @usableFromInline let endedOperation: @Sendable (SubscriptionID, CancelReason) -> Void
+    @usableFromInline let rejectedOperation: @Sendable (SubscriptionID, any Error) -> Void
 
     @inlinable
     package init(
         stageID: StageID,
         deliver: @escaping @Sendable (consuming [Input], SubscriptionID) -> Void,
-        ended: @escaping @Sendable (SubscriptionID, StopReason) -> Void
+        ended: @escaping @Sendable (SubscriptionID, CancelReason) -> Void,
+        rejected: @escaping @Sendable (SubscriptionID, any Error) -> Void
     ) {
         self.stageID = stageID
         self.deliverOperation = deliver
         self.endedOperation = ended
+        self.rejectedOperation = rejected
     }
 
     /// Delivers a batch of events on `subscription`; never more than was asked.
@@ -83,9 +88,15 @@ package final class EventSink<Input: Sendable>: Sendable {
         self.deliverOperation(consume events, subscription)
     }
 
-    /// The producer of `subscription` ended, or rejected the subscription.
+    /// `subscription` ended: cancelled by either side, or its producer ended.
     @inlinable
-    package func subscriptionEnded(_ subscription: SubscriptionID, reason: StopReason) {
+    package func subscriptionEnded(_ subscription: SubscriptionID, reason: CancelReason) {
         self.endedOperation(subscription, reason)
+    }
+
+    /// The producer refused `subscription` (it was never established).
+    @inlinable
+    package func subscriptionRejected(_ subscription: SubscriptionID, error: any Error) {
+        self.rejectedOperation(subscription, error)
     }
 }

@@ -7,19 +7,28 @@
 //===----------------------------------------------------------------------===//
 
 /// How many events a producer keeps when events exist and nobody asked for them.
-public enum BufferLimit: Hashable, Sendable {
+public enum BufferLimit: Hashable, Sendable, CustomStringConvertible {
     /// Keep at most this many events (must be 0 or more).
     case events(Int)
     /// Keep every event. Use with care: memory then grows without bound.
     case unbounded
+
+    public var description: String {
+        switch self {
+        case .events(let count): return "\(count)"
+        case .unbounded: return "unbounded"
+        }
+    }
 }
 
 /// Which events a full producer buffer keeps.
-public enum BufferKeep: Hashable, Sendable {
+public enum BufferKeep: Hashable, Sendable, CustomStringConvertible {
     /// Keep the newest events and discard the oldest (the default).
     case last
     /// Keep the oldest events and discard the new ones.
     case first
+
+    public var description: String { self == .last ? "last" : "first" }
 }
 
 /// A producer's buffer for events that exist without demand. Pure value type.
@@ -34,6 +43,14 @@ struct EventBuffer<Event>: Sendable where Event: Sendable {
     let limit: Int
     @usableFromInline
     let keep: BufferKeep
+    /// Events ever stored at the back; with ``removed``, positions in the buffer's history
+    /// that an info waiting behind the events can refer to.
+    @usableFromInline
+    var stored = 0
+    /// Events ever removed from the front (taken, or discarded to keep the newest), net of
+    /// events put back.
+    @usableFromInline
+    var removed = 0
 
     @inlinable
     init(limit: BufferLimit, keep: BufferKeep) {
@@ -54,10 +71,12 @@ struct EventBuffer<Event>: Sendable where Event: Sendable {
     mutating func store(_ new: consuming [Event]) -> Int {
         switch self.keep {
         case .last:
+            self.stored += new.count
             self.events.append(new)
             let overflow = self.events.count - self.limit
             if overflow > 0 {
                 self.events.dropFirst(overflow)
+                self.removed += overflow
                 return overflow
             }
             return 0
@@ -66,6 +85,7 @@ struct EventBuffer<Event>: Sendable where Event: Sendable {
             var new = new
             let discarded = max(0, new.count - room)
             if discarded > 0 { new.removeLast(discarded) }
+            self.stored += new.count
             self.events.append(new)
             return discarded
         }
@@ -74,12 +94,15 @@ struct EventBuffer<Event>: Sendable where Event: Sendable {
     /// Removes and returns the oldest `count` events (or fewer if there are fewer).
     @inlinable
     mutating func take(_ count: Int) -> [Event] {
-        self.events.take(count)
+        let taken = self.events.take(count)
+        self.removed += taken.count
+        return taken
     }
 
     /// Puts events back at the front, in order (events a dispatcher could not place).
     @inlinable
     mutating func putBack(_ front: consuming [Event]) {
+        self.removed -= front.count
         self.events.prepend(front)
     }
 }

@@ -23,6 +23,8 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
             case unknownSubscription
             case restartIntensityExceeded
             case notSupported
+            case notAConsumer
+            case notAProducer
         }
 
         private let base: Base
@@ -36,7 +38,7 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unknownPartition = Code(.unknownPartition)
         /// A subscription asked for a partition another subscriber already holds.
         public static let partitionTaken = Code(.partitionTaken)
-        /// The same consumer subscribed twice to a broadcasting producer.
+        /// The same consumer subscribed twice to the same producer (and partition).
         public static let duplicateSubscription = Code(.duplicateSubscription)
         /// An operation named a subscription that does not exist (or no longer exists).
         public static let unknownSubscription = Code(.unknownSubscription)
@@ -44,6 +46,10 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let restartIntensityExceeded = Code(.restartIntensityExceeded)
         /// The operation is not supported by this stage or dispatcher.
         public static let notSupported = Code(.notSupported)
+        /// A stage that takes no input (a producer) was asked to subscribe to another stage.
+        public static let notAConsumer = Code(.notAConsumer)
+        /// A stage that emits nothing (a consumer) was subscribed to, or asked for its demand mode.
+        public static let notAProducer = Code(.notAProducer)
 
         public var description: String { self.base.rawValue }
     }

@@ -69,6 +69,8 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     init() {}
 
     @inlinable
+    var name: String { "broadcast" }
+    @inlinable
     var subscriberCount: Int { self.entries.count }
     @inlinable
     var discarded: Int { 0 }
@@ -100,10 +102,10 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func cancel(_ subscription: SubscriptionID) -> Int {
-        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
-        self.entries.remove(at: index)
-        return self.normalize()
+    mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return nil }
+        let entry = self.entries.remove(at: index)
+        return RemovedSubscriber(sink: entry.sink, releasedDemand: self.normalize())
     }
 
     @inlinable
@@ -155,6 +157,13 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
+    }
+
+    @usableFromInline
+    func subscriberStatus() -> [StageStatus.Subscriber] {
+        self.entries.map {
+            StageStatus.Subscriber(id: $0.subscription, consumer: $0.sink.stageID, pendingDemand: self.pending(of: $0))
+        }
     }
 
     /// What `entry`'s subscriber asked and has not received yet.

@@ -41,6 +41,8 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     init() {}
 
     @inlinable
+    var name: String { "demand" }
+    @inlinable
     var subscriberCount: Int { self.entries.count }
     @inlinable
     var discarded: Int { 0 }
@@ -62,10 +64,11 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func cancel(_ subscription: SubscriptionID) -> Int {
-        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return 0 }
-        self.cancelledDemand += self.entries.remove(at: index).demand
-        return 0
+    mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
+        guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return nil }
+        let entry = self.entries.remove(at: index)
+        self.cancelledDemand += entry.demand
+        return RemovedSubscriber(sink: entry.sink, releasedDemand: 0)
     }
 
     @inlinable
@@ -110,6 +113,11 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
+    }
+
+    @usableFromInline
+    func subscriberStatus() -> [StageStatus.Subscriber] {
+        self.entries.map { StageStatus.Subscriber(id: $0.subscription, consumer: $0.sink.stageID, pendingDemand: $0.demand) }
     }
 
     /// Inserts keeping the order: after every entry with at least as much demand.

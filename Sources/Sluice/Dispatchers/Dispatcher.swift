@@ -41,8 +41,13 @@ public struct Dispatcher<Event: Sendable>: Sendable {
     public static var broadcast: Dispatcher { Dispatcher(kind: .broadcast) }
 
     /// Events go to numbered partitions `0..<count`; `hash` returns the partition of an event, or
-    /// `nil` to discard it without using any subscriber's demand. Each subscriber takes one
-    /// partition (``SubscriptionOptions/partition``).
+    /// `nil` to discard it without using any subscriber's demand (discards are counted in
+    /// ``StageStatistics/dispatcherDiscarded``). Each subscriber takes one partition
+    /// (``SubscriptionOptions/partition``).
+    ///
+    /// A hash that names a partition the dispatcher does not have is a bug in the hash: the
+    /// producer stops with ``SluiceError/Code-swift.struct/unknownPartition`` naming the value and
+    /// the partitions that exist.
     public static func partition(count: Int, hash: @escaping @Sendable (Event) -> PartitionKey?) -> Dispatcher {
         Dispatcher(
             kind: .partition(
@@ -108,23 +113,48 @@ struct DispatchOutcome<Event: Sendable> {
     /// a selector, discarded by a partition hash) let the producer emit that many more.
     @usableFromInline
     var extraDemand = 0
+    /// Set when an event could not be dispatched at all (a partition hash named a partition that
+    /// does not exist): the producer stops with this error.
+    @usableFromInline
+    var failure: SluiceError?
 
     @inlinable
-    init(leftover: consuming [Event] = [], extraDemand: Int = 0) {
+    init(leftover: consuming [Event] = [], extraDemand: Int = 0, failure: SluiceError? = nil) {
         self.leftover = leftover
         self.extraDemand = extraDemand
+        self.failure = failure
     }
 }
 
-/// The engine's dispatcher contract. Implementations are plain value types; the only side
-/// effect they have is posting batches to sinks, which never blocks.
+/// A subscriber a dispatcher removed: whom to tell, and the demand its leaving released.
+@usableFromInline
+struct RemovedSubscriber<Event: Sendable> {
+    @usableFromInline
+    let sink: EventSink<Event>
+    /// Demand that became available upstream (a broadcast dispatcher no longer waits for it).
+    @usableFromInline
+    let releasedDemand: Int
+
+    @inlinable
+    init(sink: EventSink<Event>, releasedDemand: Int) {
+        self.sink = sink
+        self.releasedDemand = releasedDemand
+    }
+}
+
+/// The engine's dispatcher contract. Implementations are plain value types whose decisions are
+/// made in their mutating methods; they are not pure state machines in the strict sense, since
+/// `ask` and `dispatch` deliver the batches they decide on to the subscribers' sinks themselves
+/// (posting to a mailbox, which never blocks), so that a batch is moved once, not returned and
+/// moved again.
 @usableFromInline
 protocol EventDispatcher<Event>: SendableMetatype {
     associatedtype Event: Sendable
 
+    /// The dispatcher's kind, for status reports ("demand", "broadcast", "partition(0, 1)").
+    var name: String { get }
     var subscriberCount: Int { get }
-    /// Events discarded by this dispatcher so far (partition hash said "discard", or named a
-    /// partition that does not exist).
+    /// Events discarded by this dispatcher so far (a partition hash answered "discard").
     var discarded: Int { get }
     /// Events the dispatcher itself holds for current subscribers (partition queues); a
     /// producer that stops normally first waits for these to be delivered.
@@ -139,8 +169,9 @@ protocol EventDispatcher<Event>: SendableMetatype {
         options: SubscriptionOptions<Event>
     ) throws(SluiceError)
 
-    /// Removes a subscriber; returns demand that became available upstream (usually 0).
-    mutating func cancel(_ subscription: SubscriptionID) -> Int
+    /// Removes a subscriber; `nil` if it is not one. The result names its sink and the demand
+    /// that became available upstream (usually 0).
+    mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>?
 
     /// The producer put `count` new events in its buffer because no subscriber could take them.
     /// They pay demand already passed upstream (for subscribers that left): later asks must not
@@ -155,4 +186,8 @@ protocol EventDispatcher<Event>: SendableMetatype {
 
     /// Calls `body` for every subscriber (used to announce the producer's end).
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void)
+
+    /// Every subscriber with the demand it asked for and has not received yet (read on request,
+    /// for ``StageStatus``).
+    func subscriberStatus() -> [StageStatus.Subscriber]
 }

@@ -11,8 +11,10 @@ import DequeModule
 /// Routes each event to one partition; each partition has at most one subscriber and its own
 /// queue of events waiting for that subscriber's demand.
 ///
-/// Events the hash discards, or routes to a partition that does not exist, are counted in
-/// ``discarded`` and use no subscriber's demand: the producer may emit that many more.
+/// Events the hash discards (`nil`) are counted in ``discarded`` and use no subscriber's demand:
+/// the producer may emit that many more. An event routed to a partition that does not exist is
+/// a failure of the hash: dispatching stops there and the outcome carries
+/// ``SluiceError/Code-swift.struct/unknownPartition``, which stops the producer.
 @usableFromInline
 struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @usableFromInline
@@ -62,6 +64,13 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
+    var name: String { "partition(\(self.partitionList))" }
+
+    /// The partitions, for messages.
+    @inlinable
+    var partitionList: String { self.partitions.map(\.key.description).joined(separator: ", ") }
+
+    @inlinable
     var subscriberCount: Int { self.partitionBySubscription.count }
 
     @inlinable
@@ -94,8 +103,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         guard let index = self.indexByKey[key] else {
             throw SluiceError(
                 .unknownPartition,
-                "unknown partition \(key); this dispatcher has "
-                    + self.partitions.map(\.key.description).joined(separator: ", ")
+                "unknown partition \(key); this dispatcher has \(self.partitionList)"
             )
         }
         if let holder = self.partitions[index].subscriber {
@@ -107,13 +115,15 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     }
 
     @inlinable
-    mutating func cancel(_ subscription: SubscriptionID) -> Int {
-        guard let index = self.partitionBySubscription.removeValue(forKey: subscription) else { return 0 }
+    mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
+        guard let index = self.partitionBySubscription.removeValue(forKey: subscription),
+            let subscriber = self.partitions[index].subscriber
+        else { return nil }
         self.partitions[index].subscriber = nil
         // Its events may have gone to other partitions: never count on more than is owed.
         self.cancelledDemand = min(self.cancelledDemand + self.partitions[index].demand, self.waiting)
         self.partitions[index].demand = 0
-        return 0
+        return RemovedSubscriber(sink: subscriber.sink, releasedDemand: 0)
     }
 
     @inlinable
@@ -150,6 +160,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         // Allocated only once the whole-batch fast path below does not apply.
         var outgoing: [[Event]] = []
         var refund = 0
+        var failure: SluiceError?
         switch self.route {
         case .hash(let hash):
             // Fast path: every event goes to one partition that can take them all now; the
@@ -166,9 +177,13 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
             events.reverseMoving()
             while let event = events.popLast() {
-                guard let key = hash(event), let index = self.index(of: key) else {
+                guard let key = hash(event) else {
                     refund += 1
                     continue
+                }
+                guard let index = self.index(of: key) else {
+                    failure = self.unknownPartition(key)
+                    break
                 }
                 self.place(event, in: index, outgoing: &outgoing)
             }
@@ -176,9 +191,13 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
             events.reverseMoving()
             while let event = events.popLast() {
-                guard let (changed, key) = transform(event), let index = self.index(of: key) else {
+                guard let (changed, key) = transform(event) else {
                     refund += 1
                     continue
+                }
+                guard let index = self.index(of: key) else {
+                    failure = self.unknownPartition(key)
+                    break
                 }
                 self.place(changed, in: index, outgoing: &outgoing)
             }
@@ -190,13 +209,30 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         }
         self.discarded += refund
         self.waiting += refund
-        return DispatchOutcome(leftover: leftover, extraDemand: refund)
+        return DispatchOutcome(leftover: leftover, extraDemand: refund, failure: failure)
+    }
+
+    @usableFromInline
+    func unknownPartition(_ key: PartitionKey) -> SluiceError {
+        SluiceError(
+            .unknownPartition,
+            "the partition hash returned \(key), which is not a partition of this dispatcher (it has \(self.partitionList))"
+        )
     }
 
     @inlinable
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for partition in self.partitions {
             if let subscriber = partition.subscriber { body(subscriber.subscription, subscriber.sink) }
+        }
+    }
+
+    @usableFromInline
+    func subscriberStatus() -> [StageStatus.Subscriber] {
+        self.partitions.compactMap { partition in
+            partition.subscriber.map {
+                StageStatus.Subscriber(id: $0.subscription, consumer: $0.sink.stageID, pendingDemand: partition.demand)
+            }
         }
     }
 

@@ -103,7 +103,8 @@ final class EventsStorage<Event: Sendable>: Sendable {
         EventSink(
             stageID: StageID.next(),
             deliver: { [weak self] events, _ in self?.received(events) },
-            ended: { [weak self] _, reason in self?.ended(reason) }
+            ended: { [weak self] _, reason in self?.ended(reason.reason) },
+            rejected: { [weak self] _, error in self?.ended(.failure(error)) }
         )
     }
 
@@ -134,7 +135,8 @@ final class EventsStorage<Event: Sendable>: Sendable {
             }
             return (state.subscription, state.waiter)
         }
-        if let subscription { self.source.cancel(subscription, reason: .normal) }
+        // The iteration ended: for the producer this subscriber is gone, as a consumer that ended.
+        if let subscription { self.source.cancel(subscription, reason: .down(.normal)) }
         waiter?.resume()
     }
 

@@ -72,8 +72,10 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     var unkeyed: Pending?
     @usableFromInline
     var keyed: [String: Pending] = [:]
+    /// The processors' subscriptions (handleCancel also reports the batch processors', which
+    /// subscribe to this stage).
     @usableFromInline
-    var upstreams = 0
+    var upstreams: Set<SubscriptionID> = []
     /// The batch timer, scheduled on the run's timer loop.
     @usableFromInline
     var timer: PipelineTimers.Token?
@@ -97,7 +99,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
 
     @inlinable
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
-        self.upstreams += 1
+        self.upstreams.insert(subscription.id)
         return subscription.demand
     }
 
@@ -209,9 +211,9 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     }
 
     @inlinable
-    mutating func handleCancel(_ subscription: SubscriptionID, reason: StopReason, context: inout StageContext<Output>) {
-        self.upstreams -= 1
-        guard self.upstreams == 0 else { return }
+    mutating func handleCancel(_ subscription: SubscriptionID, reason: CancelReason, context: inout StageContext<Output>) {
+        guard self.upstreams.remove(subscription) != nil, self.upstreams.isEmpty else { return }
+        let reason = reason.reason
         // Every processor ended: flush what is held and end once it was handed over.
         if let pending = self.unkeyed { context.emit(Batch(key: nil, messages: pending.messages)) }
         for (key, pending) in self.keyed { context.emit(Batch(key: key, messages: pending.messages)) }

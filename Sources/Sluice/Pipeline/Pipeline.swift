@@ -292,7 +292,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             topology.drainSource = { sourceHandle.send(.drain) }
             topology.startSource = { sourceHandle.setDemandMode(.forward) }
             if self.components.batchers.isEmpty {
-                _ = try await self.startProcessors(from: sourceHandle, dispatcher: .demand, into: &topology, logger: logger) { index in
+                _ = try await self.startProcessors(from: sourceHandle, dispatcher: nil, into: &topology, logger: logger) { index in
                     TerminalProcessorStage(core: ProcessorCore(runtime: runtime, processors: self.components.processors[0], index: index, routesToBatchers: false))
                 }
             } else {
@@ -346,11 +346,12 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Starts the processors, each subscribed to the source (to its partition when
-    /// partitioned), handing on what they pass with `dispatcher`.
+    /// partitioned), handing on what they pass with `dispatcher` (`nil` for processors that
+    /// settle messages themselves: a consumer takes no producer options).
     @inlinable
     func startProcessors<S: ProcessorStageShape>(
         from sourceHandle: StageHandle<Source.SourceStage>,
-        dispatcher: Dispatcher<S.Output>,
+        dispatcher: Dispatcher<S.Output>?,
         into topology: inout Topology,
         logger: Logger,
         _ make: (Int) -> S
@@ -360,14 +361,11 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         for index in 0..<processors.concurrency {
             var subscription = SubscriptionOptions<Message<Metadata>>(maxDemand: processors.maxDemand, minDemand: processors.minDemand)
             if processors.partition != nil { subscription.partition = .index(index) }
+            let name = "\(self.name).processor.\(index)"
             let handle = try await StageHandle.start(
                 make(index),
-                options: StageOptions(
-                    name: "\(self.name).processor.\(index)",
-                    dispatcher: dispatcher,
-                    bufferSize: .unbounded,
-                    logger: logger
-                ),
+                options: dispatcher.map { StageOptions(name: name, dispatcher: $0, bufferSize: .unbounded, logger: logger) }
+                    ?? StageOptions(name: name, logger: logger),
                 subscribeTo: [SubscribeTo(sourceHandle, options: subscription)]
             )
             handles.append(handle)

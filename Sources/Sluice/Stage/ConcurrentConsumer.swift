@@ -120,7 +120,7 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
 
     public mutating func handleCancel(
         _ subscription: SubscriptionID,
-        reason: StopReason,
+        reason: CancelReason,
         context: inout StageContext<Never>
     ) {
         self.slots[subscription] = nil

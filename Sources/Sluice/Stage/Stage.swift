@@ -32,6 +32,24 @@ public struct SubscriptionInfo: Hashable, Sendable {
     }
 }
 
+/// What a producer knows about one of its subscribers (a consumer or producer-consumer that
+/// subscribed to it).
+public struct SubscriberInfo<Event: Sendable>: Sendable {
+    /// The subscription's identifier (the one ``Stage/handleCancel(_:reason:context:)`` names).
+    public let id: SubscriptionID
+    /// The subscribing stage's identity.
+    public let consumer: StageID
+    /// The options the subscriber subscribed with.
+    public let options: SubscriptionOptions<Event>
+
+    @inlinable
+    init(id: SubscriptionID, consumer: StageID, options: SubscriptionOptions<Event>) {
+        self.id = id
+        self.consumer = consumer
+        self.options = options
+    }
+}
+
 /// The role of a stage in a pipeline.
 public enum StageRole: Hashable, Sendable {
     /// Receives demand and emits at most that many events.
@@ -91,7 +109,7 @@ public protocol Stage: SendableMetatype {
     /// Information sent with ``StageHandle/send(_:)`` or ``StageHandle/call(_:)`` arrived.
     mutating func handleInfo(_ info: Info, context: inout StageContext<Output>) async throws
 
-    /// The stage is subscribing to a producer. Return the demand mode for this subscription
+    /// Consumer side: the stage is subscribing to a producer. Return the demand mode for this subscription
     /// (by default the one asked for in ``SubscriptionOptions/demand``). In manual mode, ask for
     /// the first events here with ``StageContext/ask(_:on:)``.
     mutating func handleSubscribe(
@@ -99,11 +117,31 @@ public protocol Stage: SendableMetatype {
         context: inout StageContext<Output>
     ) async throws -> DemandMode
 
-    /// The producer of `subscription` ended or the subscription was rejected. Whether the stage
-    /// then ends depends on the subscription's ``CancelMode``.
+    /// Producer side (producers and producer-consumers): a consumer subscribed to this stage.
+    ///
+    /// Called once the dispatcher accepted the subscriber, before it receives any event. Events
+    /// emitted here are dispatched like any others. Together with
+    /// ``handleCancel(_:reason:context:)`` this tells a producer whether anyone listens.
+    mutating func handleSubscribe(
+        consumer subscriber: SubscriberInfo<Output>,
+        context: inout StageContext<Output>
+    ) async throws
+
+    /// One of the stage's subscriptions ended; `reason` says whether it was cancelled (by either
+    /// side, ``CancelReason/cancelled(_:)``) or the stage at the other end ended
+    /// (``CancelReason/down(_:)``).
+    ///
+    /// Consumer side (an upstream subscription): called after every event already received on
+    /// it was handled; whether the stage then ends depends on the subscription's
+    /// ``CancelMode``. A subscription that was never established (the producer had ended, or
+    /// refused it) is not reported here.
+    ///
+    /// Producer side (a subscriber of this stage): the subscriber was removed and told before
+    /// this runs; events emitted here are dispatched, and only then is the demand the
+    /// dispatcher held for that subscriber released.
     mutating func handleCancel(
         _ subscription: SubscriptionID,
-        reason: StopReason,
+        reason: CancelReason,
         context: inout StageContext<Output>
     ) async throws
 
@@ -137,9 +175,15 @@ extension Stage {
     }
 
     /// Default: does nothing.
+    public mutating func handleSubscribe(
+        consumer subscriber: SubscriberInfo<Output>,
+        context: inout StageContext<Output>
+    ) async throws {}
+
+    /// Default: does nothing.
     public mutating func handleCancel(
         _ subscription: SubscriptionID,
-        reason: StopReason,
+        reason: CancelReason,
         context: inout StageContext<Output>
     ) async throws {}
 

@@ -13,18 +13,25 @@ import Synchronization
 enum StageMail<S: Stage>: Sendable {
     // This stage as a consumer.
     case events(SubscriptionID, [S.Input])
-    case upstreamEnded(SubscriptionID, StopReason)
+    case upstreamEnded(SubscriptionID, CancelReason)
+    case upstreamRejected(SubscriptionID, any Error)
     case subscribeUpstream(EventSource<S.Input>, SubscriptionOptions<S.Input>, Reply<SubscriptionID>?)
-    case cancelUpstream(SubscriptionID, StopReason)
     // This stage as a producer.
     case subscribe(SubscriptionID, EventSink<S.Output>, SubscriptionOptions<S.Output>, Reply<SubscriptionID>?)
     case ask(SubscriptionID, Int)
-    case cancel(SubscriptionID, StopReason)
+    /// A subscriber cancelled (``CancelReason/cancelled(_:)``) or ended (``CancelReason/down(_:)``).
+    case cancel(SubscriptionID, CancelReason)
     case supply(Int)
     case demandMode(ProducerDemandMode)
+    case demandModeQuery(Reply<ProducerDemandMode>)
     // Anyone.
+    /// Cancels a subscription of either direction (``StageHandle/cancel(_:reason:)``).
+    case cancelSubscription(SubscriptionID, StopReason)
     case info(S.Info)
+    /// An info delivered behind the events buffered when it arrived, answered once delivered.
+    case infoBehindEvents(S.Info, Reply<Void>?)
     case statistics(Reply<StageStatistics>)
+    case status(Reply<StageStatus>)
     case stop(StopReason)
 }
 
@@ -105,7 +112,8 @@ final class StageCell<S: Stage>: Sendable {
         self.sink = EventSink(
             stageID: stageID,
             deliver: { events, subscription in mailbox.send(.events(subscription, consume events)) },
-            ended: { subscription, reason in mailbox.send(.upstreamEnded(subscription, reason)) }
+            ended: { subscription, reason in mailbox.send(.upstreamEnded(subscription, reason)) },
+            rejected: { subscription, error in mailbox.send(.upstreamRejected(subscription, error)) }
         )
     }
 

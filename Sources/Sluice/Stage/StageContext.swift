@@ -9,12 +9,15 @@
 public import Logging
 
 /// A producer's demand mode.
-public enum ProducerDemandMode: Hashable, Sendable {
+public enum ProducerDemandMode: Hashable, Sendable, CustomStringConvertible {
     /// Demand reaches ``Stage/handleDemand(_:context:)`` as it arrives (the default).
     case forward
-    /// Demand is held until the mode is switched to ``forward``; then each held demand is
-    /// replayed separately, in order.
+    /// Demand is held, and so are the events the producer emits or has buffered: nothing is
+    /// dispatched until the mode is switched to ``forward``. Then the buffered events are served
+    /// first and each held demand is replayed separately, in order.
     case accumulate
+
+    public var description: String { self == .forward ? "forward" : "accumulate" }
 }
 
 /// What a stage callback can do besides changing its own state: emit events, ask for events in
@@ -75,7 +78,10 @@ public struct StageContext<Output: Sendable> {
         if count > 0 { self.commands.append(.ask(count, subscription)) }
     }
 
-    /// Cancels one of this stage's upstream subscriptions.
+    /// Cancels one of this stage's subscriptions: an upstream one (this stage as consumer), or
+    /// a subscriber of this stage (as producer). Both stages then see
+    /// ``CancelReason/cancelled(_:)`` with `reason` in ``Stage/handleCancel(_:reason:context:)``,
+    /// and the consumer's ``CancelMode`` decides whether it ends.
     @inlinable
     public mutating func cancel(_ subscription: SubscriptionID, reason: StopReason = .normal) {
         self.commands.append(.cancel(subscription, reason))

@@ -34,40 +34,48 @@ public struct StageHandle<S: Stage>: Sendable {
     /// This stage as a producer others can subscribe to, with its concrete type erased.
     public var producer: ProducerRef<S.Output> { ProducerRef(source: self.cell.source) }
 
-    /// Starts `stage` in its own task and returns its handle.
+    /// Starts `stage` in its own task and returns its handle once its
+    /// ``Stage/didStart(handle:context:)`` returned.
     ///
     /// The stage subscribes to each producer in `subscribeTo` before this returns; if a
-    /// subscription is rejected (ended producer, unknown or taken partition, duplicate broadcast
-    /// subscriber) the stage is stopped and the error thrown.
+    /// subscription is rejected (ended producer, unknown or taken partition, duplicate
+    /// subscription) the stage is stopped and the error thrown.
     ///
     /// - Throws: ``SluiceError`` with code ``SluiceError/Code-swift.struct/invalidOption`` for
-    ///   bad options, or the subscription's error.
+    ///   bad options (also for a producer option given to a stage that has no use for it), the
+    ///   error `didStart` threw (the stage has then ended), or the subscription's error.
     @inlinable
     public static func start(
         _ stage: sending S,
         options: StageOptions<S.Output> = .init(),
         subscribeTo subscriptions: [SubscribeTo<S.Input>] = []
     ) async throws -> StageHandle<S> {
-        try options.validate()
-        for subscription in subscriptions { try subscription.options.validate() }
         let name = options.name ?? String(describing: S.self)
+        try options.validate(role: S.role, stageName: name)
+        for subscription in subscriptions { try subscription.options.validate() }
+        if S.role == .producer && !subscriptions.isEmpty { throw Self.notAConsumer(name) }
         let cell = StageCell<S>(name: name)
         var logger = options.logger ?? Logger.current
         logger[metadataKey: SluiceLogKey.stageName] = "\(name)"
         logger[metadataKey: SluiceLogKey.stageID] = "\(cell.stageID.rawValue)"
-        switch options.dispatcher.kind {
-        case .demand:
-            Self.launch(stage, cell: cell, dispatcher: DemandDispatcher<S.Output>(), options: options, logger: logger)
-        case .broadcast:
-            Self.launch(stage, cell: cell, dispatcher: BroadcastDispatcher<S.Output>(), options: options, logger: logger)
-        case .partition(let partitions, let route):
-            Self.launch(
-                stage,
-                cell: cell,
-                dispatcher: PartitionDispatcher(partitions: partitions, routing: route),
-                options: options,
-                logger: logger
-            )
+        // `sending` values cross into the reply's closure once; the closure runs exactly once.
+        nonisolated(unsafe) let stage = stage
+        try await Reply<Void>.awaiting { started in
+            switch options.dispatcher?.kind ?? .demand {
+            case .demand:
+                Self.launch(stage, cell: cell, dispatcher: DemandDispatcher<S.Output>(), options: options, logger: logger, started: started)
+            case .broadcast:
+                Self.launch(stage, cell: cell, dispatcher: BroadcastDispatcher<S.Output>(), options: options, logger: logger, started: started)
+            case .partition(let partitions, let route):
+                Self.launch(
+                    stage,
+                    cell: cell,
+                    dispatcher: PartitionDispatcher(partitions: partitions, routing: route),
+                    options: options,
+                    logger: logger,
+                    started: started
+                )
+            }
         }
         let handle = StageHandle(cell: cell)
         do {
@@ -81,18 +89,31 @@ public struct StageHandle<S: Stage>: Sendable {
         return handle
     }
 
+    @usableFromInline
+    static func notAConsumer(_ name: String) -> SluiceError {
+        SluiceError(.notAConsumer, "\(name) is a producer: it takes no input and cannot subscribe to another stage")
+    }
+
     @inlinable
     static func launch<D: EventDispatcher>(
         _ stage: sending S,
         cell: StageCell<S>,
         dispatcher: sending D,
         options: StageOptions<S.Output>,
-        logger: Logger
+        logger: Logger,
+        started: Reply<Void>
     ) where D.Event == S.Output {
         // Detached: a stage is an independent process-like loop and must not inherit the
         // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
         let running = Task.detached(executorPreference: StageExecutor.shared) {
-            var runner = StageRunner(stage: stage, cell: cell, dispatcher: dispatcher, options: options, logger: logger)
+            var runner = StageRunner(
+                stage: stage,
+                cell: cell,
+                dispatcher: dispatcher,
+                options: options,
+                logger: logger,
+                started: started
+            )
             let reason = await runner.run()
             cell.termination.finish(reason)
         }
@@ -128,6 +149,7 @@ public struct StageHandle<S: Stage>: Sendable {
         to source: EventSource<S.Input>,
         options: SubscriptionOptions<S.Input>
     ) async throws -> SubscriptionID {
+        if S.role == .producer { throw Self.notAConsumer(self.name) }
         try options.validate()
         return try await Reply<SubscriptionID>.awaiting { reply in
             if !self.cell.mailbox.send(.subscribeUpstream(source, options, reply)) {
@@ -136,9 +158,12 @@ public struct StageHandle<S: Stage>: Sendable {
         }
     }
 
-    /// Asks this stage to cancel one of its upstream subscriptions.
+    /// Asks this stage to cancel one of its subscriptions: one it made to a producer, or (for
+    /// a producer) one of its subscribers. Both stages see ``CancelReason/cancelled(_:)`` with
+    /// `reason`, after any events already on their way; the consumer's ``CancelMode`` then
+    /// decides whether it ends (a permanent consumer does, whatever the reason).
     public func cancel(_ subscription: SubscriptionID, reason: StopReason = .normal) {
-        self.cell.mailbox.send(.cancelUpstream(subscription, reason))
+        self.cell.mailbox.send(.cancelSubscription(subscription, reason))
     }
 
     // MARK: Messages
@@ -149,6 +174,26 @@ public struct StageHandle<S: Stage>: Sendable {
     @discardableResult
     public func send(_ info: S.Info) -> Bool {
         self.cell.mailbox.send(.info(info))
+    }
+
+    /// Sends a message that reaches ``Stage/handleInfo(_:context:)`` only after every event the
+    /// stage holds now has been dispatched: its producer buffer and, for a producer-consumer, the
+    /// input queued for downstream demand (GenStage's `async_info`).
+    ///
+    /// - Returns: `false` if the stage has ended and the message was not delivered.
+    @discardableResult
+    public func sendBehindEvents(_ info: S.Info) -> Bool {
+        self.cell.mailbox.send(.infoBehindEvents(info, nil))
+    }
+
+    /// Like ``sendBehindEvents(_:)``, and waits until the stage handled the message: when this
+    /// returns, every event the stage held when it was sent has left it.
+    ///
+    /// - Throws: ``SluiceError/Code-swift.struct/stageEnded`` if the stage ends first.
+    public func sendBehindEventsAndWait(_ info: S.Info) async throws {
+        try await Reply<Void>.awaiting { reply in
+            self.cell.mailbox.send(.infoBehindEvents(info, reply))
+        }
     }
 
     /// Sends a message carrying a ``Reply`` and waits for the stage to answer it.
@@ -168,10 +213,29 @@ public struct StageHandle<S: Stage>: Sendable {
         self.cell.mailbox.send(.demandMode(mode))
     }
 
+    /// The producer's current demand mode (always ``ProducerDemandMode/forward`` for a
+    /// producer-consumer), read in order with its other mail.
+    ///
+    /// - Throws: ``SluiceError/Code-swift.struct/notAProducer`` for a consumer,
+    ///   ``SluiceError/Code-swift.struct/stageEnded`` if the stage has ended.
+    public func demandMode() async throws -> ProducerDemandMode {
+        try await Reply<ProducerDemandMode>.awaiting { reply in
+            self.cell.mailbox.send(.demandModeQuery(reply))
+        }
+    }
+
     /// The stage's counters, read in order with its other mail.
     public func statistics() async throws -> StageStatistics {
         try await Reply<StageStatistics>.awaiting { reply in
             self.cell.mailbox.send(.statistics(reply))
+        }
+    }
+
+    /// A snapshot of the stage: role, dispatcher, subscribers and producers with their pending
+    /// demand, buffer and queued input, read in order with its other mail.
+    public func status() async throws -> StageStatus {
+        try await Reply<StageStatus>.awaiting { reply in
+            self.cell.mailbox.send(.status(reply))
         }
     }
 
@@ -188,12 +252,13 @@ public struct StageHandle<S: Stage>: Sendable {
 
     /// Stops the stage at once and waits for its end: the task running it is cancelled, so a
     /// callback that is awaiting (a sleep, I/O) sees cancellation instead of finishing its work.
-    /// The stage ends with ``StopReason/shutdown``.
+    /// The stage ends with ``StopReason/killed``, an abnormal end (a transient consumer of a
+    /// killed producer ends too).
     ///
     /// Use ``stop(_:)`` to let the current callback finish first.
     @discardableResult
     public func kill() async -> StopReason {
-        self.cell.kill(.shutdown)
+        self.cell.kill(.killed)
         return await self.cell.termination.wait()
     }
 
@@ -204,6 +269,17 @@ public struct StageHandle<S: Stage>: Sendable {
 
     /// Why the stage ended, or `nil` while it runs.
     public var stopReason: StopReason? { self.cell.termination.reason }
+}
+
+extension StageHandle where S: Producer {
+    /// Unavailable: a producer takes no input, so it cannot subscribe to another stage.
+    @available(*, unavailable, message: "a producer takes no input and cannot subscribe to another stage")
+    public func subscribe<P: Stage>(
+        to producer: StageHandle<P>,
+        options: SubscriptionOptions<S.Input> = .init()
+    ) async throws -> SubscriptionID where P.Output == S.Input {
+        throw Self.notAConsumer(self.name)
+    }
 }
 
 /// A running producer or producer-consumer with its concrete stage type erased.

@@ -8,28 +8,36 @@
 
 public import Logging
 
-/// How a stage runs: its name, dispatcher, buffer, demand mode and logger.
+/// How a stage runs: its name, logger, and (producers and producer-consumers) dispatcher, buffer
+/// and demand mode.
+///
+/// The producer options (``dispatcher``, ``bufferSize``, ``bufferKeep``, ``demandMode``) are
+/// `nil` unless given; a stage that has no use for one rejects it when it starts, rather than
+/// ignoring it: a consumer takes none of them, a producer-consumer takes no demand mode.
 public struct StageOptions<Output: Sendable>: Sendable {
     /// A name for logs and errors; defaults to the stage type's name.
     public var name: String?
-    /// How emitted events are spread over subscribers. Default: ``Dispatcher/demand``.
-    public var dispatcher: Dispatcher<Output>
-    /// How many events to keep when they exist without demand. Default: 10 000.
-    public var bufferSize: BufferLimit
-    /// Which events a full buffer keeps. Default: ``BufferKeep/last``.
-    public var bufferKeep: BufferKeep
-    /// Whether demand reaches the producer at once or is held. Default: ``ProducerDemandMode/forward``.
-    public var demandMode: ProducerDemandMode
+    /// How emitted events are spread over subscribers. Default (`nil`): ``Dispatcher/demand``.
+    public var dispatcher: Dispatcher<Output>?
+    /// How many events to keep when they exist without demand. Default (`nil`): 10 000 events
+    /// for a producer, ``BufferLimit/unbounded`` for a producer-consumer (whose input is already
+    /// bounded by its own upstream demand).
+    public var bufferSize: BufferLimit?
+    /// Which events a full buffer keeps. Default (`nil`): ``BufferKeep/last``.
+    public var bufferKeep: BufferKeep?
+    /// Whether demand reaches the producer at once or is held (producers only). Default (`nil`):
+    /// ``ProducerDemandMode/forward``.
+    public var demandMode: ProducerDemandMode?
     /// The logger; defaults to `Logger.current` when the stage starts.
     public var logger: Logger?
 
     /// Creates stage options.
     public init(
         name: String? = nil,
-        dispatcher: Dispatcher<Output> = .demand,
-        bufferSize: BufferLimit = .events(10_000),
-        bufferKeep: BufferKeep = .last,
-        demandMode: ProducerDemandMode = .forward,
+        dispatcher: Dispatcher<Output>? = nil,
+        bufferSize: BufferLimit? = nil,
+        bufferKeep: BufferKeep? = nil,
+        demandMode: ProducerDemandMode? = nil,
         logger: Logger? = nil
     ) {
         self.name = name
@@ -40,12 +48,37 @@ public struct StageOptions<Output: Sendable>: Sendable {
         self.logger = logger
     }
 
+    /// The buffer limit in force for a stage of `role`.
     @usableFromInline
-    func validate() throws(SluiceError) {
-        if case .events(let count) = self.bufferSize, count < 0 {
+    func effectiveBufferSize(for role: StageRole) -> BufferLimit {
+        self.bufferSize ?? (role == .producerConsumer ? .unbounded : .events(10_000))
+    }
+
+    /// Checks the options against the stage's role; throws
+    /// ``SluiceError/Code-swift.struct/invalidOption`` naming the first option that is wrong.
+    @usableFromInline
+    func validate(role: StageRole, stageName: String) throws(SluiceError) {
+        func misplaced(_ option: String, _ value: some CustomStringConvertible, _ rule: String) -> SluiceError {
+            .invalidOption(option, value, "\(stageName) is a \(role); \(rule)")
+        }
+        switch role {
+        case .consumer:
+            let producerOnly = "a consumer emits nothing, so it takes no producer options"
+            if self.dispatcher != nil { throw misplaced("dispatcher", "given", producerOnly) }
+            if let bufferSize = self.bufferSize { throw misplaced("bufferSize", bufferSize, producerOnly) }
+            if let bufferKeep = self.bufferKeep { throw misplaced("bufferKeep", bufferKeep, producerOnly) }
+            if let demandMode = self.demandMode { throw misplaced("demandMode", demandMode, producerOnly) }
+        case .producerConsumer:
+            if let demandMode = self.demandMode {
+                throw misplaced("demandMode", demandMode, "a demand mode is an option of producers only")
+            }
+        case .producer:
+            break
+        }
+        if case .events(let count)? = self.bufferSize, count < 0 {
             throw .invalidOption("bufferSize", count, "must be 0 or more (or .unbounded)")
         }
-        try self.dispatcher.validate()
+        try self.dispatcher?.validate()
     }
 }
 

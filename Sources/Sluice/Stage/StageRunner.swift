@@ -26,19 +26,47 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         var demand: ConsumerDemand
         @usableFromInline
         let cancel: CancelMode
+        /// The partition subscribed to (two subscriptions to one producer must differ in it).
+        @usableFromInline
+        let partition: PartitionKey?
+        /// This stage cancelled the subscription: it asks for nothing more, handles what is
+        /// still in flight, and waits for the producer's confirmation.
+        @usableFromInline
+        var cancelling = false
 
         @inlinable
-        init(source: EventSource<S.Input>, demand: ConsumerDemand, cancel: CancelMode) {
+        init(source: EventSource<S.Input>, demand: ConsumerDemand, cancel: CancelMode, partition: PartitionKey?) {
             self.source = source
             self.demand = demand
             self.cancel = cancel
+            self.partition = partition
         }
     }
 
     @usableFromInline
     enum QueuedInput {
         case events(SubscriptionID, [S.Input])
-        case ended(SubscriptionID, StopReason)
+        case ended(SubscriptionID, CancelReason)
+        case info(S.Info, Reply<Void>?)
+    }
+
+    /// An info waiting until the producer buffer has given out every event stored before it.
+    @usableFromInline
+    struct InfoBehindEvents {
+        /// Due once ``EventBuffer/removed`` reaches this.
+        @usableFromInline
+        let due: Int
+        @usableFromInline
+        let info: S.Info
+        @usableFromInline
+        let reply: Reply<Void>?
+
+        @inlinable
+        init(due: Int, info: S.Info, reply: Reply<Void>?) {
+            self.due = due
+            self.info = info
+            self.reply = reply
+        }
     }
 
     @usableFromInline
@@ -69,15 +97,29 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     var drainingReason: StopReason?
     @usableFromInline
     var statistics = StageStatistics()
+    /// Infos waiting behind buffered events, in arrival order.
+    @usableFromInline
+    var infosBehindEvents: Deque<InfoBehindEvents> = []
+    /// Answered once `didStart` returned: with its error if it threw.
+    @usableFromInline
+    var started: Reply<Void>?
 
     @inlinable
-    init(stage: consuming S, cell: StageCell<S>, dispatcher: D, options: StageOptions<S.Output>, logger: Logger) {
+    init(
+        stage: consuming S,
+        cell: StageCell<S>,
+        dispatcher: D,
+        options: StageOptions<S.Output>,
+        logger: Logger,
+        started: Reply<Void>? = nil
+    ) {
         self.stage = stage
         self.cell = cell
         self.dispatcher = dispatcher
-        self.buffer = EventBuffer(limit: options.bufferSize, keep: options.bufferKeep)
+        self.buffer = EventBuffer(limit: options.effectiveBufferSize(for: S.role), keep: options.bufferKeep ?? .last)
         self.accumulated = options.demandMode == .accumulate ? [] : nil
         self.context = StageContext(stageID: cell.stageID, stageName: cell.stageName, logger: logger)
+        self.started = started
     }
 
     // MARK: Loop
@@ -88,15 +130,19 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         var inbox: [StageMail<S>] = []
         do {
             try await self.stage.didStart(handle: StageHandle(cell: self.cell), context: &self.context)
+            self.started?.succeed()
         } catch {
+            self.started?.fail(error)
             self.crash(error)
         }
+        self.started = nil
         await self.afterCallback()
         while self.stopReason == nil {
             await self.cell.mailbox.receive(into: &inbox)
             inbox.reverseMoving()
             while self.stopReason == nil, let mail = inbox.popLast() {
                 await self.handle(consume mail)
+                if !self.infosBehindEvents.isEmpty { await self.deliverDueInfos() }
             }
         }
         inbox.reverseMoving()
@@ -119,31 +165,26 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             }
 
         case .upstreamEnded(let subscription, let reason):
-            // The end waits behind queued input so that input is still handled, unless it is a
-            // crash or shutdown that ends this stage: that must not wait for downstream demand.
-            if S.role == .producerConsumer && !self.queuedInput.isEmpty && !self.endsAtOnce(subscription, reason) {
+            // The end waits behind the input still queued from any producer, so that nothing
+            // received is dropped (GenStage queues every cancellation of a producer-consumer).
+            if S.role == .producerConsumer && !self.queuedInput.isEmpty {
                 self.queuedInput.append(.ended(subscription, reason))
                 await self.handleQueuedInput()
             } else {
                 await self.upstreamEnded(subscription, reason: reason)
             }
 
+        case .upstreamRejected(let subscription, let error):
+            self.upstreamRejected(subscription, error: error)
+
         case .subscribeUpstream(let source, let options, let reply):
             await self.subscribeUpstream(source, options: options, reply: reply)
 
-        case .cancelUpstream(let subscription, let reason):
-            if let upstream = self.upstreams.removeValue(forKey: subscription) {
-                upstream.source.cancel(subscription, reason: reason)
-            }
+        case .cancelSubscription(let subscription, let reason):
+            await self.cancelSubscription(subscription, reason: reason)
 
         case .subscribe(let subscription, let sink, let options, let reply):
-            do {
-                try self.dispatcher.subscribe(subscription, sink: sink, options: options)
-                reply?.succeed(subscription)
-            } catch {
-                reply?.fail(error)
-                sink.subscriptionEnded(subscription, reason: .failure(error))
-            }
+            await self.subscribe(subscription, sink: sink, options: options, reply: reply)
 
         case .ask(let subscription, let count):
             guard self.dispatcher.contains(subscription) else { return }
@@ -151,10 +192,9 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             await self.supply(demand)
             self.checkDrained()
 
-        case .cancel(let subscription, _):
-            let demand = self.dispatcher.cancel(subscription)
-            await self.supply(demand)
-            self.checkDrained()
+        case .cancel(let subscription, let reason):
+            // A subscriber that cancelled waits for confirmation; one that ended does not.
+            await self.removeSubscriber(subscription, reason: reason, tell: reason.isCancellation)
 
         case .supply(let demand):
             await self.supply(demand)
@@ -163,19 +203,66 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .demandMode(let mode):
             await self.setDemandMode(mode)
 
-        case .info(let info):
-            do {
-                try await self.stage.handleInfo(info, context: &self.context)
-            } catch {
-                self.crash(error)
+        case .demandModeQuery(let reply):
+            switch S.role {
+            case .consumer:
+                reply.fail(SluiceError(.notAProducer, "\(self.cell.stageName) (\(self.cell.stageID)) is a consumer: it has no demand mode"))
+            case .producer, .producerConsumer:
+                reply.succeed(self.accumulated == nil ? .forward : .accumulate)
             }
-            await self.afterCallback()
+
+        case .info(let info):
+            await self.callHandleInfo(info)
+
+        case .infoBehindEvents(let info, let reply):
+            if S.role == .producerConsumer && !self.queuedInput.isEmpty {
+                self.queuedInput.append(.info(info, reply))
+                await self.handleQueuedInput()
+            } else {
+                await self.infoBehindBuffer(info, reply: reply)
+            }
 
         case .statistics(let reply):
             reply.succeed(self.currentStatistics())
 
+        case .status(let reply):
+            reply.succeed(self.currentStatus())
+
         case .stop(let reason):
             self.stopReason = reason
+        }
+    }
+
+    @inlinable
+    mutating func callHandleInfo(_ info: S.Info) async {
+        do {
+            try await self.stage.handleInfo(info, context: &self.context)
+        } catch {
+            self.crash(error)
+        }
+        await self.afterCallback()
+    }
+
+    // MARK: Infos behind events
+
+    /// Delivers `info` now if the producer buffer is empty, or once every event it holds now
+    /// has been given out.
+    @inlinable
+    mutating func infoBehindBuffer(_ info: S.Info, reply: Reply<Void>?) async {
+        if self.buffer.isEmpty && self.infosBehindEvents.isEmpty {
+            await self.callHandleInfo(info)
+            reply?.succeed()
+        } else {
+            self.infosBehindEvents.append(InfoBehindEvents(due: self.buffer.stored, info: info, reply: reply))
+        }
+    }
+
+    @inlinable
+    mutating func deliverDueInfos() async {
+        while self.stopReason == nil, let first = self.infosBehindEvents.first, self.buffer.removed >= first.due {
+            self.infosBehindEvents.removeFirst()
+            await self.callHandleInfo(first.info)
+            first.reply?.succeed()
         }
     }
 
@@ -185,6 +272,11 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func supply(_ demand: Int) async {
         guard demand > 0, self.stopReason == nil else { return }
+        if self.accumulated != nil {
+            // Accumulating holds demand and events alike: nothing leaves until `forward`.
+            self.accumulated!.append(demand)
+            return
+        }
         var demand = demand
         if !self.buffer.isEmpty {
             let events = self.buffer.take(demand)
@@ -194,11 +286,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         guard demand > 0 else { return }
         switch S.role {
         case .producer:
-            if self.accumulated != nil {
-                self.accumulated!.append(demand)
-            } else {
-                await self.callHandleDemand(demand)
-            }
+            await self.callHandleDemand(demand)
         case .producerConsumer:
             self.downstreamDemand += demand
             await self.handleQueuedInput()
@@ -221,7 +309,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     @inlinable
     mutating func dispatch(_ events: consuming [S.Output], fromBuffer: Bool = false) {
-        if self.dispatcher.subscriberCount == 0 {
+        if self.dispatcher.subscriberCount == 0 || self.accumulated != nil {
             self.storeInBuffer(events, front: fromBuffer)
             return
         }
@@ -229,6 +317,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         let count = events.count
         let outcome = self.dispatcher.dispatch(consume events)
         self.statistics.eventsOut += count - outcome.leftover.count - (self.dispatcher.discarded - discardedBefore)
+        if let failure = outcome.failure {
+            self.crash(failure)
+            return
+        }
         if !outcome.leftover.isEmpty {
             self.storeInBuffer(outcome.leftover, front: fromBuffer)
         }
@@ -260,13 +352,90 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     mutating func setDemandMode(_ mode: ProducerDemandMode) async {
         switch mode {
         case .accumulate:
+            guard S.role == .producer else {
+                self.context.logger.error(
+                    "demand mode accumulate refused: only a producer can accumulate; \(self.cell.stageName) is a \(S.role) and keeps forwarding"
+                )
+                return
+            }
             if self.accumulated == nil { self.accumulated = [] }
         case .forward:
             guard let held = self.accumulated else { return }
             self.accumulated = nil
+            // The buffer (events emitted while accumulating) is served first, then each held
+            // demand reaches the handler separately, in order.
             for demand in held where self.stopReason == nil {
-                await self.callHandleDemand(demand)
+                await self.supply(demand)
             }
+            self.checkDrained()
+        }
+    }
+
+    /// A consumer subscribed to this stage.
+    @inlinable
+    mutating func subscribe(
+        _ subscription: SubscriptionID,
+        sink: EventSink<S.Output>,
+        options: SubscriptionOptions<S.Output>,
+        reply: Reply<SubscriptionID>?
+    ) async {
+        do throws(SluiceError) {
+            guard S.role != .consumer else {
+                throw SluiceError(
+                    .notAProducer,
+                    "cannot subscribe to \(self.cell.stageName) (\(self.cell.stageID)): it is a consumer and emits nothing"
+                )
+            }
+            try self.dispatcher.subscribe(subscription, sink: sink, options: options)
+        } catch {
+            reply?.fail(error)
+            sink.subscriptionRejected(subscription, error: error)
+            return
+        }
+        reply?.succeed(subscription)
+        do {
+            let subscriber = SubscriberInfo(id: subscription, consumer: sink.stageID, options: options)
+            try await self.stage.handleSubscribe(consumer: subscriber, context: &self.context)
+        } catch {
+            self.crash(error)
+        }
+        await self.afterCallback()
+    }
+
+    /// Removes a subscriber of this stage: tells it (unless it is the one that ended), lets the
+    /// stage handle the cancellation and dispatches what it emitted, and only then releases the
+    /// demand the dispatcher held for it.
+    @inlinable
+    mutating func removeSubscriber(_ subscription: SubscriptionID, reason: CancelReason, tell: Bool) async {
+        guard let removed = self.dispatcher.cancel(subscription) else { return }
+        if tell { removed.sink.subscriptionEnded(subscription, reason: reason) }
+        do {
+            try await self.stage.handleCancel(subscription, reason: reason, context: &self.context)
+        } catch {
+            self.crash(error)
+        }
+        await self.afterCallback()
+        await self.supply(removed.releasedDemand)
+        self.checkDrained()
+    }
+
+    /// Cancels a subscription of either direction with `reason`.
+    @inlinable
+    mutating func cancelSubscription(_ subscription: SubscriptionID, reason: StopReason) async {
+        if var upstream = self.upstreams[subscription] {
+            guard !upstream.cancelling else { return }
+            // Events the producer sent before it sees the cancellation still arrive and are
+            // handled; its confirmation (an end with the same reason) comes after them.
+            upstream.cancelling = true
+            self.upstreams[subscription] = upstream
+            upstream.source.cancel(subscription, reason: .cancelled(reason))
+        } else if self.dispatcher.contains(subscription) {
+            await self.removeSubscriber(subscription, reason: .cancelled(reason), tell: true)
+        } else {
+            self.context.logger.debug(
+                "cancel of unknown subscription ignored",
+                metadata: [SluiceLogKey.subscription: "\(subscription)"]
+            )
         }
     }
 
@@ -278,7 +447,27 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         options: SubscriptionOptions<S.Input>,
         reply: Reply<SubscriptionID>?
     ) async {
+        if let existing = self.upstreams.first(where: {
+            $0.1.source.stageID == source.stageID && $0.1.partition == options.partition && !$0.1.cancelling
+        })?.0 {
+            // Refused before the producer hears of it: both keep the subscription they have.
+            reply?.fail(
+                SluiceError(
+                    .duplicateSubscription,
+                    "\(self.cell.stageName) (\(self.cell.stageID)) is already subscribed to \(source.stageName) "
+                        + "(\(source.stageID))\(options.partition.map { " partition \($0)" } ?? "") as \(existing)"
+                )
+            )
+            return
+        }
         let subscription = SubscriptionID.next()
+        guard source.subscribe(subscription, sink: self.cell.sink, options: options, reply: reply) else {
+            // Never established: no callback, but the cancel mode applies as to any lost producer.
+            let error = SluiceError(.stageEnded, "cannot subscribe to \(source.stageName) (\(source.stageID)): it has ended")
+            reply?.fail(error)
+            self.stopOnCancel(options.cancel, subscription, source, reason: .failure(error))
+            return
+        }
         let mode: DemandMode
         do {
             let info = SubscriptionInfo(
@@ -291,7 +480,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             )
             mode = try await self.stage.handleSubscribe(info, context: &self.context)
         } catch {
-            reply?.fail(error)
+            source.cancel(subscription, reason: .down(.failure(error)))
             self.crash(error)
             return
         }
@@ -301,15 +490,23 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             manual: mode == .manual
         )
         let first = demand.initialAsk()
-        self.upstreams[subscription] = Upstream(source: source, demand: demand, cancel: options.cancel)
-        guard source.subscribe(subscription, sink: self.cell.sink, options: options, reply: reply) else {
-            let error = SluiceError(.stageEnded, "cannot subscribe to \(source.stageName) (\(source.stageID)): it has ended")
-            reply?.fail(error)
-            await self.upstreamEnded(subscription, reason: .failure(error))
-            return
-        }
+        self.upstreams[subscription] = Upstream(source: source, demand: demand, cancel: options.cancel, partition: options.partition)
         if first > 0 { source.ask(first, on: subscription) }
         await self.afterCallback()
+    }
+
+    /// The producer refused a subscription (its reply already told whoever asked): it was never
+    /// established, so no callback runs; only a producer that had ended counts as a lost producer.
+    @inlinable
+    mutating func upstreamRejected(_ subscription: SubscriptionID, error: any Error) {
+        guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
+        self.context.logger.debug(
+            "subscription refused",
+            metadata: [SluiceLogKey.subscription: "\(subscription)", SluiceLogKey.reason: "\(error)"]
+        )
+        if (error as? SluiceError)?.code == .stageEnded {
+            self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: .failure(error))
+        }
     }
 
     /// Hands `events` to the stage in slices and re-asks after each slice.
@@ -355,7 +552,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         // Re-read the subscription: the callback may have asked on it (context.ask), and that
         // demand must not be overwritten by the caller's copy.
         guard self.stopReason == nil, let current = self.upstreams[subscription] else { return nil }
-        if ask > 0 { current.source.ask(ask, on: subscription) }
+        if ask > 0 && !current.cancelling { current.source.ask(ask, on: subscription) }
         return current
     }
 
@@ -379,7 +576,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         await self.afterCallback()
     }
 
-    /// Producer-consumer: handles queued input while downstream demand lasts.
+    /// Producer-consumer: handles queued input while downstream demand lasts (ends and infos
+    /// queued behind events are handled as soon as they are reached).
     @inlinable
     mutating func handleQueuedInput() async {
         while self.stopReason == nil, !self.queuedInput.isEmpty {
@@ -392,20 +590,14 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
                 await self.upstreamEnded(subscription, reason: reason)
             case .events(let subscription, let events):
                 await self.consume(consume events, from: subscription)
+            case .info(let info, let reply):
+                await self.infoBehindBuffer(info, reply: reply)
             }
         }
     }
 
-    /// Whether the end of `subscription`'s producer for `reason` ends this stage without
-    /// handling the input still queued (any end but a normal one that the cancel mode obeys).
     @inlinable
-    func endsAtOnce(_ subscription: SubscriptionID, _ reason: StopReason) -> Bool {
-        if case .normal = reason { return false }
-        return self.upstreams[subscription]?.cancel.endsConsumer(for: reason) ?? false
-    }
-
-    @inlinable
-    mutating func upstreamEnded(_ subscription: SubscriptionID, reason: StopReason) async {
+    mutating func upstreamEnded(_ subscription: SubscriptionID, reason: CancelReason) async {
         guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
         do {
             try await self.stage.handleCancel(subscription, reason: reason, context: &self.context)
@@ -413,9 +605,18 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             self.crash(error)
         }
         await self.afterCallback()
-        if upstream.cancel.endsConsumer(for: reason) {
-            self.requestStop(reason)
-        }
+        self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: reason.reason)
+    }
+
+    /// Applies a lost subscription's cancel mode: stops the stage with `reason` if the mode says so.
+    @inlinable
+    mutating func stopOnCancel(_ mode: CancelMode, _ subscription: SubscriptionID, _ source: EventSource<S.Input>, reason: StopReason) {
+        guard mode.endsConsumer(for: reason), self.stopReason == nil, self.drainingReason == nil else { return }
+        self.context.logger.info(
+            "stopping after cancel of subscription \(subscription) to \(source.stageName) (\(source.stageID)), reason \(reason)",
+            metadata: [SluiceLogKey.subscription: "\(subscription)", SluiceLogKey.reason: "\(reason)"]
+        )
+        self.requestStop(reason)
     }
 
     // MARK: Callbacks, commands, stopping
@@ -438,7 +639,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             case .stop(let reason):
                 self.requestStop(reason)
             case .ask(let count, let subscription):
-                guard var upstream = self.upstreams[subscription] else {
+                guard var upstream = self.upstreams[subscription], !upstream.cancelling else {
                     self.context.logger.debug(
                         "ask on unknown subscription ignored",
                         metadata: [SluiceLogKey.subscription: "\(subscription)"]
@@ -449,9 +650,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
                 self.upstreams[subscription] = upstream
                 upstream.source.ask(count, on: subscription)
             case .cancel(let subscription, let reason):
-                if let upstream = self.upstreams.removeValue(forKey: subscription) {
-                    upstream.source.cancel(subscription, reason: reason)
-                }
+                await self.cancelSubscription(subscription, reason: reason)
             case .demandMode(let mode):
                 await self.setDemandMode(mode)
             }
@@ -461,8 +660,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func crash(_ error: any Error) {
         guard self.stopReason == nil else { return }
-        // A callback that fails because the stage was killed is a shutdown, not a crash.
-        self.stopReason = Task.isCancelled ? .shutdown : .failure(error)
+        // A callback that fails because the stage was killed is the kill, not a crash.
+        self.stopReason = Task.isCancelled ? .killed : .failure(error)
     }
 
     @inlinable
@@ -501,6 +700,44 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         return statistics
     }
 
+    @usableFromInline
+    func currentStatus() -> StageStatus {
+        var queuedEvents = 0
+        var queuedBatches = 0
+        for input in self.queuedInput {
+            if case .events(_, let events) = input {
+                queuedBatches += 1
+                queuedEvents += events.count
+            }
+        }
+        return StageStatus(
+            id: self.cell.stageID,
+            name: self.cell.stageName,
+            role: S.role,
+            dispatcher: S.role == .consumer ? nil : self.dispatcher.name,
+            demandMode: S.role == .consumer ? nil : (self.accumulated == nil ? .forward : .accumulate),
+            subscribers: self.dispatcher.subscriberStatus(),
+            producers: self.upstreams.map { subscription, upstream in
+                StageStatus.Producer(
+                    id: subscription,
+                    producer: upstream.source.stageID,
+                    producerName: upstream.source.stageName,
+                    pendingDemand: upstream.demand.pending,
+                    maxDemand: upstream.demand.maxDemand,
+                    minDemand: upstream.demand.minDemand,
+                    isCancelling: upstream.cancelling
+                )
+            },
+            buffered: self.buffer.count,
+            queuedInputBatches: queuedBatches,
+            queuedInputEvents: queuedEvents,
+            infosBehindEvents: self.infosBehindEvents.count + self.queuedInput.count(where: {
+                if case .info = $0 { return true } else { return false }
+            }),
+            statistics: self.currentStatistics()
+        )
+    }
+
     @inlinable
     mutating func terminate(unhandled inbox: [StageMail<S>]) async -> StopReason {
         let reason = self.stopReason ?? .shutdown
@@ -512,10 +749,12 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             switch mail {
             case .subscribe(let subscription, let sink, _, let reply):
                 reply?.fail(ended)
-                sink.subscriptionEnded(subscription, reason: reason)
+                sink.subscriptionEnded(subscription, reason: .down(reason))
             case .subscribeUpstream(_, _, let reply):
                 reply?.fail(ended)
             case .statistics(let reply):
+                reply.fail(ended)
+            case .status(let reply):
                 reply.fail(ended)
             case .events(_, let events):
                 droppedEvents += events.count
@@ -524,10 +763,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             }
         }
         self.dispatcher.forEachSubscriber { subscription, sink in
-            sink.subscriptionEnded(subscription, reason: reason)
+            sink.subscriptionEnded(subscription, reason: .down(reason))
         }
         for (subscription, upstream) in self.upstreams {
-            upstream.source.cancel(subscription, reason: reason)
+            upstream.source.cancel(subscription, reason: .down(reason))
         }
         self.upstreams = SubscriptionTable()
         await self.stage.terminate(reason: reason)

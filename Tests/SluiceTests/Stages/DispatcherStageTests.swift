@@ -57,7 +57,7 @@ struct DispatcherStageTests {
         producer.send(.push([0, 1, 2, 3]))  // 6 still owed to first
         try await firstLog.wait("4 events") { $0.events.count == 4 }
         first.send(.cancel(nil))
-        try await first.settle()
+        #expect(try await first.ended() == .normal, "a permanent consumer that cancels ends with the cancel's reason")
         second.send(.ask(8, nil))
         try await second.settle()
         try await producer.settle()
@@ -67,7 +67,6 @@ struct DispatcherStageTests {
         try await producer.settle()
         #expect(secondLog.value.events == Array(4..<12))
         #expect(firstLog.value.events == [0, 1, 2, 3])
-        try await first.halt()
         try await second.halt()
         try await producer.halt()
     }

@@ -30,12 +30,12 @@ struct KillTests {
         )
         try await started.wait("4 handlers running") { $0 == 4 }
         let reason = try await withTimeout("kill returns") { await consumer.kill() }
-        #expect(reason.isNormalOrShutdown)
+        #expect(reason == .killed)
         #expect(try await cancelled.wait("all 4 handlers cancelled") { $0 == 4 } == 4)
         await producer.stop()
     }
 
-    @Test("killing a stage whose callback awaits ends it with shutdown")
+    @Test("killing a stage whose callback awaits ends it with killed")
     func killInterruptsAnAwaitingCallback() async throws {
         struct Sleeper: Consumer {
             typealias Input = Int
@@ -50,8 +50,8 @@ struct KillTests {
         let consumer = try await StageHandle.start(Sleeper(entered: entered), subscribeTo: [.init(producer)])
         try await entered.wait("callback entered") { $0 == 1 }
         let reason = try await withTimeout("kill returns") { await consumer.kill() }
-        guard case .shutdown = reason else {
-            Issue.record("expected shutdown, got \(reason)")
+        guard case .killed = reason else {
+            Issue.record("expected killed, got \(reason)")
             return
         }
         await producer.stop()

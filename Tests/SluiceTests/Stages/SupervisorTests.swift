@@ -13,10 +13,15 @@ import Testing
 /// One-for-one supervision: restarts, policies and restart intensity.
 @Suite("Supervisor")
 struct SupervisorTests {
-    /// A consumer that crashes in `didStart`: every start of it crashes at once.
+    /// A consumer that crashes right after it started (its first mail): every start of it
+    /// succeeds, and the stage crashes at once.
     struct CrashOnStart: Consumer {
         typealias Input = Int
-        mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) throws {
+        typealias Info = Bool
+        mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
+            handle.send(true)
+        }
+        mutating func handleInfo(_ info: Bool, context: inout StageContext<Never>) throws {
             throw TestFailure(label: "crash on start")
         }
     }

@@ -146,8 +146,8 @@ struct PartitionDispatcherTests {
         let odd = try self.subscribe(&dispatcher, 1)
         #expect(dispatcher.ask(4, from: even) == 4)
         _ = dispatcher.dispatch([1, 3])  // both queue for odd, even still has 4 unmet
-        #expect(dispatcher.cancel(even) == 0)
-        #expect(dispatcher.cancel(odd) == 0)
+        #expect(dispatcher.cancel(even)?.releasedDemand == 0)
+        #expect(dispatcher.cancel(odd)?.releasedDemand == 0)
         let odd2 = try self.subscribe(&dispatcher, 1)
         // odd2 gets the queue at once. Of even's 4, the producer still owes only 2 (the other
         // 2 went to odd's queue): those 2 are not asked again.

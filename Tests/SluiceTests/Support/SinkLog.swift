@@ -22,7 +22,8 @@ final class SinkLog<Event: Sendable>: Sendable {
         EventSink(
             stageID: StageID.next(),
             deliver: { events, subscription in self.deliveries.withLock { $0.append((subscription, events)) } },
-            ended: { subscription, reason in self.endings.withLock { $0.append((subscription, "\(reason)")) } }
+            ended: { subscription, reason in self.endings.withLock { $0.append((subscription, "\(reason)")) } },
+            rejected: { subscription, error in self.endings.withLock { $0.append((subscription, "rejected(\(error))")) } }
         )
     }
 

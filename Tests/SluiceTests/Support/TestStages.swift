@@ -153,7 +153,7 @@ struct RecordingConsumer: Consumer {
         }
     }
 
-    mutating func handleCancel(_ subscription: SubscriptionID, reason: StopReason, context: inout StageContext<Never>) {
+    mutating func handleCancel(_ subscription: SubscriptionID, reason: CancelReason, context: inout StageContext<Never>) {
         self.log.update { $0.cancels.append((subscription, "\(reason)")) }
     }
 }
