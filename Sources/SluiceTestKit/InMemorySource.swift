@@ -15,11 +15,15 @@ public enum MessageOutcome: Hashable, Sendable, CustomStringConvertible {
     case acknowledged
     /// Failed for good and settled with this disposition.
     case failed(FailureDisposition)
+    /// Not settled: the wait for the outcome was cancelled first (as when a test's time limit
+    /// passes), so the test fails instead of hanging.
+    case notSettled
 
     public var description: String {
         switch self {
         case .acknowledged: return "acknowledged"
         case .failed(let disposition): return "failed(\(disposition))"
+        case .notSettled: return "not settled"
         }
     }
 }
@@ -164,15 +168,22 @@ public final class InMemorySource: PipelineSource, Sendable {
         return outcomes
     }
 
-    /// Waits until message `id` is settled.
+    /// Waits until message `id` is settled; ``MessageOutcome/notSettled`` if the waiting task
+    /// is cancelled first.
     public func waitForOutcome(of id: UInt64) async -> MessageOutcome {
-        await withCheckedContinuation { continuation in
-            let outcome = self.state.withLock { state -> MessageOutcome? in
-                if let outcome = state.outcomes[id] { return outcome }
-                state.waiters[id] = continuation
-                return nil
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let outcome = self.state.withLock { state -> MessageOutcome? in
+                    if let outcome = state.outcomes[id] { return outcome }
+                    if Task.isCancelled { return .notSettled }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let outcome { continuation.resume(returning: outcome) }
             }
-            if let outcome { continuation.resume(returning: outcome) }
+        } onCancel: {
+            let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(returning: .notSettled)
         }
     }
 

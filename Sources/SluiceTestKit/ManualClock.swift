@@ -40,7 +40,7 @@ public final class ManualClock: Clock, Sendable {
         var sleepers: [Sleeper] = []
         var nextID: UInt64 = 0
         var cancelled: Set<UInt64> = []
-        var sleepersWaiters: [(count: Int, dueWithin: Duration?, continuation: CheckedContinuation<Void, Never>)] = []
+        var sleepersWaiters: [(id: UInt64, count: Int, dueWithin: Duration?, continuation: CheckedContinuation<Void, Never>)] = []
 
         /// How many sleepers wake within `dueWithin` from now (all of them for `nil`).
         func sleeperCount(dueWithin: Duration?) -> Int {
@@ -125,14 +125,28 @@ public final class ManualClock: Clock, Sendable {
 
     /// Waits until at least `count` tasks sleep on this clock; with `dueWithin`, counts only
     /// those that wake within that time from now (a retry backoff, not a batch timeout).
+    ///
+    /// A cancelled wait returns at once (so a test past its time limit fails, not hangs).
     public func waitForSleepers(_ count: Int, dueWithin: Duration? = nil) async {
-        await withCheckedContinuation { continuation in
-            let ready = self.state.withLock { state -> Bool in
-                if state.sleeperCount(dueWithin: dueWithin) >= count { return true }
-                state.sleepersWaiters.append((count, dueWithin, continuation))
-                return false
+        let id = self.state.withLock { state -> UInt64 in
+            defer { state.nextID += 1 }
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = self.state.withLock { state -> Bool in
+                    if Task.isCancelled || state.sleeperCount(dueWithin: dueWithin) >= count { return true }
+                    state.sleepersWaiters.append((id, count, dueWithin, continuation))
+                    return false
+                }
+                if ready { continuation.resume() }
             }
-            if ready { continuation.resume() }
+        } onCancel: {
+            let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard let index = state.sleepersWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.sleepersWaiters.remove(at: index).continuation
+            }
+            waiter?.resume()
         }
     }
 }

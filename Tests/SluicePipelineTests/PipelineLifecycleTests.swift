@@ -16,25 +16,35 @@ import Synchronization
 import Testing
 
 /// A gate a handler can wait on until the test opens it.
+/// A gate handlers wait on; a cancelled wait returns at once, so a stuck test fails at its
+/// time limit instead of hanging.
 final class Gate: Sendable {
-    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let state = Mutex<(open: Bool, nextID: UInt64, waiters: [UInt64: CheckedContinuation<Void, Never>])>((false, 0, [:]))
 
     func wait() async {
-        await withCheckedContinuation { continuation in
-            let open = self.state.withLock { state -> Bool in
-                if state.open { return true }
-                state.waiters.append(continuation)
-                return false
+        let id = self.state.withLock { state -> UInt64 in
+            defer { state.nextID += 1 }
+            return state.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let open = self.state.withLock { state -> Bool in
+                    if state.open || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if open { continuation.resume() }
             }
-            if open { continuation.resume() }
+        } onCancel: {
+            self.state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 
     func open() {
         let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.open = true
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.resume() }
     }
