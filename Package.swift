@@ -36,7 +36,14 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "SluiceTests", dependencies: ["Sluice"]),
+        .testTarget(
+            name: "SluiceTests",
+            dependencies: [
+                "Sluice",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "SluiceTestKit",
             dependencies: ["Sluice"]

@@ -189,7 +189,16 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .ask(let subscription, let count):
             guard self.dispatcher.contains(subscription) else { return }
             let demand = self.dispatcher.ask(count, from: subscription)
-            await self.supply(demand)
+            // The buffer is served with what the subscriber asked, even where the dispatcher
+            // kept part of the ask back as owed to subscribers that left (those events may be
+            // in the buffer already); the handler then sees only what is still missing.
+            var served = 0
+            if demand < count && !self.buffer.isEmpty && self.accumulated == nil {
+                let before = self.buffer.count
+                self.dispatch(self.buffer.take(count), fromBuffer: true)
+                served = before - self.buffer.count
+            }
+            await self.supply(demand - min(served, demand))
             self.checkDrained()
 
         case .cancel(let subscription, let reason):
