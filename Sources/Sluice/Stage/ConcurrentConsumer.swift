@@ -11,13 +11,17 @@ import Logging
 /// A consumer that handles each event in a task of its own, with at most `maxDemand` tasks
 /// running at once per subscription (like GenStage's ConsumerSupervisor).
 ///
-/// The consumer asks for `maxDemand` events; as tasks finish it asks again once the running
-/// tasks plus the events still asked for fall to `minDemand`, back up to `maxDemand`. So it
-/// never holds more than `maxDemand` events of a subscription, running or on their way.
+/// The consumer first asks for `maxDemand` events. It then counts the tasks that finished
+/// since its last ask, and once that count reaches `minDemand` it asks for exactly that many
+/// more: with `maxDemand` 10 and `minDemand` 2 it asks 10, then 2 after every 2 finished
+/// tasks. So the number of running tasks stays near `maxDemand` (it dips by less than
+/// `minDemand` while the producer keeps up) and never exceeds it. With `minDemand` 0 every
+/// finished task is replaced at once (it asks 1 per finished task).
 ///
-/// A handler that throws does not stop the consumer: the failure is logged and passed to
-/// `onFailure` if set. When the consumer stops, it waits for its running tasks; when it is
-/// killed (``StageHandle/kill()``) it cancels them first.
+/// A handler that throws is not run again (like a temporary ConsumerSupervisor child): the
+/// failure is logged and passed to `onFailure` if set, its slot is freed like any finished
+/// task's, and the consumer goes on. When the consumer stops, it waits for its running
+/// tasks; when it is killed (``StageHandle/kill()``) it cancels them first.
 ///
 /// ```swift
 /// let workers = try await StageHandle.start(
@@ -26,23 +30,20 @@ import Logging
 /// )
 /// ```
 public struct ConcurrentConsumer<Input: Sendable>: Consumer {
-    /// Messages from the event tasks.
-    public enum Info: Sendable {
-        /// The task `task` for one event of `subscription` finished.
-        case finished(task: Int, subscription: SubscriptionID)
-    }
-
-    private struct Slot {
-        var pending: Int
-        var running = 0
-        let maxDemand: Int
-        let minDemand: Int
+    /// A message from one of the consumer's event tasks to the consumer.
+    ///
+    /// Only the consumer's own tasks make these; it has no public initializer.
+    public struct Info: Sendable {
+        /// The task that finished.
+        let task: Int
+        /// The subscription its event came from.
+        let subscription: SubscriptionID
     }
 
     private let handler: @Sendable (Input) async throws -> Void
     private let onFailure: (@Sendable (Input, any Error) -> Void)?
     private var handle: StageHandle<Self>?
-    private var slots: [SubscriptionID: Slot] = [:]
+    private var slots: [SubscriptionID: TaskSlots] = [:]
     private var tasks: [Int: Task<Void, Never>] = [:]
     private var nextTask = 0
 
@@ -67,12 +68,9 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         _ subscription: SubscriptionInfo,
         context: inout StageContext<Never>
     ) -> DemandMode {
-        self.slots[subscription.id] = Slot(
-            pending: subscription.maxDemand,
-            maxDemand: subscription.maxDemand,
-            minDemand: subscription.minDemand
-        )
-        context.ask(subscription.maxDemand, on: subscription.id)
+        let slots = TaskSlots(maxDemand: subscription.maxDemand, minDemand: subscription.minDemand)
+        self.slots[subscription.id] = slots
+        context.ask(slots.maxDemand, on: subscription.id)
         return .manual
     }
 
@@ -81,9 +79,11 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         from subscription: SubscriptionID,
         context: inout StageContext<Never>
     ) {
-        guard let handle = self.handle, self.slots[subscription] != nil else { return }
-        self.slots[subscription]!.pending -= events.count
-        self.slots[subscription]!.running += events.count
+        // didStart always comes first; the engine hands no events before it.
+        guard let handle = self.handle else { return }
+        // Events of a subscription cancelled meanwhile still run; only their slots are no
+        // longer counted (as ConsumerSupervisor does).
+        self.slots[subscription]?.started(events.count)
         let handler = self.handler
         let onFailure = self.onFailure
         let logger = context.logger
@@ -97,24 +97,15 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
                     logger.info("event handler failed", metadata: [SluiceLogKey.reason: "\(error)"])
                     onFailure?(event, error)
                 }
-                handle.send(.finished(task: id, subscription: subscription))
+                handle.send(Info(task: id, subscription: subscription))
             }
         }
     }
 
     public mutating func handleInfo(_ info: Info, context: inout StageContext<Never>) {
-        switch info {
-        case .finished(let task, let subscription):
-            self.tasks[task] = nil
-            guard var slot = self.slots[subscription] else { return }
-            slot.running -= 1
-            let outstanding = slot.pending + slot.running
-            if outstanding <= slot.minDemand {
-                let ask = slot.maxDemand - outstanding
-                slot.pending += ask
-                context.ask(ask, on: subscription)
-            }
-            self.slots[subscription] = slot
+        guard self.tasks.removeValue(forKey: info.task) != nil else { return }
+        if let ask = self.slots[info.subscription]?.finished() {
+            context.ask(ask, on: info.subscription)
         }
     }
 
@@ -133,5 +124,41 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
             for task in self.tasks.values { task.cancel() }
         }
         for task in self.tasks.values { await task.value }
+    }
+}
+
+/// The demand of one subscription of a ``ConcurrentConsumer``, kept like GenStage's
+/// ConsumerSupervisor keeps `{count, pending}` per producer.
+///
+/// Asked-and-not-received plus ``running`` plus ``finishedSinceAsk`` is always `maxDemand`
+/// (while the producer sends no more than asked), so no more than `maxDemand` tasks run.
+struct TaskSlots: Hashable, Sendable {
+    let maxDemand: Int
+    let minDemand: Int
+    /// Tasks running for events of this subscription.
+    private(set) var running = 0
+    /// Tasks finished since the last ask.
+    private(set) var finishedSinceAsk = 0
+
+    init(maxDemand: Int, minDemand: Int) {
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+    }
+
+    /// Tasks started for `count` events of the subscription.
+    mutating func started(_ count: Int) {
+        self.running += count
+    }
+
+    /// A task finished; returns what to ask for now, if anything.
+    ///
+    /// Once the tasks finished since the last ask reach `minDemand`, asks for all of them. With
+    /// `minDemand` 0 that is every finished task, one at a time.
+    mutating func finished() -> Int? {
+        self.running -= 1
+        self.finishedSinceAsk += 1
+        guard self.finishedSinceAsk >= self.minDemand else { return nil }
+        defer { self.finishedSinceAsk = 0 }
+        return self.finishedSinceAsk
     }
 }
