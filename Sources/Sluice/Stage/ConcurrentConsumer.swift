@@ -18,10 +18,15 @@ import Logging
 /// `minDemand` while the producer keeps up) and never exceeds it. With `minDemand` 0 every
 /// finished task is replaced at once (it asks 1 per finished task).
 ///
-/// A handler that throws is not run again (like a temporary ConsumerSupervisor child): the
-/// failure is logged and passed to `onFailure` if set, its slot is freed like any finished
-/// task's, and the consumer goes on. When the consumer stops, it waits for its running
-/// tasks; when it is killed (``StageHandle/kill()``) it cancels them first.
+/// A handler that throws does not stop the consumer: the failure is logged and passed to
+/// `onFailure` if set. By default it is not run again (like a temporary ConsumerSupervisor
+/// child) and its slot is freed like any finished task's. With the ``RestartPolicy/transient``
+/// policy it runs again on the same event and keeps its slot meanwhile, so nothing is asked
+/// for it; more than `maxRestarts` reruns within `period` stop the consumer with
+/// ``SluiceError/Code-swift.struct/restartIntensityExceeded``.
+///
+/// When the consumer stops, it waits for its running tasks (failed ones are not run again
+/// then); when it is killed (``StageHandle/kill()``) it cancels them first.
 ///
 /// ```swift
 /// let workers = try await StageHandle.start(
@@ -34,14 +39,24 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
     ///
     /// Only the consumer's own tasks make these; it has no public initializer.
     public struct Info: Sendable {
+        /// How a task ended.
+        enum Outcome: Sendable {
+            case done
+            /// The handler threw on `event` and, by the restart policy, may run again.
+            case failed(Input, any Error)
+        }
+
         /// The task that finished.
         let task: Int
         /// The subscription its event came from.
         let subscription: SubscriptionID
+        let outcome: Outcome
     }
 
     private let handler: @Sendable (Input) async throws -> Void
     private let onFailure: (@Sendable (Input, any Error) -> Void)?
+    /// The reruns of handlers that threw (`.transient`); `nil` if they do not run again.
+    private var restarts: RestartIntensity?
     private var handle: StageHandle<Self>?
     private var slots: [SubscriptionID: TaskSlots] = [:]
     private var tasks: [Int: Task<Void, Never>] = [:]
@@ -56,8 +71,46 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         onFailure: (@Sendable (Input, any Error) -> Void)? = nil,
         handler: @escaping @Sendable (Input) async throws -> Void
     ) {
+        self.init(restarts: nil, onFailure, handler)
+    }
+
+    /// Creates a consumer that runs `handler` for each event in its own task and, with the
+    /// ``RestartPolicy/transient`` policy, runs a handler that threw again on the same event.
+    ///
+    /// - Parameters:
+    ///   - restart: ``RestartPolicy/temporary`` (never run again) or ``RestartPolicy/transient``
+    ///     (run again after a throw).
+    ///   - maxRestarts: How many reruns `period` may hold; one more stops the consumer. 0 or more.
+    ///   - period: The window of `maxRestarts`; greater than zero.
+    ///   - onFailure: Called with the event and the error each time `handler` throws.
+    ///   - handler: The work for one event.
+    /// - Throws: ``SluiceError`` with code ``SluiceError/Code-swift.struct/invalidOption`` for
+    ///   ``RestartPolicy/permanent`` (a handler that returned is done), a negative
+    ///   `maxRestarts` or a `period` that is not positive.
+    public init(
+        restart: RestartPolicy,
+        maxRestarts: Int = 3,
+        within period: Duration = .seconds(5),
+        onFailure: (@Sendable (Input, any Error) -> Void)? = nil,
+        handler: @escaping @Sendable (Input) async throws -> Void
+    ) throws {
+        guard restart != .permanent else {
+            throw SluiceError.invalidOption("restart", restart, "a handler that returned is done; use .transient to rerun failed ones")
+        }
+        guard maxRestarts >= 0 else { throw SluiceError.invalidOption("maxRestarts", maxRestarts, "must be 0 or more") }
+        guard period > .zero else { throw SluiceError.invalidOption("period", period, "must be positive") }
+        let restarts = restart == .transient ? RestartIntensity(maxRestarts: maxRestarts, period: period) : nil
+        self.init(restarts: restarts, onFailure, handler)
+    }
+
+    private init(
+        restarts: RestartIntensity?,
+        _ onFailure: (@Sendable (Input, any Error) -> Void)?,
+        _ handler: @escaping @Sendable (Input) async throws -> Void
+    ) {
         self.handler = handler
         self.onFailure = onFailure
+        self.restarts = restarts
     }
 
     public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
@@ -84,26 +137,46 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         // Events of a subscription cancelled meanwhile still run; only their slots are no
         // longer counted (as ConsumerSupervisor does).
         self.slots[subscription]?.started(events.count)
+        for event in events { self.run(event, of: subscription, handle: handle, logger: context.logger) }
+    }
+
+    /// Starts the task for `event`; it reports back to the stage when it ends.
+    private mutating func run(_ event: Input, of subscription: SubscriptionID, handle: StageHandle<Self>, logger: Logger) {
+        let id = self.nextTask
+        self.nextTask += 1
         let handler = self.handler
         let onFailure = self.onFailure
-        let logger = context.logger
-        for event in events {
-            let id = self.nextTask
-            self.nextTask += 1
-            self.tasks[id] = Task {
-                do {
-                    try await handler(event)
-                } catch {
-                    logger.info("event handler failed", metadata: [SluiceLogKey.reason: "\(error)"])
-                    onFailure?(event, error)
-                }
-                handle.send(Info(task: id, subscription: subscription))
+        let rerunsFailures = self.restarts != nil
+        self.tasks[id] = Task {
+            var outcome = Info.Outcome.done
+            do {
+                try await handler(event)
+            } catch {
+                logger.info("event handler failed", metadata: [SluiceLogKey.reason: "\(error)"])
+                onFailure?(event, error)
+                if rerunsFailures && !Task.isCancelled { outcome = .failed(event, error) }
             }
+            handle.send(Info(task: id, subscription: subscription, outcome: outcome))
         }
     }
 
     public mutating func handleInfo(_ info: Info, context: inout StageContext<Never>) {
         guard self.tasks.removeValue(forKey: info.task) != nil else { return }
+        if case .failed(let event, let error) = info.outcome, let handle = self.handle, var restarts = self.restarts {
+            // Like a restarting ConsumerSupervisor child: the rerun keeps the slot, so nothing
+            // is asked for it.
+            let allowed = restarts.allowsRestart(at: .now)
+            self.restarts = restarts
+            guard allowed else {
+                context.stop(.failure(SluiceError(
+                    .restartIntensityExceeded,
+                    "an event handler failed (\(error)) after more than \(restarts.maxRestarts) reruns within \(restarts.period)"
+                )))
+                return
+            }
+            self.run(event, of: info.subscription, handle: handle, logger: context.logger)
+            return
+        }
         if let ask = self.slots[info.subscription]?.finished() {
             context.ask(ask, on: info.subscription)
         }
@@ -160,5 +233,26 @@ struct TaskSlots: Hashable, Sendable {
         guard self.finishedSinceAsk >= self.minDemand else { return nil }
         defer { self.finishedSinceAsk = 0 }
         return self.finishedSinceAsk
+    }
+}
+
+/// The restart intensity of a ``ConcurrentConsumer``: at most `maxRestarts` reruns within
+/// `period`, over all its tasks.
+struct RestartIntensity: Sendable {
+    let maxRestarts: Int
+    let period: Duration
+    /// When the reruns still inside the window happened, oldest first.
+    private var restarts: [ContinuousClock.Instant] = []
+
+    init(maxRestarts: Int, period: Duration) {
+        self.maxRestarts = maxRestarts
+        self.period = period
+    }
+
+    /// Records a rerun at `now`; `false` if it is one more than the window allows.
+    mutating func allowsRestart(at now: ContinuousClock.Instant) -> Bool {
+        self.restarts.removeAll { now - $0 >= self.period }
+        self.restarts.append(now)
+        return self.restarts.count <= self.maxRestarts
     }
 }

@@ -111,6 +111,8 @@ struct ConcurrentConsumerTests {
         static func start(
             maxDemand: Int,
             minDemand: Int,
+            restart: RestartPolicy = .temporary,
+            maxRestarts: Int = 3,
             failing: @escaping @Sendable (Int) -> Bool = { _ in false }
         ) async throws -> Rig {
             let concurrency = Concurrency()
@@ -119,7 +121,7 @@ struct ConcurrentConsumerTests {
             let ledger = DemandLedger(onAsk: { _, account in askLog.update { $0 = account.asks } })
             let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil)))
             let consumer = try await StageHandle.start(
-                ConcurrentConsumer<Int> { event in
+                ConcurrentConsumer<Int>(restart: restart, maxRestarts: maxRestarts, within: .seconds(3600)) { event in
                     concurrency.enter(event)
                     await gate.enter()
                     concurrency.leave(event)
@@ -222,6 +224,63 @@ struct ConcurrentConsumerTests {
         try await rig.end()
     }
 
+    @Test("a transient handler that threw runs again on the same event and keeps its slot: nothing is asked for it")
+    func restartKeepsItsSlot() async throws {
+        // Every event's first run throws, its second returns.
+        let runs = Observed<[Int: Int]>([:])
+        let rig = try await Rig.start(maxDemand: 2, minDemand: 1, restart: .transient, maxRestarts: 100) { event in
+            runs.update { $0[event, default: 0] += 1 }
+            return runs.value[event] == 1
+        }
+        for released in 1...12 {
+            // Each finished run is followed by exactly one start: the rerun, or the event asked
+            // for in place of one that succeeded.
+            try await rig.finishOne()
+            try await rig.concurrency.started.wait("\(2 + released) runs to start") { $0.count >= 2 + released }
+            try await rig.settle()
+            let finished = rig.concurrency.finished.value
+            let succeeded = Dictionary(grouping: finished, by: { $0 }).values.filter { $0.count == 2 }.count
+            #expect(rig.asks == [2] + Array(repeating: 1, count: succeeded), "after \(released) finished runs")
+            #expect(rig.concurrency.current == 2)
+        }
+        #expect(rig.concurrency.maximum == 2)
+        #expect(runs.value.values.allSatisfy { $0 <= 2 })
+        try await rig.end()
+    }
+
+    @Test("more reruns than maxRestarts within the period stop the consumer with restartIntensityExceeded")
+    func restartIntensity() async throws {
+        let rig = try await Rig.start(maxDemand: 1, minDemand: 0, restart: .transient, maxRestarts: 2) { _ in true }
+        // Runs 1 and 2 fail and are rerun; the third failure is one rerun too many.
+        for run in 1...3 {
+            try await rig.finishOne()
+            if run < 3 { try await rig.concurrency.started.wait("run \(run + 1)") { $0.count == run + 1 } }
+        }
+        let reason = try await rig.consumer.ended()
+        #expect((reason.error as? SluiceError)?.code == .restartIntensityExceeded, "\(reason)")
+        #expect(rig.concurrency.started.value == [0, 0, 0])
+        #expect(rig.asks == [1])
+        rig.gate.open()
+        try await rig.producer.halt()
+    }
+
+    @Test("the restart intensity counts the reruns inside a sliding window")
+    func restartWindow() {
+        let start = ContinuousClock.now
+        var intensity = RestartIntensity(maxRestarts: 2, period: .seconds(10))
+        let allowed = [0, 5, 11, 12].map { intensity.allowsRestart(at: start + .seconds($0)) }
+        // At 11 the rerun at 0 has left the window; at 12 those at 5, 11 and 12 are one too many.
+        #expect(allowed == [true, true, true, false])
+    }
+
+    @Test("restart options outside their ranges are rejected")
+    func restartOptions() {
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .permanent) { _ in } }
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .transient, maxRestarts: -1) { _ in } }
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .transient, within: .zero) { _ in } }
+        #expect(throws: Never.self) { try ConcurrentConsumer<Int>(restart: .temporary, maxRestarts: 0) { _ in } }
+    }
+
     @Test("the slot count: finished tasks are asked back once they reach minDemand", arguments: [
         (3, 2, [nil, 2, nil, 2, nil, 2]),
         (10, 2, [nil, 2, nil, 2, nil, 2]),
@@ -256,7 +315,7 @@ struct ConcurrentConsumerTests {
         // Once the mailbox is closed the stage is ending and waits for its tasks.
         try await eventually("the consumer to start ending") {
             // An unknown task: the consumer ignores it while it still reads its mail.
-            !consumer.send(ConcurrentConsumer<Int>.Info(task: -1, subscription: SubscriptionID(rawValue: 0)))
+            !consumer.send(ConcurrentConsumer<Int>.Info(task: -1, subscription: SubscriptionID(rawValue: 0), outcome: .done))
         }
         #expect(finished.value.isEmpty)
         rig.gate.open()
