@@ -14,9 +14,9 @@ import Logging
 /// The consumer first asks for `maxDemand` events. It then counts the tasks that finished
 /// since its last ask, and once that count reaches `minDemand` it asks for exactly that many
 /// more: with `maxDemand` 10 and `minDemand` 2 it asks 10, then 2 after every 2 finished
-/// tasks. So the number of running tasks stays near `maxDemand` (it dips by less than
-/// `minDemand` while the producer keeps up) and never exceeds it. With `minDemand` 0 every
-/// finished task is replaced at once (it asks 1 per finished task).
+/// tasks. So the number of running tasks stays near `maxDemand`: while the producer keeps
+/// up, it is refilled each time it is `minDemand` below, and it never exceeds `maxDemand`.
+/// With `minDemand` 0 every finished task is replaced at once (it asks 1 per finished task).
 ///
 /// A handler that throws does not stop the consumer: the failure is logged and passed to
 /// `onFailure` if set. By default it is not run again (like a temporary ConsumerSupervisor
@@ -41,8 +41,9 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
     public struct Info: Sendable {
         /// How a task ended.
         enum Outcome: Sendable {
+            /// The handler returned, or threw and does not run again.
             case done
-            /// The handler threw on `event` and, by the restart policy, may run again.
+            /// The handler threw on this event and, by the restart policy, may run again.
             case failed(Input, any Error)
         }
 
@@ -50,6 +51,7 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         let task: Int
         /// The subscription its event came from.
         let subscription: SubscriptionID
+        /// How the task ended.
         let outcome: Outcome
     }
 
