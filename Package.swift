@@ -36,7 +36,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "SluiceTests", dependencies: ["Sluice", "SluiceTestKit"]),
+        .testTarget(
+            name: "SluiceTests",
+            dependencies: [
+                "Sluice",
+                "SluiceTestKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "SluiceTestKit",
             dependencies: ["Sluice", .product(name: "Logging", package: "swift-log")]

@@ -18,10 +18,12 @@ public struct AsyncSequenceProducer<Base: AsyncSequence & Sendable>: Producer
 where Base.Element: Sendable {
     public typealias Output = Base.Element
 
-    /// Messages from the pulling task.
-    public enum Info: Sendable {
-        /// Elements (or the end) are ready to be emitted.
-        case ready
+    /// A message from the pulling task to the producer: elements (or the end) are ready to be
+    /// emitted.
+    ///
+    /// Only the producer's own task makes these; it has no public initializer.
+    public struct Info: Sendable {
+        init() {}
     }
 
     private let base: Base
@@ -42,7 +44,7 @@ where Base.Element: Sendable {
         if self.task == nil, let handle = self.handle {
             let base = self.base
             let pump = self.pump
-            self.task = Task { await pump.run(base) { handle.send(.ready) } }
+            self.task = Task { await pump.run(base) { handle.send(Info()) } }
         }
         self.pump.addDemand(demand)
     }

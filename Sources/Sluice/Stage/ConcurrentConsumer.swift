@@ -11,13 +11,22 @@ import Logging
 /// A consumer that handles each event in a task of its own, with at most `maxDemand` tasks
 /// running at once per subscription (like GenStage's ConsumerSupervisor).
 ///
-/// The consumer asks for `maxDemand` events; as tasks finish it asks again once the running
-/// tasks plus the events still asked for fall to `minDemand`, back up to `maxDemand`. So it
-/// never holds more than `maxDemand` events of a subscription, running or on their way.
+/// The consumer first asks for `maxDemand` events. It then counts the tasks that finished
+/// since its last ask, and once that count reaches `minDemand` it asks for exactly that many
+/// more: with `maxDemand` 10 and `minDemand` 2 it asks 10, then 2 after every 2 finished
+/// tasks. So the number of running tasks stays near `maxDemand`: while the producer keeps
+/// up, it is refilled each time it is `minDemand` below, and it never exceeds `maxDemand`.
+/// With `minDemand` 0 every finished task is replaced at once (it asks 1 per finished task).
 ///
 /// A handler that throws does not stop the consumer: the failure is logged and passed to
-/// `onFailure` if set. When the consumer stops, it waits for its running tasks; when it is
-/// killed (``StageHandle/kill()``) it cancels them first.
+/// `onFailure` if set. By default it is not run again (like a temporary ConsumerSupervisor
+/// child) and its slot is freed like any finished task's. With the ``RestartPolicy/transient``
+/// policy it runs again on the same event and keeps its slot meanwhile, so nothing is asked
+/// for it; more than `maxRestarts` reruns within `period` stop the consumer with
+/// ``SluiceError/Code-swift.struct/restartIntensityExceeded``.
+///
+/// When the consumer stops, it waits for its running tasks (failed ones are not run again
+/// then); when it is killed (``StageHandle/kill()``) it cancels them first.
 ///
 /// ```swift
 /// let workers = try await StageHandle.start(
@@ -26,23 +35,32 @@ import Logging
 /// )
 /// ```
 public struct ConcurrentConsumer<Input: Sendable>: Consumer {
-    /// Messages from the event tasks.
-    public enum Info: Sendable {
-        /// The task `task` for one event of `subscription` finished.
-        case finished(task: Int, subscription: SubscriptionID)
-    }
+    /// A message from one of the consumer's event tasks to the consumer.
+    ///
+    /// Only the consumer's own tasks make these; it has no public initializer.
+    public struct Info: Sendable {
+        /// How a task ended.
+        enum Outcome: Sendable {
+            /// The handler returned, or threw and does not run again.
+            case done
+            /// The handler threw on this event and, by the restart policy, may run again.
+            case failed(Input, any Error)
+        }
 
-    private struct Slot {
-        var pending: Int
-        var running = 0
-        let maxDemand: Int
-        let minDemand: Int
+        /// The task that finished.
+        let task: Int
+        /// The subscription its event came from.
+        let subscription: SubscriptionID
+        /// How the task ended.
+        let outcome: Outcome
     }
 
     private let handler: @Sendable (Input) async throws -> Void
     private let onFailure: (@Sendable (Input, any Error) -> Void)?
+    /// The reruns of handlers that threw (`.transient`); `nil` if they do not run again.
+    private var restarts: RestartIntensity?
     private var handle: StageHandle<Self>?
-    private var slots: [SubscriptionID: Slot] = [:]
+    private var slots: [SubscriptionID: TaskSlots] = [:]
     private var tasks: [Int: Task<Void, Never>] = [:]
     private var nextTask = 0
 
@@ -55,8 +73,46 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         onFailure: (@Sendable (Input, any Error) -> Void)? = nil,
         handler: @escaping @Sendable (Input) async throws -> Void
     ) {
+        self.init(restarts: nil, onFailure, handler)
+    }
+
+    /// Creates a consumer that runs `handler` for each event in its own task and, with the
+    /// ``RestartPolicy/transient`` policy, runs a handler that threw again on the same event.
+    ///
+    /// - Parameters:
+    ///   - restart: ``RestartPolicy/temporary`` (never run again) or ``RestartPolicy/transient``
+    ///     (run again after a throw).
+    ///   - maxRestarts: How many reruns `period` may hold; one more stops the consumer. 0 or more.
+    ///   - period: The window of `maxRestarts`; greater than zero.
+    ///   - onFailure: Called with the event and the error each time `handler` throws.
+    ///   - handler: The work for one event.
+    /// - Throws: ``SluiceError`` with code ``SluiceError/Code-swift.struct/invalidOption`` for
+    ///   ``RestartPolicy/permanent`` (a handler that returned is done), a negative
+    ///   `maxRestarts` or a `period` that is not positive.
+    public init(
+        restart: RestartPolicy,
+        maxRestarts: Int = 3,
+        within period: Duration = .seconds(5),
+        onFailure: (@Sendable (Input, any Error) -> Void)? = nil,
+        handler: @escaping @Sendable (Input) async throws -> Void
+    ) throws {
+        guard restart != .permanent else {
+            throw SluiceError.invalidOption("restart", restart, "a handler that returned is done; use .transient to rerun failed ones")
+        }
+        guard maxRestarts >= 0 else { throw SluiceError.invalidOption("maxRestarts", maxRestarts, "must be 0 or more") }
+        guard period > .zero else { throw SluiceError.invalidOption("period", period, "must be positive") }
+        let restarts = restart == .transient ? RestartIntensity(maxRestarts: maxRestarts, period: period) : nil
+        self.init(restarts: restarts, onFailure, handler)
+    }
+
+    private init(
+        restarts: RestartIntensity?,
+        _ onFailure: (@Sendable (Input, any Error) -> Void)?,
+        _ handler: @escaping @Sendable (Input) async throws -> Void
+    ) {
         self.handler = handler
         self.onFailure = onFailure
+        self.restarts = restarts
     }
 
     public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
@@ -67,12 +123,9 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         _ subscription: SubscriptionInfo,
         context: inout StageContext<Never>
     ) -> DemandMode {
-        self.slots[subscription.id] = Slot(
-            pending: subscription.maxDemand,
-            maxDemand: subscription.maxDemand,
-            minDemand: subscription.minDemand
-        )
-        context.ask(subscription.maxDemand, on: subscription.id)
+        let slots = TaskSlots(maxDemand: subscription.maxDemand, minDemand: subscription.minDemand)
+        self.slots[subscription.id] = slots
+        context.ask(slots.maxDemand, on: subscription.id)
         return .manual
     }
 
@@ -81,40 +134,53 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         from subscription: SubscriptionID,
         context: inout StageContext<Never>
     ) {
-        guard let handle = self.handle, self.slots[subscription] != nil else { return }
-        self.slots[subscription]!.pending -= events.count
-        self.slots[subscription]!.running += events.count
+        // didStart always comes first; the engine hands no events before it.
+        guard let handle = self.handle else { return }
+        // Events of a subscription cancelled meanwhile still run; only their slots are no
+        // longer counted (as ConsumerSupervisor does).
+        self.slots[subscription]?.started(events.count)
+        for event in events { self.run(event, of: subscription, handle: handle, logger: context.logger) }
+    }
+
+    /// Starts the task for `event`; it reports back to the stage when it ends.
+    private mutating func run(_ event: Input, of subscription: SubscriptionID, handle: StageHandle<Self>, logger: Logger) {
+        let id = self.nextTask
+        self.nextTask += 1
         let handler = self.handler
         let onFailure = self.onFailure
-        let logger = context.logger
-        for event in events {
-            let id = self.nextTask
-            self.nextTask += 1
-            self.tasks[id] = Task {
-                do {
-                    try await handler(event)
-                } catch {
-                    logger.info("event handler failed", metadata: [SluiceLogKey.reason: "\(error)"])
-                    onFailure?(event, error)
-                }
-                handle.send(.finished(task: id, subscription: subscription))
+        let rerunsFailures = self.restarts != nil
+        self.tasks[id] = Task {
+            var outcome = Info.Outcome.done
+            do {
+                try await handler(event)
+            } catch {
+                logger.info("event handler failed", metadata: [SluiceLogKey.reason: "\(error)"])
+                onFailure?(event, error)
+                if rerunsFailures && !Task.isCancelled { outcome = .failed(event, error) }
             }
+            handle.send(Info(task: id, subscription: subscription, outcome: outcome))
         }
     }
 
     public mutating func handleInfo(_ info: Info, context: inout StageContext<Never>) {
-        switch info {
-        case .finished(let task, let subscription):
-            self.tasks[task] = nil
-            guard var slot = self.slots[subscription] else { return }
-            slot.running -= 1
-            let outstanding = slot.pending + slot.running
-            if outstanding <= slot.minDemand {
-                let ask = slot.maxDemand - outstanding
-                slot.pending += ask
-                context.ask(ask, on: subscription)
+        guard self.tasks.removeValue(forKey: info.task) != nil else { return }
+        if case .failed(let event, let error) = info.outcome, let handle = self.handle, var restarts = self.restarts {
+            // Like a restarting ConsumerSupervisor child: the rerun keeps the slot, so nothing
+            // is asked for it.
+            let allowed = restarts.allowsRestart(at: .now)
+            self.restarts = restarts
+            guard allowed else {
+                context.stop(.failure(SluiceError(
+                    .restartIntensityExceeded,
+                    "an event handler failed (\(error)) after more than \(restarts.maxRestarts) reruns within \(restarts.period)"
+                )))
+                return
             }
-            self.slots[subscription] = slot
+            self.run(event, of: info.subscription, handle: handle, logger: context.logger)
+            return
+        }
+        if let ask = self.slots[info.subscription]?.finished() {
+            context.ask(ask, on: info.subscription)
         }
     }
 
@@ -133,5 +199,62 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
             for task in self.tasks.values { task.cancel() }
         }
         for task in self.tasks.values { await task.value }
+    }
+}
+
+/// The demand of one subscription of a ``ConcurrentConsumer``, kept like GenStage's
+/// ConsumerSupervisor keeps `{count, pending}` per producer.
+///
+/// Asked-and-not-received plus ``running`` plus ``finishedSinceAsk`` is always `maxDemand`
+/// (while the producer sends no more than asked), so no more than `maxDemand` tasks run.
+struct TaskSlots: Hashable, Sendable {
+    let maxDemand: Int
+    let minDemand: Int
+    /// Tasks running for events of this subscription.
+    private(set) var running = 0
+    /// Tasks finished since the last ask.
+    private(set) var finishedSinceAsk = 0
+
+    init(maxDemand: Int, minDemand: Int) {
+        self.maxDemand = maxDemand
+        self.minDemand = minDemand
+    }
+
+    /// Tasks started for `count` events of the subscription.
+    mutating func started(_ count: Int) {
+        self.running += count
+    }
+
+    /// A task finished; returns what to ask for now, if anything.
+    ///
+    /// Once the tasks finished since the last ask reach `minDemand`, asks for all of them. With
+    /// `minDemand` 0 that is every finished task, one at a time.
+    mutating func finished() -> Int? {
+        self.running -= 1
+        self.finishedSinceAsk += 1
+        guard self.finishedSinceAsk >= self.minDemand else { return nil }
+        defer { self.finishedSinceAsk = 0 }
+        return self.finishedSinceAsk
+    }
+}
+
+/// The restart intensity of a ``ConcurrentConsumer``: at most `maxRestarts` reruns within
+/// `period`, over all its tasks.
+struct RestartIntensity: Sendable {
+    let maxRestarts: Int
+    let period: Duration
+    /// When the reruns still inside the window happened, oldest first.
+    private var restarts: [ContinuousClock.Instant] = []
+
+    init(maxRestarts: Int, period: Duration) {
+        self.maxRestarts = maxRestarts
+        self.period = period
+    }
+
+    /// Records a rerun at `now`; `false` if it is one more than the window allows.
+    mutating func allowsRestart(at now: ContinuousClock.Instant) -> Bool {
+        self.restarts.removeAll { now - $0 >= self.period }
+        self.restarts.append(now)
+        return self.restarts.count <= self.maxRestarts
     }
 }

@@ -189,7 +189,16 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .ask(let subscription, let count):
             guard self.dispatcher.contains(subscription) else { return }
             let demand = self.dispatcher.ask(count, from: subscription)
-            await self.supply(demand)
+            // The buffer is served with what the subscriber asked, even where the dispatcher
+            // kept part of the ask back as owed to subscribers that left (those events may be
+            // in the buffer already); the handler then sees only what is still missing.
+            var served = 0
+            if demand < count && !self.buffer.isEmpty && self.accumulated == nil {
+                let before = self.buffer.count
+                self.dispatch(self.buffer.take(count), fromBuffer: true)
+                served = before - self.buffer.count
+            }
+            await self.supply(demand - min(served, demand))
             self.checkDrained()
 
         case .cancel(let subscription, let reason):
@@ -233,14 +242,22 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
+    /// Runs one of the stage's rarer callbacks: a throw crashes the stage, and what the
+    /// callback emitted or commanded takes effect after it. (The per-batch callbacks,
+    /// `handleEvents` and `handleDemand`, spell this out to keep a closure off the hot path.)
     @inlinable
-    mutating func callHandleInfo(_ info: S.Info) async {
+    mutating func callback(_ body: (inout S, inout StageContext<S.Output>) async throws -> Void) async {
         do {
-            try await self.stage.handleInfo(info, context: &self.context)
+            try await body(&self.stage, &self.context)
         } catch {
             self.crash(error)
         }
         await self.afterCallback()
+    }
+
+    @inlinable
+    mutating func callHandleInfo(_ info: S.Info) async {
+        await self.callback { stage, context in try await stage.handleInfo(info, context: &context) }
     }
 
     // MARK: Infos behind events
@@ -393,13 +410,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             return
         }
         reply?.succeed(subscription)
-        do {
-            let subscriber = SubscriberInfo(id: subscription, consumer: sink.stageID, options: options)
-            try await self.stage.handleSubscribe(consumer: subscriber, context: &self.context)
-        } catch {
-            self.crash(error)
-        }
-        await self.afterCallback()
+        let subscriber = SubscriberInfo(id: subscription, consumer: sink.stageID, options: options)
+        await self.callback { stage, context in try await stage.handleSubscribe(consumer: subscriber, context: &context) }
     }
 
     /// Removes a subscriber of this stage: tells it (unless it is the one that ended), lets the
@@ -409,12 +421,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     mutating func removeSubscriber(_ subscription: SubscriptionID, reason: CancelReason, tell: Bool) async {
         guard let removed = self.dispatcher.cancel(subscription) else { return }
         if tell { removed.sink.subscriptionEnded(subscription, reason: reason) }
-        do {
-            try await self.stage.handleCancel(subscription, reason: reason, context: &self.context)
-        } catch {
-            self.crash(error)
-        }
-        await self.afterCallback()
+        await self.callback { stage, context in try await stage.handleCancel(subscription, reason: reason, context: &context) }
         await self.supply(removed.releasedDemand)
         self.checkDrained()
     }
@@ -599,12 +606,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func upstreamEnded(_ subscription: SubscriptionID, reason: CancelReason) async {
         guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
-        do {
-            try await self.stage.handleCancel(subscription, reason: reason, context: &self.context)
-        } catch {
-            self.crash(error)
-        }
-        await self.afterCallback()
+        await self.callback { stage, context in try await stage.handleCancel(subscription, reason: reason, context: &context) }
         self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: reason.reason)
     }
 

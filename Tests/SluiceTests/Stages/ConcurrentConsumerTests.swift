@@ -12,7 +12,7 @@ import Testing
 
 @testable import Sluice
 
-@Suite("ConcurrentConsumer")
+@Suite("ConcurrentConsumer", .timeLimit(.minutes(1)))
 struct ConcurrentConsumerTests {
     /// Counts handlers running at once and the most ever seen.
     final class Concurrency: Sendable {
@@ -96,64 +96,232 @@ struct ConcurrentConsumerTests {
         #expect("\(try await consumer.ended())" == "shutdown")
     }
 
-    @Test("asks again once running plus pending falls to minDemand, back up to maxDemand")
-    func reAsking() async throws {
-        let concurrency = Concurrency()
-        let gate = Gate()
-        let ledger = DemandLedger()
-        let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil)))
-        let consumer = try await StageHandle.start(
-            ConcurrentConsumer<Int> { event in
-                concurrency.enter(event)
-                await gate.enter()
-                concurrency.leave(event)
-            },
-            subscribeTo: [.init(ledger.watch(producer), options: .init(maxDemand: 6, minDemand: 3))]
-        )
-        try await concurrency.started.wait("6 handlers") { $0.count == 6 }
-        let subscription = try #require(ledger.allAccounts.keys.first)
-        // Finishing 1, 2 leaves 5, 4 outstanding: above minDemand, nothing asked.
-        gate.release(2)
-        try await concurrency.finished.wait("2 finished") { $0.count == 2 }
-        try await consumer.settle()
-        try await consumer.settle()
-        #expect(ledger.account(subscription).asks == [6])
-        // Finishing the third leaves 3 = minDemand: ask 3 more.
-        gate.release()
-        try await concurrency.started.wait("3 more handlers") { $0.count == 9 }
-        #expect(ledger.account(subscription).asks == [6, 3])
-        #expect(concurrency.current == 6)
-        gate.open()
-        try await consumer.halt()
-        try await producer.halt()
+    /// An endless producer behind a ledger, and a concurrent consumer whose handlers wait on a
+    /// gate, so the test decides when each task finishes.
+    struct Rig {
+        let producer: StageHandle<ScriptedProducer>
+        let consumer: StageHandle<ConcurrentConsumer<Int>>
+        let ledger: DemandLedger
+        /// The consumer's asks, in order (there is one subscription).
+        let askLog: Observed<[Int]>
+        let concurrency: Concurrency
+        let gate: Gate
+        let subscription: SubscriptionID
+
+        /// Starts the rig and waits until the first `maxDemand` handlers run.
+        static func start(
+            maxDemand: Int,
+            minDemand: Int,
+            restart: RestartPolicy = .temporary,
+            maxRestarts: Int = 3,
+            failing: @escaping @Sendable (Int) -> Bool = { _ in false }
+        ) async throws -> Rig {
+            let concurrency = Concurrency()
+            let gate = Gate()
+            let askLog = Observed<[Int]>([])
+            let ledger = DemandLedger(onAsk: { _, account in askLog.update { $0 = account.asks } })
+            let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil)))
+            let consumer = try await StageHandle.start(
+                ConcurrentConsumer<Int>(restart: restart, maxRestarts: maxRestarts, within: .seconds(3600)) { event in
+                    concurrency.enter(event)
+                    await gate.enter()
+                    concurrency.leave(event)
+                    if failing(event) { throw TestFailure(label: "event \(event)") }
+                },
+                subscribeTo: [
+                    .init(ledger.watch(producer), options: .init(maxDemand: maxDemand, minDemand: minDemand))
+                ]
+            )
+            try await concurrency.started.wait("\(maxDemand) handlers to start") { $0.count == maxDemand }
+            let subscription = try #require(ledger.allAccounts.keys.first)
+            return Rig(
+                producer: producer,
+                consumer: consumer,
+                ledger: ledger,
+                askLog: askLog,
+                concurrency: concurrency,
+                gate: gate,
+                subscription: subscription
+            )
+        }
+
+        /// Every ask of the consumer so far, in order.
+        var asks: [Int] { self.askLog.value }
+
+        /// Lets one more handler finish and waits until it did.
+        func finishOne() async throws {
+            let target = self.concurrency.finished.value.count + 1
+            self.gate.release()
+            try await self.concurrency.finished.wait("\(target) handlers to finish") { $0.count >= target }
+        }
+
+        /// Waits until the consumer asked `count` times, then until the handlers of everything
+        /// asked so far are running.
+        func waitForAsks(_ count: Int) async throws {
+            let asks = try await self.askLog.wait("\(count) asks") { $0.count >= count }
+            let asked = asks.prefix(count).reduce(0, +)
+            try await self.concurrency.started.wait("\(asked) handlers to start") { $0.count >= asked }
+        }
+
+        /// A barrier after a finished handler: the consumer and then the producer handled
+        /// everything queued so far.
+        func settle() async throws {
+            try await self.consumer.settle()
+            try await self.producer.settle()
+            try await self.consumer.settle()
+        }
+
+        func end() async throws {
+            self.gate.open()
+            try await self.consumer.halt()
+            try await self.producer.halt()
+            #expect(self.ledger.violations == [])
+        }
+    }
+
+    /// One ask-sequence case: `maxDemand`/`minDemand`, and whether even events' handlers throw.
+    struct AskCase: Sendable, CustomTestStringConvertible {
+        let maxDemand: Int
+        let minDemand: Int
+        let failEven: Bool
+        /// The asks after the first: `minDemand` at a time, or 1 at a time for `minDemand` 0.
+        var reask: Int { max(self.minDemand, 1) }
+        var testDescription: String { "\(self.maxDemand)/\(self.minDemand)\(self.failEven ? ", failing handlers" : "")" }
+    }
+
+    @Test(
+        "asks maxDemand, then exactly minDemand each time that many tasks finished since the last ask",
+        arguments: [
+            // 3/2 asks 3, then 2 once two finished (failed handlers free their slots too).
+            AskCase(maxDemand: 3, minDemand: 2, failEven: true),
+            // 10/2 asks 10, then 2 after every 2 finished: 9 or 10 tasks run all along.
+            AskCase(maxDemand: 10, minDemand: 2, failEven: false),
+            AskCase(maxDemand: 10, minDemand: 5, failEven: false),
+            // minDemand 0 (ConsumerSupervisor: `pending >= 0` always holds): ask 1 per finished task.
+            AskCase(maxDemand: 3, minDemand: 0, failEven: false),
+        ]
+    )
+    func askSequence(_ ask: AskCase) async throws {
+        let failEven = ask.failEven
+        let rig = try await Rig.start(maxDemand: ask.maxDemand, minDemand: ask.minDemand, failing: { failEven && $0 % 2 == 0 })
+        #expect(rig.asks == [ask.maxDemand])
+        for round in 1...6 {
+            let asksBefore = [ask.maxDemand] + Array(repeating: ask.reask, count: round - 1)
+            // Fewer finished than minDemand since the last ask: nothing is asked, the slots
+            // stay empty.
+            for finished in 1..<ask.reask {
+                try await rig.finishOne()
+                try await rig.settle()
+                #expect(rig.asks == asksBefore)
+                #expect(rig.concurrency.current == ask.maxDemand - finished)
+            }
+            // The minDemand-th: ask exactly that many, and maxDemand tasks run again.
+            try await rig.finishOne()
+            try await rig.waitForAsks(round + 1)
+            #expect(rig.asks == asksBefore + [ask.reask])
+            #expect(rig.concurrency.current == ask.maxDemand)
+        }
+        #expect(rig.concurrency.maximum == ask.maxDemand)
+        try await rig.end()
+    }
+
+    @Test("a transient handler that threw runs again on the same event and keeps its slot: nothing is asked for it")
+    func restartKeepsItsSlot() async throws {
+        // Every event's first run throws, its second returns.
+        let runs = Observed<[Int: Int]>([:])
+        let rig = try await Rig.start(maxDemand: 2, minDemand: 1, restart: .transient, maxRestarts: 100) { event in
+            runs.update { $0[event, default: 0] += 1 }
+            return runs.value[event] == 1
+        }
+        for released in 1...12 {
+            // Each finished run is followed by exactly one start: the rerun, or the event asked
+            // for in place of one that succeeded.
+            try await rig.finishOne()
+            try await rig.concurrency.started.wait("\(2 + released) runs to start") { $0.count >= 2 + released }
+            try await rig.settle()
+            let finished = rig.concurrency.finished.value
+            let succeeded = Dictionary(grouping: finished, by: { $0 }).values.filter { $0.count == 2 }.count
+            #expect(rig.asks == [2] + Array(repeating: 1, count: succeeded), "after \(released) finished runs")
+            #expect(rig.concurrency.current == 2)
+        }
+        #expect(rig.concurrency.maximum == 2)
+        #expect(runs.value.values.allSatisfy { $0 <= 2 })
+        try await rig.end()
+    }
+
+    @Test("more reruns than maxRestarts within the period stop the consumer with restartIntensityExceeded")
+    func restartIntensity() async throws {
+        let rig = try await Rig.start(maxDemand: 1, minDemand: 0, restart: .transient, maxRestarts: 2) { _ in true }
+        // Runs 1 and 2 fail and are rerun; the third failure is one rerun too many.
+        for run in 1...3 {
+            try await rig.finishOne()
+            if run < 3 { try await rig.concurrency.started.wait("run \(run + 1)") { $0.count == run + 1 } }
+        }
+        let reason = try await rig.consumer.ended()
+        #expect((reason.error as? SluiceError)?.code == .restartIntensityExceeded, "\(reason)")
+        #expect(rig.concurrency.started.value == [0, 0, 0])
+        #expect(rig.asks == [1])
+        rig.gate.open()
+        try await rig.producer.halt()
+    }
+
+    @Test("the restart intensity counts the reruns inside a sliding window")
+    func restartWindow() {
+        let start = ContinuousClock.now
+        var intensity = RestartIntensity(maxRestarts: 2, period: .seconds(10))
+        let allowed = [0, 5, 11, 12].map { intensity.allowsRestart(at: start + .seconds($0)) }
+        // At 11 the rerun at 0 has left the window; at 12 those at 5, 11 and 12 are one too many.
+        #expect(allowed == [true, true, true, false])
+    }
+
+    @Test("restart options outside their ranges are rejected")
+    func restartOptions() {
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .permanent) { _ in } }
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .transient, maxRestarts: -1) { _ in } }
+        #expect(throws: SluiceError.self) { try ConcurrentConsumer<Int>(restart: .transient, within: .zero) { _ in } }
+        #expect(throws: Never.self) { try ConcurrentConsumer<Int>(restart: .temporary, maxRestarts: 0) { _ in } }
+    }
+
+    @Test("the slot count: finished tasks are asked back once they reach minDemand", arguments: [
+        (3, 2, [nil, 2, nil, 2, nil, 2]),
+        (10, 2, [nil, 2, nil, 2, nil, 2]),
+        (10, 5, [nil, nil, nil, nil, 5, nil, nil, nil, nil, 5]),
+        (3, 0, [1, 1, 1, 1]),
+        (1, 0, [1, 1]),
+    ] as [(Int, Int, [Int?])])
+    func slotArithmetic(maxDemand: Int, minDemand: Int, expected: [Int?]) {
+        var slots = TaskSlots(maxDemand: maxDemand, minDemand: minDemand)
+        slots.started(maxDemand)
+        var asks: [Int?] = []
+        for _ in expected {
+            let ask = slots.finished()
+            asks.append(ask)
+            // The producer answers every ask in full before the next task finishes.
+            if let ask { slots.started(ask) }
+            // Running, plus finished and not yet asked back, is maxDemand.
+            #expect(slots.running + slots.finishedSinceAsk == maxDemand)
+        }
+        #expect(asks == expected)
     }
 
     @Test("stopping waits for the running tasks")
     func stopWaitsForTasks() async throws {
-        let concurrency = Concurrency()
-        let gate = Gate()
-        let producer = try await StageHandle.start(ScriptedProducer(.generate(limit: nil)))
-        let consumer = try await StageHandle.start(
-            ConcurrentConsumer<Int> { event in
-                concurrency.enter(event)
-                await gate.enter()
-                concurrency.leave(event)
-            },
-            subscribeTo: [.init(producer, options: .init(maxDemand: 3))]
-        )
-        try await concurrency.started.wait("3 handlers") { $0.count == 3 }
+        let rig = try await Rig.start(maxDemand: 3, minDemand: 1)
+        let consumer = rig.consumer
+        let finished = rig.concurrency.finished
         let finishedAtEnd = Task {
             _ = await consumer.stop()
-            return concurrency.finished.value.count
+            return finished.value.count
         }
         // Once the mailbox is closed the stage is ending and waits for its tasks.
         try await eventually("the consumer to start ending") {
-            !consumer.send(.finished(task: -1, subscription: SubscriptionID(rawValue: 0)))
+            // An unknown task: the consumer ignores it while it still reads its mail.
+            !consumer.send(ConcurrentConsumer<Int>.Info(task: -1, subscription: SubscriptionID(rawValue: 0), outcome: .done))
         }
-        #expect(concurrency.finished.value.isEmpty)
-        gate.open()
-        let finished = try await withTimeout("the consumer to stop") { await finishedAtEnd.value }
-        #expect(finished == 3, "the stage ended before its tasks finished")
-        try await producer.halt()
+        #expect(finished.value.isEmpty)
+        rig.gate.open()
+        let finishedWhenStopped = try await withTimeout("the consumer to stop") { await finishedAtEnd.value }
+        #expect(finishedWhenStopped == 3, "the stage ended before its tasks finished")
+        try await rig.producer.halt()
     }
 }
