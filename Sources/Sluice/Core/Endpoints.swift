@@ -20,7 +20,7 @@ package final class EventSource<Output: Sendable>: Sendable {
     @usableFromInline let askOperation: @Sendable (Int, SubscriptionID) -> Void
     @usableFromInline let cancelOperation: @Sendable (SubscriptionID, CancelReason) -> Void
 
-    @inlinable
+    @usableFromInline
     package init(
         stageID: StageID,
         stageName: String,
@@ -69,7 +69,7 @@ package final class EventSink<Input: Sendable>: Sendable {
     @usableFromInline let endedOperation: @Sendable (SubscriptionID, CancelReason) -> Void
     @usableFromInline let rejectedOperation: @Sendable (SubscriptionID, any Error) -> Void
 
-    @inlinable
+    @usableFromInline
     package init(
         stageID: StageID,
         deliver: @escaping @Sendable (consuming [Input], SubscriptionID) -> Void,

@@ -82,7 +82,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         self.entries.contains { $0.subscription == subscription }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func subscribe(
         _ subscription: SubscriptionID,
         sink: EventSink<Event>,
@@ -101,7 +101,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         )
     }
 
-    @inlinable
+    @usableFromInline
     mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
         guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return nil }
         let entry = self.entries.remove(at: index)
@@ -154,7 +154,7 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         return DispatchOutcome(leftover: events, extraDemand: extra)
     }
 
-    @inlinable
+    @usableFromInline
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
     }

@@ -54,7 +54,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
         self.entries.contains { $0.subscription == subscription }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func subscribe(
         _ subscription: SubscriptionID,
         sink: EventSink<Event>,
@@ -63,7 +63,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
         self.entries.append(Entry(subscription: subscription, sink: sink, demand: 0))
     }
 
-    @inlinable
+    @usableFromInline
     mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
         guard let index = self.entries.firstIndex(where: { $0.subscription == subscription }) else { return nil }
         let entry = self.entries.remove(at: index)
@@ -110,7 +110,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
         return DispatchOutcome(leftover: queue.takeAll())
     }
 
-    @inlinable
+    @usableFromInline
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for entry in self.entries { body(entry.subscription, entry.sink) }
     }

@@ -49,12 +49,12 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @usableFromInline
     var discarded = 0
 
-    @inlinable
+    @usableFromInline
     init(partitions: [PartitionKey], route: @escaping @Sendable (Event) -> (Event, PartitionKey)?) {
         self.init(partitions: partitions, routing: .transform(route))
     }
 
-    @inlinable
+    @usableFromInline
     init(partitions: [PartitionKey], routing route: PartitionRoute<Event>) {
         self.partitions = partitions.map { Partition(key: $0) }
         var indexByKey: [PartitionKey: Int] = [:]
@@ -63,11 +63,11 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.route = route
     }
 
-    @inlinable
+    @usableFromInline
     var name: String { "partition(\(self.partitionList))" }
 
     /// The partitions, for messages.
-    @inlinable
+    @usableFromInline
     var partitionList: String { self.partitions.map(\.key.description).joined(separator: ", ") }
 
     @inlinable
@@ -87,7 +87,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
 
-    @inlinable
+    @usableFromInline
     mutating func subscribe(
         _ subscription: SubscriptionID,
         sink: EventSink<Event>,
@@ -114,7 +114,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.partitionBySubscription[subscription] = index
     }
 
-    @inlinable
+    @usableFromInline
     mutating func cancel(_ subscription: SubscriptionID) -> RemovedSubscriber<Event>? {
         guard let index = self.partitionBySubscription.removeValue(forKey: subscription),
             let subscriber = self.partitions[index].subscriber
@@ -220,7 +220,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         )
     }
 
-    @inlinable
+    @usableFromInline
     func forEachSubscriber(_ body: (SubscriptionID, EventSink<Event>) -> Void) {
         for partition in self.partitions {
             if let subscriber = partition.subscriber { body(subscriber.subscription, subscriber.sink) }

@@ -21,7 +21,7 @@ public struct SubscriptionInfo: Hashable, Sendable {
     /// What happens to the consumer when the producer ends.
     public let cancel: CancelMode
 
-    @inlinable
+    @usableFromInline
     init(id: SubscriptionID, producer: StageID, maxDemand: Int, minDemand: Int, demand: DemandMode, cancel: CancelMode) {
         self.id = id
         self.producer = producer
@@ -42,7 +42,7 @@ public struct SubscriberInfo<Event: Sendable>: Sendable {
     /// The options the subscriber subscribed with.
     public let options: SubscriptionOptions<Event>
 
-    @inlinable
+    @usableFromInline
     init(id: SubscriptionID, consumer: StageID, options: SubscriptionOptions<Event>) {
         self.id = id
         self.consumer = consumer

@@ -52,10 +52,10 @@ final class Termination: Sendable {
     @inlinable
     init() {}
 
-    @inlinable
+    @usableFromInline
     var reason: StopReason? { self.state.withLock { $0.reason } }
 
-    @inlinable
+    @usableFromInline
     func finish(_ reason: StopReason) {
         let waiters = self.state.withLock { state -> [CheckedContinuation<StopReason, Never>] in
             guard state.reason == nil else { return [] }
@@ -66,7 +66,7 @@ final class Termination: Sendable {
         for waiter in waiters { waiter.resume(returning: reason) }
     }
 
-    @inlinable
+    @usableFromInline
     func wait() async -> StopReason {
         await withCheckedContinuation { continuation in
             let done = self.state.withLock { state -> StopReason? in
@@ -93,7 +93,7 @@ final class StageCell<S: Stage>: Sendable {
     /// The task running the stage, and whether it was killed before the task was known.
     @usableFromInline let task = Mutex<(running: Task<Void, Never>?, killed: Bool)>((nil, false))
 
-    @inlinable
+    @usableFromInline
     init(name: String) {
         let stageID = StageID.next()
         let mailbox = Mailbox<StageMail<S>>()
@@ -118,7 +118,7 @@ final class StageCell<S: Stage>: Sendable {
     }
 
     /// Records the task running the stage (cancelling it at once if the stage was killed).
-    @inlinable
+    @usableFromInline
     func attach(_ running: Task<Void, Never>) {
         let killed = self.task.withLock { task -> Bool in
             task.running = running

@@ -264,7 +264,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     /// Delivers `info` now if the producer buffer is empty, or once every event it holds now
     /// has been given out.
-    @inlinable
+    @usableFromInline
     mutating func infoBehindBuffer(_ info: S.Info, reply: Reply<Void>?) async {
         if self.buffer.isEmpty && self.infosBehindEvents.isEmpty {
             await self.callHandleInfo(info)
@@ -274,7 +274,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func deliverDueInfos() async {
         while self.stopReason == nil, let first = self.infosBehindEvents.first, self.buffer.removed >= first.due {
             self.infosBehindEvents.removeFirst()
@@ -365,7 +365,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func setDemandMode(_ mode: ProducerDemandMode) async {
         switch mode {
         case .accumulate:
@@ -389,7 +389,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     /// A consumer subscribed to this stage.
-    @inlinable
+    @usableFromInline
     mutating func subscribe(
         _ subscription: SubscriptionID,
         sink: EventSink<S.Output>,
@@ -417,7 +417,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     /// Removes a subscriber of this stage: tells it (unless it is the one that ended), lets the
     /// stage handle the cancellation and dispatches what it emitted, and only then releases the
     /// demand the dispatcher held for it.
-    @inlinable
+    @usableFromInline
     mutating func removeSubscriber(_ subscription: SubscriptionID, reason: CancelReason, tell: Bool) async {
         guard let removed = self.dispatcher.cancel(subscription) else { return }
         if tell { removed.sink.subscriptionEnded(subscription, reason: reason) }
@@ -427,7 +427,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     /// Cancels a subscription of either direction with `reason`.
-    @inlinable
+    @usableFromInline
     mutating func cancelSubscription(_ subscription: SubscriptionID, reason: StopReason) async {
         if var upstream = self.upstreams[subscription] {
             guard !upstream.cancelling else { return }
@@ -448,7 +448,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     // MARK: Consumer side
 
-    @inlinable
+    @usableFromInline
     mutating func subscribeUpstream(
         _ source: EventSource<S.Input>,
         options: SubscriptionOptions<S.Input>,
@@ -504,7 +504,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     /// The producer refused a subscription (its reply already told whoever asked): it was never
     /// established, so no callback runs; only a producer that had ended counts as a lost producer.
-    @inlinable
+    @usableFromInline
     mutating func upstreamRejected(_ subscription: SubscriptionID, error: any Error) {
         guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
         self.context.logger.debug(
@@ -603,7 +603,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func upstreamEnded(_ subscription: SubscriptionID, reason: CancelReason) async {
         guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
         await self.callback { stage, context in try await stage.handleCancel(subscription, reason: reason, context: &context) }
@@ -611,7 +611,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     /// Applies a lost subscription's cancel mode: stops the stage with `reason` if the mode says so.
-    @inlinable
+    @usableFromInline
     mutating func stopOnCancel(_ mode: CancelMode, _ subscription: SubscriptionID, _ source: EventSource<S.Input>, reason: StopReason) {
         guard mode.endsConsumer(for: reason), self.stopReason == nil, self.drainingReason == nil else { return }
         self.context.logger.info(
@@ -659,14 +659,14 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func crash(_ error: any Error) {
         guard self.stopReason == nil else { return }
         // A callback that fails because the stage was killed is the kill, not a crash.
         self.stopReason = Task.isCancelled ? .killed : .failure(error)
     }
 
-    @inlinable
+    @usableFromInline
     mutating func requestStop(_ reason: StopReason) {
         guard self.stopReason == nil else { return }
         if case .normal = reason, self.hasUndelivered {
@@ -690,7 +690,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         }
     }
 
-    @inlinable
+    @usableFromInline
     func currentStatistics() -> StageStatistics {
         var statistics = self.statistics
         statistics.buffered = self.buffer.count
@@ -740,7 +740,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         )
     }
 
-    @inlinable
+    @usableFromInline
     mutating func terminate(unhandled inbox: [StageMail<S>]) async -> StopReason {
         let reason = self.stopReason ?? .shutdown
         var rest = inbox

@@ -47,7 +47,6 @@ public struct SupervisedStage: Sendable {
     @usableFromInline let handle: any Sendable
 
     /// Wraps a running stage.
-    @inlinable
     public init<S: Stage>(_ handle: StageHandle<S>) {
         self.id = handle.id
         self.stop = { await handle.stop($0) }
