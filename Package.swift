@@ -149,6 +149,9 @@ for target in package.targets {
         settings.append(.enableUpcomingFeature("MemberImportVisibility"))
         settings.append(.enableUpcomingFeature("ExistentialAny"))
         settings.append(.enableUpcomingFeature("NonisolatedNonsendingByDefault"))
+        if !["SluiceRedis", "SluiceRedisTests"].contains(target.name) {
+            settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
+        }
         target.swiftSettings = settings
     default:
         break

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
+public import DequeModule
 
 // Batches are split and regrouped on the way between stages (a dispatcher gives part of a batch
 // to one subscriber and part to another, a consumer takes a batch in slices, a buffer hands out

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Synchronization
+public import Synchronization
 
 /// The inbox of one stage: a lock, a queue and at most one waiting receiver.
 ///

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
+public import DequeModule
 
 /// Sends every event to every subscriber, never more than the slowest subscriber asked.
 ///

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
+public import DequeModule
 
 /// Routes each event to one partition; each partition has at most one subscriber and its own
 /// queue of events waiting for that subscriber's demand.

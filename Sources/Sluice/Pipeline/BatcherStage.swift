@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Metrics
+public import Metrics
 
 /// A batch on its way from a batcher to a batch processor.
 @usableFromInline

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Foundation
+public import Foundation
 
 extension Message {
     /// Decodes the payload as JSON.

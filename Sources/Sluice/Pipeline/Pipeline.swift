@@ -9,7 +9,7 @@
 public import Logging
 public import Metrics
 public import ServiceLifecycle
-import Synchronization
+public import Synchronization
 
 /// How a pipeline runs: failure policy, shutdown deadline, rate limit, clock, logging, metrics.
 public struct PipelineConfiguration: Sendable {

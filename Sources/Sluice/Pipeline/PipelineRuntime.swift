@@ -6,9 +6,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Logging
-import Metrics
-import Synchronization
+public import Logging
+public import Metrics
+public import Synchronization
 
 /// Counts of a pipeline's messages, by outcome.
 public struct PipelineStatistics: Hashable, Sendable {

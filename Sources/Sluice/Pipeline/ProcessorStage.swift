@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Metrics
-import Synchronization
+public import Metrics
+public import Synchronization
 
 /// Information a processor receives.
 @usableFromInline

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Synchronization
+public import Synchronization
 
 /// At most ``messages`` messages per ``interval``, enforced by withholding demand.
 public struct RateLimit: Hashable, Sendable, CustomStringConvertible {

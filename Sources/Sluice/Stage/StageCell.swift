@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Synchronization
+public import Synchronization
 
 /// Everything a stage can receive. Each case is handled in order by the stage's own task.
 @usableFromInline

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Logging
+public import Logging
 
 /// A running stage: subscribe it, send it messages, stop it, wait for its end.
 ///

@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-import DequeModule
-import Logging
+public import DequeModule
+public import Logging
 
 /// The loop of one stage and all of its state, held in a local value of the stage's task so
 /// that the hot path touches no shared memory besides the mailbox.

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Logging
+public import Logging
 import Synchronization
 
 /// When a supervisor restarts a child that ended.
