@@ -53,6 +53,16 @@ let package = Package(
             ]
         ),
 
+        // MARK: Connectors (package-internal pieces every broker adapter shares)
+        .target(
+            name: "SluiceConnector",
+            dependencies: [
+                "Sluice",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .testTarget(name: "SluiceConnectorTests", dependencies: ["Sluice", "SluiceConnector"]),
+
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
