@@ -122,6 +122,7 @@ let package = Package(
             name: "SluiceRedis",
             dependencies: [
                 "Sluice",
+                "SluiceConnector",
                 "CRedis",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),

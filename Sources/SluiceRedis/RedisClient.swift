@@ -53,11 +53,11 @@ public enum RedisValue: Hashable, Sendable {
 /// or a pipeline at a time. Not part of the stable API.
 @_spi(Internal)
 public final class RedisClient: Sendable {
-    private let thread: RedisThread
+    private let thread: RedisConnection
 
     /// Connects (lazily, on the first command) to what `configuration` names.
     public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "sluice.redis.client")) {
-        self.thread = RedisThread(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
+        self.thread = RedisConnection(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
     }
 
     /// Sends one command and returns its reply.
@@ -125,6 +125,6 @@ public final class RedisClient: Sendable {
 
     /// Closes the connection.
     public func close() async {
-        await self.thread.stopAndWait()
+        await self.thread.shutdown()
     }
 }

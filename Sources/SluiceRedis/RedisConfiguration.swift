@@ -85,6 +85,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most items one read takes (the read takes the smaller of this and the unmet
     /// demand). Default 1000; at most 5000.
     public var batchSize: Int = 1000
+    /// The most items read and not yet settled with Redis (acknowledged, failed or given
+    /// back): reading waits for settlement beyond it. Default 100 000; 1 to 10 000 000.
+    public var maxInFlight: Int = 100_000
+    /// The most payload bytes read and not yet settled: no read starts while this many are
+    /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
+    public var maxInFlightBytes: Int = 256 << 20
     /// How long one blocking read waits on an empty list or stream before it looks again;
     /// new data wakes it at once, so this only bounds how long a drain waits. Default 100 ms.
     public var blockTimeout: Duration = .milliseconds(100)
@@ -157,6 +163,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard (1...65535).contains(self.port) else { throw fail("port \(self.port) is not between 1 and 65535") }
         guard self.database >= 0 else { throw fail("database \(self.database) must not be negative") }
         guard (1...5000).contains(self.batchSize) else { throw fail("batchSize \(self.batchSize) must be between 1 and 5000") }
+        guard (1...10_000_000).contains(self.maxInFlight) else {
+            throw fail("maxInFlight \(self.maxInFlight) must be between 1 and 10000000")
+        }
+        guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
+            throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
+        }
         guard self.blockTimeout >= .milliseconds(1) else { throw fail("blockTimeout must be at least 1 ms") }
         guard self.connectTimeout > .zero, self.commandTimeout > .zero else { throw fail("timeouts must be positive") }
         guard self.reconnectBackoff > .zero, self.maximumReconnectBackoff >= self.reconnectBackoff else {

@@ -27,7 +27,7 @@ public final class RedisSink: Sendable {
     /// ``RedisConfiguration/Mode/stream`` writes `XADD key * <payloadField> <payload>`, the
     /// list modes `RPUSH`.
     public let configuration: RedisConfiguration
-    private let thread: RedisThread
+    private let thread: RedisConnection
 
     /// Creates a sink; it connects on the first ``send(_:)-([[UInt8]])``.
     ///
@@ -38,7 +38,7 @@ public final class RedisSink: Sendable {
         var logger = logger
         logger[metadataKey: RedisLogKey.address] = "\(configuration.address)"
         logger[metadataKey: RedisLogKey.key] = "\(configuration.key)"
-        self.thread = RedisThread(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
+        self.thread = RedisConnection(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
     }
 
     /// Creates a sink from a URL (see ``RedisConfiguration/init(url:)``).
@@ -87,7 +87,7 @@ public final class RedisSink: Sendable {
 
     /// Closes the connection once queued writes finished.
     public func close() async {
-        await self.thread.stopAndWait()
+        await self.thread.shutdown()
     }
 
     private func commands(_ payloads: [Payload]) -> [RedisCommand] {
