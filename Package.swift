@@ -115,7 +115,12 @@ let package = Package(
             }(),
             providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
         ),
-        .testTarget(name: "BrokerSmokeTests", dependencies: ["CKafka", "CRabbit", "CRedis"]),
+        // Smoke tests of each broker through its C module, one target per broker, so that
+        // Redis-only work needs only the hiredis headers.
+        .target(name: "BrokerSmokeSupport", path: "Tests/BrokerSmokeSupport"),
+        .testTarget(name: "RedisBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CRedis"]),
+        .testTarget(name: "RabbitMQBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CRabbit"]),
+        .testTarget(name: "KafkaBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CKafka"]),
 
         // MARK: Redis
         .target(

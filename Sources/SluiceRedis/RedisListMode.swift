@@ -108,8 +108,14 @@ struct RedisListMode: RedisMode {
 
         func step(_ link: RedisLink) -> ServiceOutcome {
             let slots = self.empty ? (self.inFlight.isEmpty ? 1 : 0) : RedisListMode.pipelineDepth - self.inFlight.count
-            let sends = self.session.reserveReads(slots: slots)
+            var sends = self.session.reserveReads(slots: slots)
             guard !self.inFlight.isEmpty || !sends.isEmpty else { return self.session.readerIdle() }
+            if self.empty && !sends.isEmpty && !self.session.beginBlocking() {
+                // Draining: no blocking pop now; the credit comes back.
+                for count in sends { self.session.completeRead(asked: count, messages: []) }
+                sends = []
+                if self.inFlight.isEmpty { return .again }
+            }
             do {
                 let (messages, asked) = try link.perform { context throws(RedisError) -> ([Message<RedisMetadata>], Int) in
                     if !sends.isEmpty {
@@ -122,9 +128,8 @@ struct RedisListMode: RedisMode {
                         try context.flush("LPOP")
                     }
                     let oldest = self.inFlight[0]
-                    let messages = try self.session.blocking(oldest.blocking) { () throws(RedisError) in
-                        try context.nextReply("LPOP") { reply in self.popper.messages(reply) }
-                    }
+                    let messages = try context.nextReply("LPOP") { reply in self.popper.messages(reply) }
+                    if oldest.blocking { self.session.endBlocking() }
                     self.inFlight.removeFirst()
                     return (messages, oldest.count)
                 }
@@ -135,6 +140,7 @@ struct RedisListMode: RedisMode {
                 // The replies of the pops in flight are lost with the connection (list mode is at
                 // most once); their credit comes back.
                 for pop in self.inFlight { self.session.completeRead(asked: pop.count, messages: []) }
+                if self.inFlight.contains(where: \.blocking) { self.session.endBlocking() }
                 self.inFlight.removeAll()
                 self.empty = false
                 link.disconnect()

@@ -182,12 +182,12 @@ struct RedisReliableMode: RedisMode {
             wait.append("LEFT")
             wait.append("RIGHT")
             wait.append(self.blockSeconds)
-            let waited = try session.blocking(true) { () throws(RedisError) in
-                try context.command(wait) { reply throws(RedisError) -> [Message<RedisMetadata>] in
-                    guard reply.kind == .string else { return [] }
-                    let payload = Payload(reply.bytes)
-                    return [Message(payload: payload, metadata: RedisMetadata(key: self.keys.source, entryID: nil, deliveryCount: nil, value: payload))]
-                }
+            guard session.beginBlocking() else { return [] }
+            defer { session.endBlocking() }
+            let waited = try context.command(wait) { reply throws(RedisError) -> [Message<RedisMetadata>] in
+                guard reply.kind == .string else { return [] }
+                let payload = Payload(reply.bytes)
+                return [Message(payload: payload, metadata: RedisMetadata(key: self.keys.source, entryID: nil, deliveryCount: nil, value: payload))]
             }
             self.delivered += waited.count
             return waited

@@ -11,6 +11,10 @@ import Sluice
 import SluiceConnector
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One running source: its two connections (reads, blocking ones among them;
 /// acknowledgements and housekeeping), its mode, its read credit and what it read for its
 /// stage, and its settler.
@@ -27,7 +31,7 @@ final class RedisSession: Sendable {
 
     private let fetch: Fetch
     private let stage = Mutex<StageHandle<RedisSourceStage>?>(nil)
-    private let readConnection: ReadConnection
+    private let readClientID: ReadClientID
 
     /// The read credit, and what was read for the stage.
     private struct FetchState {
@@ -41,6 +45,8 @@ final class RedisSession: Sendable {
         var notified = false
         /// Whether the stage was told that reads ended after a drain.
         var toldStopped = false
+        /// Whether a blocking command is (about to be) waiting for its reply.
+        var blocking = false
     }
 
     /// The fetch state, shared with the settler's callback.
@@ -49,12 +55,10 @@ final class RedisSession: Sendable {
         init(_ state: FetchState) { self.state = Mutex(state) }
     }
 
-    /// What other threads know of the read connection, to end a blocking read early.
-    private final class ReadConnection: Sendable {
-        /// The connection's `CLIENT ID` (-1 before it connected).
-        let clientID = Atomic<Int>(-1)
-        /// Whether a blocking command is waiting for its reply.
-        let blocking = Atomic<Bool>(false)
+    /// The read connection's `CLIENT ID` (-1 before it connected), so that the other
+    /// connection can end a blocking read early.
+    private final class ReadClientID: Sendable {
+        let value = Atomic<Int>(-1)
     }
 
     init(configuration: RedisConfiguration, logger: Logger) {
@@ -67,8 +71,8 @@ final class RedisSession: Sendable {
         self.logger = logger
         self.keys = RedisKeys(configuration)
         self.mode = configuration.makeMode(keys: self.keys)
-        let readConnection = ReadConnection()
-        self.readConnection = readConnection
+        let readClientID = ReadClientID()
+        self.readClientID = readClientID
         self.fetch = Fetch(FetchState(credit: ReadCredit(window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes))))
         self.reads = RedisConnection(
             name: "sluice-redis-read",
@@ -78,7 +82,7 @@ final class RedisSession: Sendable {
             logger: logger
         ) { context throws(RedisError) in
             let id = try context.command(RedisCommand("CLIENT", "ID")) { reply throws(RedisError) in reply.integer }
-            readConnection.clientID.store(id, ordering: .relaxed)
+            readClientID.value.store(id, ordering: .relaxed)
         }
         let acks = RedisConnection(name: "sluice-redis-ack", configuration: configuration, blocking: false, logger: logger)
         self.acks = acks
@@ -138,26 +142,41 @@ final class RedisSession: Sendable {
 
     /// Stop reading (the stage then takes what was read with ``takeFetched()``).
     func drain() {
-        self.fetch.state.withLock { _ = $0.credit.drain() }
-        self.endReads()
+        let blocking = self.fetch.state.withLock { state in
+            _ = state.credit.drain()
+            return state.blocking
+        }
+        self.endReads(blocking: blocking)
     }
 
     /// The stage ended: stop reading for good.
     func stopReading() {
-        self.fetch.state.withLock { _ = $0.credit.stop() }
-        self.endReads()
+        let blocking = self.fetch.state.withLock { state in
+            _ = state.credit.stop()
+            return state.blocking
+        }
+        self.endReads(blocking: blocking)
     }
 
-    /// Wakes the reader, and ends a blocking read now (from the acknowledgement connection,
-    /// `CLIENT UNBLOCK` makes it answer as after its timeout) rather than after its timeout.
-    private func endReads() {
+    /// Wakes the reader, and ends a blocking read now rather than after its timeout: from the
+    /// acknowledgement connection, `CLIENT UNBLOCK` makes it answer as after its timeout
+    /// (nothing read is lost). The command may reach Redis just before the blocking read it
+    /// is meant for, so it is sent again, briefly, while the read still waits.
+    private func endReads(blocking: Bool) {
         self.reads.wake()
-        guard self.readConnection.blocking.load(ordering: .relaxed) else { return }
-        let id = self.readConnection.clientID.load(ordering: .relaxed)
+        guard blocking else { return }
+        let id = self.readClientID.value.load(ordering: .relaxed)
         guard id >= 0 else { return }
+        let fetch = self.fetch
         self.acks.enqueue { link in
-            _ = try? link.perform { context throws(RedisError) in
-                try context.command(RedisCommand("CLIENT", "UNBLOCK", "\(id)")) { _ throws(RedisError) in }
+            let unblock = RedisCommand("CLIENT", "UNBLOCK", "\(id)")
+            for _ in 0..<20 {
+                let ended = try? link.perform { context throws(RedisError) in
+                    try context.command(unblock) { reply throws(RedisError) in reply.integer == 1 }
+                }
+                guard ended == false, fetch.state.withLock({ $0.blocking }) else { return }
+                // This is the acknowledgement connection's own thread, not the cooperative pool.
+                usleep(500)
             }
         }
     }
@@ -221,13 +240,20 @@ final class RedisSession: Sendable {
         self.post(RedisSourceInfo(.failed(error)))
     }
 
-    /// Runs `body` (a read), marked as blocking when `blocking`, so that a drain can end it
-    /// early.
-    func blocking<T>(_ blocking: Bool, _ body: () throws(RedisError) -> T) throws(RedisError) -> T {
-        guard blocking else { return try body() }
-        self.readConnection.blocking.store(true, ordering: .relaxed)
-        defer { self.readConnection.blocking.store(false, ordering: .relaxed) }
-        return try body()
+    /// Called before sending a blocking command: marks it, so that a drain or stop ends it
+    /// early. Returns `false` (send nothing) when reads are ending already. Either this sees
+    /// the drain or the drain sees the mark: both happen under the same lock.
+    func beginBlocking() -> Bool {
+        self.fetch.state.withLock { state in
+            guard !state.credit.isEnding else { return false }
+            state.blocking = true
+            return true
+        }
+    }
+
+    /// The blocking command answered (or failed).
+    func endBlocking() {
+        self.fetch.state.withLock { $0.blocking = false }
     }
 
     // MARK: Settling and shutdown

@@ -188,9 +188,9 @@ struct RedisStreamMode: RedisMode {
             read.append("STREAMS")
             read.append(self.keys.source)
             read.append(">")
-            let entries = try session.blocking(true) { () throws(RedisError) in
-                try context.command(read) { reply throws(RedisError) in try self.streamEntries(reply, deliveryCount: 1) }
-            }
+            guard session.beginBlocking() else { return [] }
+            defer { session.endBlocking() }
+            let entries = try context.command(read) { reply throws(RedisError) in try self.streamEntries(reply, deliveryCount: 1) }
             self.noteDelivered(entries)
             return entries
         }
