@@ -19,7 +19,8 @@
 ///   was read never exceeds the demand received, so no item is taken that nobody asked for.
 ///   A non-destructive source may run ahead of demand by at most `prefetch` items.
 /// - What was read but is not yet settled with the broker, plus what reads in flight asked
-///   for, never exceeds ``Window/count``. No read starts while the unsettled bytes reach
+///   for, never exceeds ``Window/count``. When the window rather than demand holds reads
+///   back, a read waits until a whole read (or a quarter of the window) is free. No read starts while the unsettled bytes reach
 ///   ``Window/bytes`` (a read's size is known only once it arrived, so the bytes can exceed
 ///   the window by what the reads in flight bring).
 package struct ReadCredit: Sendable {
@@ -76,6 +77,8 @@ package struct ReadCredit: Sendable {
     private var unsettledBytes = 0
     /// Whether the reader found no credit and waits to be woken.
     private var readerWaiting = false
+    /// The cap of the last ``nextRead(cap:)``, for deciding whether to wake the reader.
+    private var lastCap = 1
 
     /// Creates the credit of a source.
     ///
@@ -111,7 +114,8 @@ package struct ReadCredit: Sendable {
     /// once there is credit again.
     package mutating func nextRead(cap: Int) -> Int? {
         precondition(cap >= 1, "a read must be allowed at least one item")
-        let available = self.available
+        self.lastCap = cap
+        let available = self.available(cap: cap)
         guard available > 0 else {
             self.readerWaiting = self.phase == .reading
             return nil
@@ -159,10 +163,16 @@ package struct ReadCredit: Sendable {
         return self.readsAction
     }
 
-    private var available: Int {
+    /// What the next read may ask for before its cap. When the window rather than demand
+    /// limits it, a read waits until a useful share of the window is free (a whole read, or a
+    /// quarter of the window if that is smaller): settlements free the window a few items at
+    /// a time, and reading each trickle at once would shrink every read to a few items (as a
+    /// TCP window does without silly-window avoidance).
+    private func available(cap: Int) -> Int {
         guard self.phase == .reading, self.unsettledBytes < self.window.bytes else { return 0 }
         let byDemand = self.unmet + self.prefetch - self.reserved
         let byWindow = self.window.count - self.unsettledCount - self.reserved
+        if byWindow < byDemand && byWindow < min(cap, max(1, self.window.count / 4)) { return 0 }
         return max(0, min(byDemand, byWindow))
     }
 
@@ -171,7 +181,7 @@ package struct ReadCredit: Sendable {
     }
 
     private mutating func wakeIfCredit() -> WakeAction {
-        guard self.readerWaiting, self.available > 0 else { return .none }
+        guard self.readerWaiting, self.available(cap: self.lastCap) > 0 else { return .none }
         self.readerWaiting = false
         return .wakeReader
     }

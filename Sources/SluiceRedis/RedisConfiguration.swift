@@ -91,8 +91,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most payload bytes read and not yet settled: no read starts while this many are
     /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
     public var maxInFlightBytes: Int = 256 << 20
-    /// How long one blocking read waits on an empty list or stream before it looks again;
-    /// new data wakes it at once, so this only bounds how long a drain waits. Default 100 ms.
+    /// How long one blocking read waits on an empty list or stream before it looks again.
+    /// New data wakes it at once and a drain ends it at once (`CLIENT UNBLOCK` from the other
+    /// connection), so this only bounds a drain when that cannot reach Redis. Default 100 ms.
     public var blockTimeout: Duration = .milliseconds(100)
     /// Where `.deadLetter` sends messages: a list (list modes) or a stream (stream mode).
     /// Default `nil`: `<key>:dead`.
@@ -189,7 +190,7 @@ extension RedisConfiguration {
     ///
     /// Query parameters: `key` (required), `mode` (`list`, `reliable`, `stream`), `group`,
     /// `consumer`, `batch`, `dead` (dead-letter key), `field` (stream payload field),
-    /// `block_ms`, `claim_idle_ms`, `ttl_ms`, and for unix sockets `db`, `user`, `password`.
+    /// `block_ms`, `claim_idle_ms`, `ttl_ms`, `max_in_flight`, `max_in_flight_bytes`, and for unix sockets `db`, `user`, `password`.
     /// User and password may be percent-encoded.
     ///
     /// - Throws: ``RedisError`` with code ``RedisError/Code-swift.struct/invalidURL`` naming
@@ -251,6 +252,8 @@ extension RedisConfiguration {
         if let block = try integer("block_ms") { self.blockTimeout = .milliseconds(block) }
         if let idle = try integer("claim_idle_ms") { self.claimMinIdle = .milliseconds(idle) }
         if let ttl = try integer("ttl_ms") { self.livenessTTL = .milliseconds(ttl) }
+        if let window = try integer("max_in_flight") { self.maxInFlight = window }
+        if let bytes = try integer("max_in_flight_bytes") { self.maxInFlightBytes = bytes }
         if let unknown = query.keys.sorted().first { throw fail("unknown parameter \(unknown)") }
         do {
             try self.validate()

@@ -49,6 +49,8 @@ struct RedisListMode: RedisMode {
         return [requeue, dead].filter { $0.argumentCount > 2 }
     }
 
+    /// Nothing: list items left the window when they were settled (see
+    /// ``acknowledgementsNeedCommands``).
     func settledItems(_ command: RedisCommand) -> Int { 0 }
 
     /// Pushes batches that were popped but never reached the stage (it ended before taking

@@ -31,8 +31,9 @@ protocol RedisMode: Sendable {
     /// The commands that settle `settlements`.
     func settleCommands(_ settlements: [Settlement<RedisMetadata>]) -> [RedisCommand]
 
-    /// How many items of the processing list a command of ``settleCommands(_:)`` settles
-    /// (0 outside reliable mode).
+    /// How many messages a command of ``settleCommands(_:)`` settles once Redis answered it
+    /// (reliable mode: items removed from the processing list; stream mode: entries
+    /// acknowledged).
     func settledItems(_ command: RedisCommand) -> Int
 
     /// At shutdown, after reads ended and settlements were sent: gives back what was read and

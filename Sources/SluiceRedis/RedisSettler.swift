@@ -35,7 +35,7 @@ final class RedisSettler: Sendable {
     }
 
     /// Items whose settle command Redis answered, on the first try or a retry (reliable
-    /// mode). Each of them is gone from the processing list, whatever the script reported (a
+    /// mode: each of them is gone from the processing list, whatever the script reported; a
     /// retry after a lost reply finds nothing left to remove). Written only on the
     /// acknowledgement connection's thread.
     var settledItems: Int { self.confirmed.load(ordering: .relaxed) }
@@ -100,15 +100,23 @@ final class RedisSettler: Sendable {
                 for waiter in waiters { waiter.resume() }
                 return
             }
-            self.send(batch, link)
+            let releasedEarly = self.send(batch, link)
             if self.mode.acknowledgementsNeedCommands {
-                self.released(batch.reduce(0) { $0 + $1.count }, Self.bytes(batch))
+                // What was not released command by command (failed for good, or given up at
+                // shutdown) leaves the window too, with all of the batch's bytes.
+                self.released(batch.reduce(0) { $0 + $1.count } - releasedEarly, Self.bytes(batch))
             }
         }
     }
 
-    private func send(_ batch: [Settlement<RedisMetadata>], _ link: RedisLink) {
+    /// Sends the commands that settle `batch`, retrying after transient failures; each
+    /// command's messages leave the read window as soon as Redis answered it, so that reading
+    /// goes on while a large batch is settled. Returns how many were released so.
+    private func send(_ batch: [Settlement<RedisMetadata>], _ link: RedisLink) -> Int {
         let commands = self.mode.settleCommands(batch)
+        // Whether each command's messages were released already (on an earlier attempt too).
+        var answered = [Bool](repeating: false, count: commands.count)
+        var releasedEarly = 0
         while true {
             // Items of settle scripts Redis answered in this attempt (reliable mode).
             var confirmed = 0
@@ -116,10 +124,16 @@ final class RedisSettler: Sendable {
             do {
                 try link.perform { context throws(RedisError) in
                     try context.pipeline(commands) { index, _ throws(RedisError) in
-                        confirmed += self.mode.settledItems(commands[index])
+                        let items = self.mode.settledItems(commands[index])
+                        confirmed += items
+                        if !answered[index] && items > 0 {
+                            answered[index] = true
+                            releasedEarly += items
+                            self.released(items, 0)
+                        }
                     }
                 }
-                return
+                return releasedEarly
             } catch where error.isTransient {
                 // Replies of this attempt that did arrive are counted again on the retry.
                 confirmed = 0
@@ -128,11 +142,11 @@ final class RedisSettler: Sendable {
                         "shut down with settlements not sent; Redis delivers those messages again",
                         metadata: [RedisLogKey.count: "\(batch.reduce(0) { $0 + $1.count })"]
                     )
-                    return
+                    return releasedEarly
                 }
             } catch {
                 self.logger.info("settling messages failed", metadata: [RedisLogKey.error: "\(error)"])
-                return
+                return releasedEarly
             }
         }
     }

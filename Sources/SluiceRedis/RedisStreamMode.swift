@@ -97,7 +97,10 @@ struct RedisStreamMode: RedisMode {
         return commands
     }
 
-    func settledItems(_ command: RedisCommand) -> Int { 0 }
+    /// `XACK key group id…`: its ids (a dead letter's `XADD` is followed by the `XACK` of its id).
+    func settledItems(_ command: RedisCommand) -> Int {
+        command.name == "XACK" ? command.argumentCount - 3 : 0
+    }
 
     /// Nothing to give back: unsettled entries stay pending and are read again.
     func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async {}

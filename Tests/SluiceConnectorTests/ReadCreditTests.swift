@@ -62,8 +62,31 @@ struct ReadCreditTests {
         credit.completed(asked: 6, got: 6, bytes: 60)
         credit.completed(asked: 4, got: 4, bytes: 40)
         #expect(credit.nextRead(cap: 6) == nil, "demand is left, but 10 items wait for settlement")
-        #expect(credit.settled(count: 3, bytes: 30) == .wakeReader)
+        #expect(credit.settled(count: 1, bytes: 10) == .none, "one free item is less than a quarter of the window")
+        #expect(credit.settled(count: 2, bytes: 20) == .wakeReader)
         #expect(credit.nextRead(cap: 6) == 3)
+    }
+
+    /// Settlements that free a few items at a time do not shrink reads to a few items.
+    @Test func aFullWindowWaitsForAWholeReadBeforeReading() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 100_000, bytes: 1 << 40))
+        _ = credit.request(1_000_000)
+        while let count = credit.nextRead(cap: 1000) { credit.completed(asked: count, got: count, bytes: count) }
+        #expect(credit.unsettled == 100_000)
+        #expect(credit.settled(count: 300, bytes: 300) == .none)
+        #expect(credit.settled(count: 300, bytes: 300) == .none)
+        #expect(credit.nextRead(cap: 1000) == nil)
+        #expect(credit.settled(count: 400, bytes: 400) == .wakeReader)
+        #expect(credit.nextRead(cap: 1000) == 1000)
+    }
+
+    @Test func smallDemandIsReadAtOnceEvenWithAFullishWindow() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 100, bytes: 1 << 40))
+        _ = credit.request(95)
+        #expect(credit.nextRead(cap: 1000) == 95, "demand, not the window, limits this read")
+        credit.completed(asked: 95, got: 95, bytes: 0)
+        _ = credit.request(3)
+        #expect(credit.nextRead(cap: 1000) == 3, "the window has room for what is demanded")
     }
 
     @Test func theByteWindowStopsReadsUntilSettled() {
