@@ -142,9 +142,9 @@ struct ConnectionLoopTests {
         let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
         let backoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(80), multiplier: 2, jitter: 0)
         let failuresBeforeConnecting = 4
-        final class Box: @unchecked Sendable { var reconnect: Reconnect<SplitMix>; var attempts = 0
-            init(_ r: Reconnect<SplitMix>) { self.reconnect = r } }
-        let box = Box(Reconnect(backoff: backoff, random: SplitMix(seed: 3)))
+        final class Box: @unchecked Sendable { var reconnect: Reconnect<SeededRandom>; var attempts = 0
+            init(_ r: Reconnect<SeededRandom>) { self.reconnect = r } }
+        let box = Box(Reconnect(backoff: backoff, random: SeededRandom(seed: 3)))
         let script = FakeDriver.Script { _, loop in
             // Used only on the loop's thread.
             if connectedAt.withLock({ $0 }) != nil { return .wait(socket: nil, timeout: .seconds(5)) }

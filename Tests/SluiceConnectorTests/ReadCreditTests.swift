@@ -131,7 +131,7 @@ struct ReadCreditTests {
     /// invariants hold after every step.
     @Test(arguments: [0, 15])
     func invariantsHoldUnderRandomInterleavings(prefetch: Int) {
-        var random = SplitMix(seed: UInt64(42 + prefetch))
+        var random = SeededRandom(seed: UInt64(42 + prefetch))
         let window = ReadCredit.Window(count: 64, bytes: 4000)
         var credit = ReadCredit(window: window, prefetch: prefetch)
         var demanded = 0
@@ -172,15 +172,13 @@ struct ReadCreditTests {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so every run takes the same path.
-struct SplitMix: RandomNumberGenerator, Sendable {
+/// A small deterministic generator (a 64-bit linear congruential step with a xor-shift
+/// output), so every run takes the same path.
+struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
     init(seed: UInt64) { self.state = seed }
     mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        self.state = self.state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return self.state ^ (self.state >> 29)
     }
 }

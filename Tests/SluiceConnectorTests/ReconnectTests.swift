@@ -14,7 +14,7 @@ import Testing
 struct ReconnectTests {
     @Test func withoutJitterTheWaitDoublesUpToTheMaximum() {
         let backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(500), multiplier: 2, jitter: 0)
-        var reconnect = Reconnect(backoff: backoff, random: SplitMix(seed: 1))
+        var reconnect = Reconnect(backoff: backoff, random: SeededRandom(seed: 1))
         let waits = (0..<7).map { _ in reconnect.failed() }
         #expect(waits == [50, 100, 200, 400, 500, 500, 500].map { Duration.milliseconds($0) })
         #expect(reconnect.failures == 7)
@@ -30,7 +30,7 @@ struct ReconnectTests {
 
     @Test func jitterShortensEachWaitByAtMostItsFraction() {
         let backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(10), multiplier: 3, jitter: 0.5)
-        var reconnect = Reconnect(backoff: backoff, random: SplitMix(seed: 7))
+        var reconnect = Reconnect(backoff: backoff, random: SeededRandom(seed: 7))
         var distinct: Set<Duration> = []
         for attempt in 1...8 {
             let wait = reconnect.failed()
