@@ -166,6 +166,8 @@ final class RedisLink: ConnectionDriver {
         }
     }
 
+    /// Runs the periodic jobs that are due, then the installed step; waits until the next
+    /// periodic job is due (or as long as the step asks).
     func service(on loop: ConnectionLoop<RedisLink>) -> ServiceOutcome {
         self.loop = loop
         var now = ContinuousClock.now
@@ -174,12 +176,15 @@ final class RedisLink: ConnectionDriver {
             now = .now
             self.periodic[index].due = now + self.periodic[index].interval
         }
-        let timeout = self.periodic.map(\.due).min().map { $0 - now }
-        guard let step = self.step, case .wait(let socket, let stepTimeout) = step(self) else {
-            return self.step == nil ? .wait(socket: nil, timeout: timeout) : .again
+        let untilPeriodic = self.periodic.map(\.due).min().map { $0 - now }
+        guard let step = self.step else { return .wait(socket: nil, timeout: untilPeriodic) }
+        switch step(self) {
+        case .again:
+            return .again
+        case .wait(let socket, let timeout):
+            let soonest = [untilPeriodic, timeout].compactMap { $0 }.min()
+            return .wait(socket: socket, timeout: soonest)
         }
-        let soonest = [timeout, stepTimeout].compactMap { $0 }.min()
-        return .wait(socket: socket, timeout: soonest)
     }
 
     func close() {
