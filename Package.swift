@@ -61,6 +61,16 @@ let package = Package(
             ]
         ),
 
+        // MARK: Connectors (package-internal pieces every broker adapter shares)
+        .target(
+            name: "SluiceConnector",
+            dependencies: [
+                "Sluice",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .testTarget(name: "SluiceConnectorTests", dependencies: ["Sluice", "SluiceConnector"]),
+
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
@@ -113,13 +123,19 @@ let package = Package(
             }(),
             providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
         ),
-        .testTarget(name: "BrokerSmokeTests", dependencies: ["CKafka", "CRabbit", "CRedis"]),
+        // Smoke tests of each broker through its C module, one target per broker, so that
+        // Redis-only work needs only the hiredis headers.
+        .target(name: "BrokerSmokeSupport", path: "Tests/BrokerSmokeSupport"),
+        .testTarget(name: "RedisBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CRedis"]),
+        .testTarget(name: "RabbitMQBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CRabbit"]),
+        .testTarget(name: "KafkaBrokerSmokeTests", dependencies: ["BrokerSmokeSupport", "CKafka"]),
 
         // MARK: Redis
         .target(
             name: "SluiceRedis",
             dependencies: [
                 "Sluice",
+                "SluiceConnector",
                 "CRedis",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
@@ -149,9 +165,7 @@ for target in package.targets {
         settings.append(.enableUpcomingFeature("MemberImportVisibility"))
         settings.append(.enableUpcomingFeature("ExistentialAny"))
         settings.append(.enableUpcomingFeature("NonisolatedNonsendingByDefault"))
-        if !["SluiceRedis", "SluiceRedisTests"].contains(target.name) {
-            settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
-        }
+        settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
         target.swiftSettings = settings
     default:
         break

@@ -160,7 +160,7 @@ struct RedisSuite {
         try await self.preload(client, configuration)
         let start = ContinuousClock.now
         let items = try await client.withRawLoop { send throws(RedisError) in try loop(configuration, send) }
-        let seconds = RedisThread_seconds(ContinuousClock.now - start)
+        let seconds = (ContinuousClock.now - start).inSeconds
         _ = try await client.command(["DEL", configuration.key])
         await client.close()
         return (items, seconds)
@@ -187,15 +187,9 @@ struct RedisSuite {
             pipeline.drain()
             try await group.waitForAll()
         }
-        let seconds = RedisThread_seconds(end - start)
+        let seconds = (end - start).inSeconds
         _ = try await client.command(["DEL", configuration.key, "\(configuration.key):processing:bench-consumer", "\(configuration.key):consumers"])
         await client.close()
         return (total, seconds)
     }
-}
-
-// swiftlint:disable:next identifier_name
-private func RedisThread_seconds(_ duration: Duration) -> Double {
-    let (seconds, attoseconds) = duration.components
-    return Double(seconds) + Double(attoseconds) / 1e18
 }

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import Logging
+public import Logging
 import Synchronization
 
 /// A reply from Redis, copied out of hiredis's reply tree.
@@ -54,14 +54,14 @@ public enum RedisValue: Hashable, Sendable {
 /// or a pipeline at a time. Not part of the stable API.
 @_spi(Internal)
 public final class RedisClient: Sendable {
-    private let connection: RedisConnection
+    private let connection: LazyRedisConnection
 
     /// Creates a client for what `configuration` names; nothing connects until ``connect()``
     /// (or the first command).
     ///
     /// - Parameter logger: The connection's logger; `nil` takes `Logger.current` when it connects.
     public init(configuration: RedisConfiguration, logger: Logger? = nil) {
-        self.connection = RedisConnection(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
+        self.connection = LazyRedisConnection(name: "sluice-redis-client", configuration: configuration, blocking: true, logger: logger)
     }
 
     /// Starts the connection's thread and checks that Redis answers.
@@ -72,7 +72,7 @@ public final class RedisClient: Sendable {
         try await self.connection.connect()
     }
 
-    private var thread: RedisThread {
+    private var thread: RedisConnection {
         get throws(RedisError) { try self.connection.thread() }
     }
 
@@ -145,12 +145,12 @@ public final class RedisClient: Sendable {
     }
 }
 
-/// A connection's thread, started by the first use (or ``connect()``), never by the
-/// initializer of what owns it.
-final class RedisConnection: Sendable {
+/// A ``RedisConnection`` made by its first use (or ``connect()``), never by the initializer
+/// of what owns it, so that creating a client or sink starts no thread.
+final class LazyRedisConnection: Sendable {
     private enum State {
         case idle
-        case running(RedisThread)
+        case running(RedisConnection)
         case closed
     }
 
@@ -170,13 +170,13 @@ final class RedisConnection: Sendable {
     /// The running thread, started now if it was not yet.
     ///
     /// - Throws: ``RedisError`` `shutDown` once closed.
-    func thread() throws(RedisError) -> RedisThread {
+    func thread() throws(RedisError) -> RedisConnection {
         // Started under the lock so that two first users share one thread; starting a thread
         // calls back into nothing that takes this lock.
-        let thread = self.state.withLock { state -> RedisThread? in
+        let thread = self.state.withLock { state -> RedisConnection? in
             switch state {
             case .idle:
-                let thread = RedisThread(
+                let thread = RedisConnection(
                     name: self.name,
                     configuration: self.configuration,
                     blocking: self.blocking,
@@ -201,11 +201,11 @@ final class RedisConnection: Sendable {
 
     /// Stops the thread once queued jobs ran; later uses throw `shutDown`.
     func close() async {
-        let thread = self.state.withLock { state -> RedisThread? in
+        let thread = self.state.withLock { state -> RedisConnection? in
             defer { state = .closed }
             if case .running(let thread) = state { return thread }
             return nil
         }
-        await thread?.stopAndWait()
+        await thread?.shutdown()
     }
 }

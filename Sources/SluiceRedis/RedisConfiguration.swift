@@ -85,8 +85,15 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most items one read takes (the read takes the smaller of this and the unmet
     /// demand). Default 1000; at most 5000.
     public var batchSize: Int = 1000
-    /// How long one blocking read waits on an empty list or stream before it looks again;
-    /// new data wakes it at once, so this only bounds how long a drain waits. Default 100 ms.
+    /// The most items read and not yet settled with Redis (acknowledged, failed or given
+    /// back): reading waits for settlement beyond it. Default 100 000; 1 to 10 000 000.
+    public var maxInFlight: Int = 100_000
+    /// The most payload bytes read and not yet settled: no read starts while this many are
+    /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
+    public var maxInFlightBytes: Int = 256 << 20
+    /// How long one blocking read waits on an empty list or stream before it looks again.
+    /// New data wakes it at once and a drain ends it at once (`CLIENT UNBLOCK` from the other
+    /// connection), so this only bounds a drain when that cannot reach Redis. Default 100 ms.
     public var blockTimeout: Duration = .milliseconds(100)
     /// Where `.deadLetter` sends messages: a list (list modes) or a stream (stream mode).
     /// Default `nil`: `<key>:dead`.
@@ -157,6 +164,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard (1...65535).contains(self.port) else { throw fail("port \(self.port) is not between 1 and 65535") }
         guard self.database >= 0 else { throw fail("database \(self.database) must not be negative") }
         guard (1...5000).contains(self.batchSize) else { throw fail("batchSize \(self.batchSize) must be between 1 and 5000") }
+        guard (1...10_000_000).contains(self.maxInFlight) else {
+            throw fail("maxInFlight \(self.maxInFlight) must be between 1 and 10000000")
+        }
+        guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
+            throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
+        }
         guard self.blockTimeout >= .milliseconds(1) else { throw fail("blockTimeout must be at least 1 ms") }
         guard self.connectTimeout > .zero, self.commandTimeout > .zero else { throw fail("timeouts must be positive") }
         guard self.reconnectBackoff > .zero, self.maximumReconnectBackoff >= self.reconnectBackoff else {
@@ -177,7 +190,7 @@ extension RedisConfiguration {
     ///
     /// Query parameters: `key` (required), `mode` (`list`, `reliable`, `stream`), `group`,
     /// `consumer`, `batch`, `dead` (dead-letter key), `field` (stream payload field),
-    /// `block_ms`, `claim_idle_ms`, `ttl_ms`, and for unix sockets `db`, `user`, `password`.
+    /// `block_ms`, `claim_idle_ms`, `ttl_ms`, `max_in_flight`, `max_in_flight_bytes`, and for unix sockets `db`, `user`, `password`.
     /// User and password may be percent-encoded.
     ///
     /// - Throws: ``RedisError`` with code ``RedisError/Code-swift.struct/invalidURL`` naming
@@ -239,6 +252,8 @@ extension RedisConfiguration {
         if let block = try integer("block_ms") { self.blockTimeout = .milliseconds(block) }
         if let idle = try integer("claim_idle_ms") { self.claimMinIdle = .milliseconds(idle) }
         if let ttl = try integer("ttl_ms") { self.livenessTTL = .milliseconds(ttl) }
+        if let window = try integer("max_in_flight") { self.maxInFlight = window }
+        if let bytes = try integer("max_in_flight_bytes") { self.maxInFlightBytes = bytes }
         if let unknown = query.keys.sorted().first { throw fail("unknown parameter \(unknown)") }
         do {
             try self.validate()

@@ -36,7 +36,7 @@ public final class RedisSink: Service, Sendable {
     /// ``RedisConfiguration/Mode/stream`` writes `XADD key * <payloadField> <payload>`, the
     /// list modes `RPUSH`.
     public let configuration: RedisConfiguration
-    private let connection: RedisConnection
+    private let connection: LazyRedisConnection
 
     /// Creates a sink; nothing connects until ``run()``, ``connect()`` or the first send.
     ///
@@ -48,7 +48,7 @@ public final class RedisSink: Service, Sendable {
         var logger = logger
         logger?[metadataKey: RedisLogKey.address] = "\(configuration.address)"
         logger?[metadataKey: RedisLogKey.key] = "\(configuration.key)"
-        self.connection = RedisConnection(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
+        self.connection = LazyRedisConnection(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
     }
 
     /// Creates a sink from a URL (see ``RedisConfiguration/init(url:)``).

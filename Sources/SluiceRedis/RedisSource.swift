@@ -31,8 +31,12 @@ public import Sluice
 ///   own pending entries re-read at start, stale ones claimed with `XAUTOCLAIM`, delivery
 ///   counts from the pending entries list (at least once).
 ///
+/// What was read and not yet settled stays within ``RedisConfiguration/maxInFlight`` items
+/// (and ``RedisConfiguration/maxInFlightBytes``): reading waits for settlement, not only for
+/// demand.
+///
 /// Reads run on a connection and thread of their own; acknowledgements on a second one. Both
-/// reconnect with jittered exponential backoff. If Redis cannot be reached when the pipeline
+/// reconnect with jittered exponential backoff. A drain ends a blocking read at once. If Redis cannot be reached when the pipeline
 /// starts, ``Pipeline/run()`` throws a ``RedisError``.
 public struct RedisSource: PipelineSource {
     public typealias Metadata = RedisMetadata

@@ -36,37 +36,39 @@ public struct RetryPolicy: Hashable, Sendable {
         self.jitter = jitter
     }
 
+    /// The backoff these fields describe (reading and writing it changes the fields).
+    @inlinable
+    public var backoff: Backoff {
+        get { Backoff(initial: self.initialBackoff, maximum: self.maxBackoff, multiplier: self.multiplier, jitter: self.jitter) }
+        set {
+            self.initialBackoff = newValue.initial
+            self.maxBackoff = newValue.maximum
+            self.multiplier = newValue.multiplier
+            self.jitter = newValue.jitter
+        }
+    }
+
     /// The wait after failed attempt number `attempt` (1-based), before jitter.
     @inlinable
     public func backoff(afterAttempt attempt: Int) -> Duration {
-        var wait = self.initialBackoff
-        for _ in 1..<max(1, attempt) {
-            wait = wait * self.multiplier
-            if wait >= self.maxBackoff { return self.maxBackoff }
-        }
-        return min(wait, self.maxBackoff)
+        self.backoff.delay(forAttempt: attempt)
     }
 
     /// The wait after failed attempt `attempt`, with jitter drawn from `generator`.
     @inlinable
     public func delay(afterAttempt attempt: Int, using generator: inout some RandomNumberGenerator) -> Duration {
-        let wait = self.backoff(afterAttempt: attempt)
-        guard self.jitter > 0 else { return wait }
-        let factor = 1 - Double.random(in: 0...min(1, self.jitter), using: &generator)
-        return wait * factor
+        self.backoff.delay(forAttempt: attempt, using: &generator)
     }
 
     @inlinable
     func validate() throws(SluiceError) {
         guard self.maxAttempts >= 1 else { throw .invalidOption("retry.maxAttempts", self.maxAttempts, "must be 1 or more") }
-        guard self.initialBackoff >= .zero else {
-            throw .invalidOption("retry.initialBackoff", self.initialBackoff, "must not be negative")
-        }
-        guard self.maxBackoff >= self.initialBackoff else {
-            throw .invalidOption("retry.maxBackoff", self.maxBackoff, "must be at least initialBackoff (\(self.initialBackoff))")
-        }
-        guard self.multiplier >= 1 else { throw .invalidOption("retry.multiplier", self.multiplier, "must be 1 or more") }
-        guard (0...1).contains(self.jitter) else { throw .invalidOption("retry.jitter", self.jitter, "must be between 0 and 1") }
+        try self.backoff.validate(
+            initial: "retry.initialBackoff",
+            maximum: "retry.maxBackoff",
+            multiplier: "retry.multiplier",
+            jitter: "retry.jitter"
+        )
     }
 }
 
@@ -127,14 +129,5 @@ public struct FailurePolicy: Hashable, Sendable {
         if let maxDeliveries, maxDeliveries < 1 {
             throw .invalidOption("maxDeliveries", maxDeliveries, "must be 1 or more")
         }
-    }
-}
-
-extension Duration {
-    @inlinable
-    static func * (lhs: Duration, rhs: Double) -> Duration {
-        let attoseconds = Double(lhs.components.seconds) * 1e18 + Double(lhs.components.attoseconds)
-        let scaled = attoseconds * rhs
-        return .seconds(Int64(scaled / 1e18)) + .nanoseconds(Int64(scaled.truncatingRemainder(dividingBy: 1e18) / 1e9))
     }
 }

@@ -12,7 +12,7 @@ import Foundation
 /// One blocking hiredis connection (`redisContext`).
 ///
 /// Not thread-safe: a context is created, used and destroyed on the thread of the
-/// ``RedisThread`` that owns it, never on Swift's cooperative pool.
+/// ``RedisConnection`` that owns it, never on Swift's cooperative pool.
 final class HiredisContext {
     private let context: UnsafeMutablePointer<redisContext>
     /// Where the context is connected, for error texts (never contains credentials).

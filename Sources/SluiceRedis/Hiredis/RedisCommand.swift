@@ -22,6 +22,12 @@ struct RedisCommand: Sendable {
         self.append(name)
     }
 
+    /// A command of `name` and text `arguments`.
+    init(_ name: String, _ arguments: String...) {
+        self.init(name)
+        for argument in arguments { self.append(argument) }
+    }
+
     /// Reserves room for `arguments` more arguments of about `bytes` bytes in total.
     mutating func reserve(arguments: Int, bytes: Int) {
         self.storage.reserveCapacity(self.storage.count + bytes)

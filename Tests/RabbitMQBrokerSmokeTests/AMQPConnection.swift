@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import BrokerSmokeSupport
 import CRabbit
 import Foundation
 

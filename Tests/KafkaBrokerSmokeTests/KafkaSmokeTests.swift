@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import BrokerSmokeSupport
 import CKafka
 import Foundation
 import Testing

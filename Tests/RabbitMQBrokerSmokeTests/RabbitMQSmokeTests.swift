@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import BrokerSmokeSupport
 import Testing
 
 @Suite("RabbitMQ through librabbitmq", .timeLimit(.minutes(1)))

@@ -11,7 +11,7 @@ import Foundation
 /// Runs blocking C client calls on a thread of their own, so that they never occupy one of the
 /// few threads of Swift's cooperative pool (two on a two-core machine) while they wait on the
 /// network. The result comes back to the awaiting task.
-func onDedicatedThread<Value: Sendable>(
+package func onDedicatedThread<Value: Sendable>(
     named name: String,
     _ body: @escaping @Sendable () throws -> Value
 ) async throws -> Value {
@@ -34,6 +34,8 @@ func onDedicatedThread<Value: Sendable>(
 /// call on it (closing a Kafka consumer under a deadline) while the owning thread waits and
 /// makes no call of its own on that handle afterwards: it destroys the handle once the other
 /// thread has finished, or gives it up for good when the deadline passes first.
-struct SendableOpaquePointer: @unchecked Sendable {
-    let pointer: OpaquePointer
+package struct SendableOpaquePointer: @unchecked Sendable {
+    package let pointer: OpaquePointer
+
+    package init(pointer: OpaquePointer) { self.pointer = pointer }
 }

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import BrokerSmokeSupport
 import Testing
 
 @Suite("Redis through hiredis", .timeLimit(.minutes(1)))

@@ -12,21 +12,21 @@ import Foundation
 ///
 /// A missing variable fails the test (it never skips it): a run that silently tested nothing
 /// against real brokers must not look green.
-enum BrokerEnvironment {
+package enum BrokerEnvironment {
     /// `redis://127.0.0.1:16379` by default.
-    static let redisURL = "SLUICE_REDIS_URL"
+    package static let redisURL = "SLUICE_REDIS_URL"
     /// `amqp://guest:guest@127.0.0.1:16672/` by default.
-    static let rabbitMQURL = "SLUICE_RABBITMQ_URL"
+    package static let rabbitMQURL = "SLUICE_RABBITMQ_URL"
     /// The RabbitMQ node name, for `rabbitmqctl -n`.
-    static let rabbitMQNode = "SLUICE_RABBITMQ_NODE"
+    package static let rabbitMQNode = "SLUICE_RABBITMQ_NODE"
     /// `127.0.0.1:19092` by default (Tansu, or any Kafka).
-    static let kafkaBrokers = "SLUICE_KAFKA_BROKERS"
+    package static let kafkaBrokers = "SLUICE_KAFKA_BROKERS"
     /// The tansu binary when the Kafka broker is Tansu; absent or empty for a real Kafka.
-    static let tansu = "SLUICE_TANSU"
+    package static let tansu = "SLUICE_TANSU"
 
     /// The value of a variable that `scripts/brokers env` prints, or an error that says how to
     /// start the brokers.
-    static func require(_ name: String) throws -> String {
+    package static func require(_ name: String) throws -> String {
         guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else {
             throw BrokerSmokeError(
                 """
@@ -40,22 +40,22 @@ enum BrokerEnvironment {
         return value
     }
 
-    static func optional(_ name: String) -> String? {
+    package static func optional(_ name: String) -> String? {
         guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
         return value
     }
 
     /// A queue, key, topic or group name that no other test or run uses.
-    static func uniqueName(_ purpose: String) -> String {
+    package static func uniqueName(_ purpose: String) -> String {
         "sluice-smoke-\(purpose)-\(UUID().uuidString.lowercased())"
     }
 }
 
 /// A failed step of a smoke test, with what went wrong in words.
-struct BrokerSmokeError: Error, CustomStringConvertible {
-    var description: String
+package struct BrokerSmokeError: Error, CustomStringConvertible {
+    package var description: String
 
-    init(_ description: String) {
+    package init(_ description: String) {
         self.description = description
     }
 }

@@ -1,0 +1,184 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import SluiceConnector
+import Testing
+
+/// The read-credit state machine, driven directly: no tasks, threads or timing.
+@Suite("Read credit")
+struct ReadCreditTests {
+    private let wide = ReadCredit.Window(count: 1_000_000, bytes: 1 << 40)
+
+    @Test func noDemandNoRead() {
+        var credit = ReadCredit(window: self.wide)
+        #expect(credit.nextRead(cap: 100) == nil)
+        #expect(credit.request(0) == .none)
+    }
+
+    @Test func readsAreCappedByDemandAndCap() {
+        var credit = ReadCredit(window: self.wide)
+        _ = credit.request(250)
+        #expect(credit.nextRead(cap: 100) == 100)
+        #expect(credit.nextRead(cap: 100) == 100)
+        #expect(credit.nextRead(cap: 100) == 50)
+        #expect(credit.nextRead(cap: 100) == nil, "three reads in flight already asked for the whole demand")
+        #expect(credit.readsInFlight == 3)
+    }
+
+    @Test func aShortReplyGivesItsReservationBack() {
+        var credit = ReadCredit(window: self.wide)
+        _ = credit.request(10)
+        #expect(credit.nextRead(cap: 8) == 8)
+        #expect(credit.nextRead(cap: 8) == 2)
+        credit.completed(asked: 8, got: 3, bytes: 30)
+        #expect(credit.unmetDemand == 7)
+        #expect(credit.nextRead(cap: 8) == 5, "5 unused by the first read, the second still holds 2")
+        credit.completed(asked: 2, got: 2, bytes: 20)
+        credit.completed(asked: 5, got: 0, bytes: 0)
+        #expect(credit.unmetDemand == 5)
+        #expect(credit.nextRead(cap: 100) == 5)
+    }
+
+    @Test func aWaitingReaderIsWokenByDemandOnce() {
+        var credit = ReadCredit(window: self.wide)
+        #expect(credit.nextRead(cap: 10) == nil)
+        #expect(credit.request(5) == .wakeReader)
+        #expect(credit.request(5) == .none, "woken already; it reads by itself")
+        #expect(credit.nextRead(cap: 100) == 10)
+        #expect(credit.request(1) == .none, "a busy reader is not woken")
+    }
+
+    @Test func theWindowBoundsUnsettledItems() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 10, bytes: 1 << 30))
+        _ = credit.request(100)
+        #expect(credit.nextRead(cap: 6) == 6)
+        #expect(credit.nextRead(cap: 6) == 4)
+        #expect(credit.nextRead(cap: 6) == nil)
+        credit.completed(asked: 6, got: 6, bytes: 60)
+        credit.completed(asked: 4, got: 4, bytes: 40)
+        #expect(credit.nextRead(cap: 6) == nil, "demand is left, but 10 items wait for settlement")
+        #expect(credit.settled(count: 1, bytes: 10) == .none, "one free item is less than a quarter of the window")
+        #expect(credit.settled(count: 2, bytes: 20) == .wakeReader)
+        #expect(credit.nextRead(cap: 6) == 3)
+    }
+
+    /// Settlements that free a few items at a time do not shrink reads to a few items.
+    @Test func aFullWindowWaitsForAWholeReadBeforeReading() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 100_000, bytes: 1 << 40))
+        _ = credit.request(1_000_000)
+        while let count = credit.nextRead(cap: 1000) { credit.completed(asked: count, got: count, bytes: count) }
+        #expect(credit.unsettled == 100_000)
+        #expect(credit.settled(count: 300, bytes: 300) == .none)
+        #expect(credit.settled(count: 300, bytes: 300) == .none)
+        #expect(credit.nextRead(cap: 1000) == nil)
+        #expect(credit.settled(count: 400, bytes: 400) == .wakeReader)
+        #expect(credit.nextRead(cap: 1000) == 1000)
+    }
+
+    @Test func smallDemandIsReadAtOnceEvenWithAFullishWindow() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 100, bytes: 1 << 40))
+        _ = credit.request(95)
+        #expect(credit.nextRead(cap: 1000) == 95, "demand, not the window, limits this read")
+        credit.completed(asked: 95, got: 95, bytes: 0)
+        _ = credit.request(3)
+        #expect(credit.nextRead(cap: 1000) == 3, "the window has room for what is demanded")
+    }
+
+    @Test func theByteWindowStopsReadsUntilSettled() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 1000, bytes: 100))
+        _ = credit.request(1000)
+        #expect(credit.nextRead(cap: 10) == 10)
+        credit.completed(asked: 10, got: 10, bytes: 100)
+        #expect(credit.nextRead(cap: 10) == nil)
+        #expect(credit.settled(count: 1, bytes: 10) == .wakeReader)
+        #expect(credit.nextRead(cap: 10) == 10)
+    }
+
+    @Test func prefetchRunsAheadOfDemandWithinTheWindow() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 50, bytes: 1 << 30), prefetch: 20)
+        #expect(credit.nextRead(cap: 100) == 20)
+        credit.completed(asked: 20, got: 20, bytes: 0)
+        _ = credit.request(40)
+        #expect(credit.nextRead(cap: 100) == 30, "the window (50) holds 20 unsettled")
+    }
+
+    @Test func drainFinishesOnlyWhenNoReadIsInFlight() {
+        var credit = ReadCredit(window: self.wide)
+        _ = credit.request(10)
+        #expect(credit.nextRead(cap: 4) == 4)
+        #expect(credit.nextRead(cap: 4) == 4)
+        #expect(credit.drain() == .none)
+        #expect(credit.nextRead(cap: 4) == nil)
+        #expect(credit.request(10) == .none, "draining: demand wakes no reader")
+        #expect(credit.completed(asked: 4, got: 4, bytes: 0) == .none)
+        #expect(credit.completed(asked: 4, got: 1, bytes: 0) == .finished)
+    }
+
+    @Test func drainWithNothingInFlightFinishesAtOnce() {
+        var credit = ReadCredit(window: self.wide)
+        #expect(credit.drain() == .finished)
+        #expect(credit.isEnding && !credit.isStopped)
+        #expect(credit.stop() == .finished)
+        #expect(credit.isStopped)
+    }
+
+    /// A long random run with several reads in flight and settlements interleaved: the two
+    /// invariants hold after every step.
+    @Test(arguments: [0, 15])
+    func invariantsHoldUnderRandomInterleavings(prefetch: Int) {
+        var random = SeededRandom(seed: UInt64(42 + prefetch))
+        let window = ReadCredit.Window(count: 64, bytes: 4000)
+        var credit = ReadCredit(window: window, prefetch: prefetch)
+        var demanded = 0
+        var read = 0
+        var inFlight: [Int] = []
+        var unsettled: [Int] = []  // sizes in bytes of items read and not settled
+        for _ in 0..<20_000 {
+            switch random.next() % 4 {
+            case 0:
+                let more = Int(random.next() % 20)
+                demanded += more
+                _ = credit.request(more)
+            case 1:
+                if let count = credit.nextRead(cap: 1 + Int(random.next() % 16)) { inFlight.append(count) }
+            case 2:
+                guard !inFlight.isEmpty else { continue }
+                let asked = inFlight.remove(at: Int(random.next() % UInt64(inFlight.count)))
+                let got = Int(random.next() % UInt64(asked + 1))
+                let sizes = (0..<got).map { _ in 1 + Int(random.next() % 100) }
+                credit.completed(asked: asked, got: got, bytes: sizes.reduce(0, +))
+                read += got
+                unsettled += sizes
+            default:
+                guard !unsettled.isEmpty else { continue }
+                let count = 1 + Int(random.next() % UInt64(unsettled.count))
+                let bytes = unsettled.prefix(count).reduce(0, +)
+                unsettled.removeFirst(count)
+                _ = credit.settled(count: count, bytes: bytes)
+            }
+            let asked = inFlight.reduce(0, +)
+            #expect(read + asked <= demanded + prefetch, "never read more than demanded (plus the prefetch allowance)")
+            #expect(unsettled.count + asked <= window.count, "never more unsettled than the window")
+            #expect(credit.unsettled == unsettled.count)
+            // Bytes: a read starts only below the byte window, so at most the reads in flight exceed it.
+            #expect(unsettled.reduce(0, +) < window.bytes + 100 * 16 * (inFlight.count + 1))
+        }
+        #expect(read > 1000, "the run made progress")
+    }
+}
+
+/// A small deterministic generator (a 64-bit linear congruential step with a xor-shift
+/// output), so every run takes the same path.
+struct SeededRandom: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state = self.state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return self.state ^ (self.state >> 29)
+    }
+}
