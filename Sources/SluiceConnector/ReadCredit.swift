@@ -68,7 +68,7 @@ package struct ReadCredit: Sendable {
 
     private var phase = Phase.reading
     /// Demand received and not yet served by a completed read.
-    private var unmet = 0
+    private var pending = 0
     /// What the reads in flight asked for.
     private var reserved = 0
     /// How many reads are in flight.
@@ -93,7 +93,7 @@ package struct ReadCredit: Sendable {
     }
 
     /// Demand received and not yet served by a completed read.
-    package var unmetDemand: Int { self.unmet }
+    package var pendingDemand: Int { self.pending }
     /// Items read and not yet settled.
     package var unsettled: Int { self.unsettledCount }
     /// Whether reads have been told to end (``drain()`` or ``stop()``).
@@ -104,7 +104,7 @@ package struct ReadCredit: Sendable {
     /// The stage asked for `demand` more items.
     package mutating func request(_ demand: Int) -> WakeAction {
         precondition(demand >= 0, "demand must not be negative")
-        self.unmet += demand
+        self.pending += demand
         return self.wakeIfCredit()
     }
 
@@ -129,14 +129,14 @@ package struct ReadCredit: Sendable {
 
     /// A read that asked for `asked` items (as ``nextRead(cap:)`` answered) brought `got`
     /// items of `bytes` payload bytes (0 and 0 if it failed). Its reservation is released:
-    /// what it did not use is unmet again.
+    /// what it did not use is pending again.
     @discardableResult
     package mutating func completed(asked: Int, got: Int, bytes: Int) -> ReadsAction {
         precondition(self.readsInFlight > 0 && asked <= self.reserved, "\(#function): no read of \(asked) in flight")
         precondition(got >= 0 && got <= asked, "\(#function): a read of \(asked) brought \(got)")
         self.reserved -= asked
         self.readsInFlight -= 1
-        self.unmet = max(0, self.unmet - got)
+        self.pending = max(0, self.pending - got)
         self.unsettledCount += got
         self.unsettledBytes += bytes
         return self.readsAction
@@ -170,7 +170,7 @@ package struct ReadCredit: Sendable {
     /// TCP window does without silly-window avoidance).
     private func available(cap: Int) -> Int {
         guard self.phase == .reading, self.unsettledBytes < self.window.bytes else { return 0 }
-        let byDemand = self.unmet + self.prefetch - self.reserved
+        let byDemand = self.pending + self.prefetch - self.reserved
         let byWindow = self.window.count - self.unsettledCount - self.reserved
         if byWindow < byDemand && byWindow < min(cap, max(1, self.window.count / 4)) { return 0 }
         return max(0, min(byDemand, byWindow))

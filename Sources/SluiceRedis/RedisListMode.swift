@@ -89,7 +89,7 @@ struct RedisListMode: RedisMode {
     /// Keeps up to ``RedisListMode/pipelineDepth`` pops in flight, so that Redis pops the next
     /// batch while this thread turns the last reply into messages. Each pop reserves its
     /// credit when it is sent and gives back what its reply did not use, so the pops in
-    /// flight together never take more than the unmet demand. While the list is empty, one
+    /// flight together never take more than the pending demand. While the list is empty, one
     /// blocking `BLMPOP` waits for it.
     ///
     /// Replies of pops sent before a drain or stop are still read and their items put in the

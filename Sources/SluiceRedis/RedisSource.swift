@@ -18,7 +18,7 @@ public import Sluice
 /// try await ServiceGroup(services: [pipeline], gracefulShutdownSignals: [.sigterm], logger: logger).run()
 /// ```
 ///
-/// Demand maps to Redis reads (never more than the unmet demand, at most
+/// Demand maps to Redis reads (never more than the pending demand, at most
 /// ``RedisConfiguration/batchSize`` per read):
 ///
 /// - ``RedisConfiguration/Mode/list``: `LPOP key n`, several pipelined while the demand

@@ -36,11 +36,11 @@ struct ReadCreditTests {
         #expect(credit.nextRead(cap: 8) == 8)
         #expect(credit.nextRead(cap: 8) == 2)
         credit.completed(asked: 8, got: 3, bytes: 30)
-        #expect(credit.unmetDemand == 7)
+        #expect(credit.pendingDemand == 7)
         #expect(credit.nextRead(cap: 8) == 5, "5 unused by the first read, the second still holds 2")
         credit.completed(asked: 2, got: 2, bytes: 20)
         credit.completed(asked: 5, got: 0, bytes: 0)
-        #expect(credit.unmetDemand == 5)
+        #expect(credit.pendingDemand == 5)
         #expect(credit.nextRead(cap: 100) == 5)
     }
 

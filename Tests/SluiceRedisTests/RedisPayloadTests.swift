@@ -38,7 +38,7 @@ struct RedisPayloadTests {
         let all = seen.all
         #expect(Set(all.map(\.text)) == Set(items.map { String(decoding: $0, as: UTF8.self) }))
         // A payload that does not follow the one before in memory starts a buffer: one per read,
-        // not one per message (each read takes up to the unmet demand, here hundreds).
+        // not one per message (each read takes up to the pending demand (asked and not yet served), here hundreds).
         let starts = zip(all.dropFirst(), all).filter { $0.0.address != $0.1.address + UInt($0.1.count) }.count + 1
         #expect(starts < 50, "\(starts) buffers for \(all.count) messages")
     }

@@ -33,7 +33,7 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     /// Subscribers, ordered by pending demand, largest first (ties keep arrival order).
     @usableFromInline
     var entries: [Entry] = []
-    /// Unmet demand of cancelled subscribers, not yet covered by emitted events.
+    /// Pending demand of cancelled subscribers, not yet covered by emitted events.
     @usableFromInline
     var cancelledDemand = 0
 

@@ -11,7 +11,7 @@ import Synchronization
 /// A producer that emits the elements of an async sequence on demand, then ends when the
 /// sequence ends (normally, or with the sequence's error).
 ///
-/// A task pulls elements from the sequence only while there is unmet demand, so nothing is read
+/// A task pulls elements from the sequence only while there is pending demand, so nothing is read
 /// ahead of what subscribers asked for. Elements that arrive while the stage is busy are emitted
 /// together as one batch.
 public struct AsyncSequenceProducer<Base: AsyncSequence & Sendable>: Producer
@@ -110,7 +110,7 @@ final class AsyncPump<Element: Sendable>: Sendable {
         }
     }
 
-    /// Waits until there is unmet demand; `false` once cancelled.
+    /// Waits until there is pending demand; `false` once cancelled.
     private func waitForDemand() async -> Bool {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in

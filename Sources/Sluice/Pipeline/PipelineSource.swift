@@ -53,7 +53,7 @@ public struct SourceParts<SourceStage: Producer & Sendable, Acker: Acknowledger>
 /// A broker connector a ``Pipeline`` consumes from.
 ///
 /// The source's stage emits ``Message`` values only as demanded. From a destructive read it
-/// never takes more than the unmet demand; from a broker that redelivers unacknowledged
+/// never takes more than the pending demand; from a broker that redelivers unacknowledged
 /// messages it may prefetch, within ``SourceContext/window``. It must not rely on the engine's
 /// buffer dropping events: it stops fetching instead.
 public protocol PipelineSource: Sendable {

@@ -89,7 +89,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     var queuedInput: Deque<QueuedInput> = []
     /// Producer-consumer: downstream demand not yet covered by emitted events.
     @usableFromInline
-    var downstreamDemand = 0
+    var pendingDownstreamDemand = 0
     @usableFromInline
     var stopReason: StopReason?
     /// A normal stop waiting for the buffer to reach subscribers.
@@ -305,7 +305,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case .producer:
             await self.callHandleDemand(demand)
         case .producerConsumer:
-            self.downstreamDemand += demand
+            self.pendingDownstreamDemand += demand
             await self.handleQueuedInput()
         case .consumer:
             break
@@ -588,7 +588,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @inlinable
     mutating func handleQueuedInput() async {
         while self.stopReason == nil, !self.queuedInput.isEmpty {
-            if case .events = self.queuedInput[0], self.downstreamDemand <= 0 { return }
+            if case .events = self.queuedInput[0], self.pendingDownstreamDemand <= 0 { return }
             // Taken out of the queue and consumed before it is handled, so the batch has a
             // single reference (switching over the temporary kept a second one alive).
             let next = self.queuedInput.removeFirst()
@@ -629,7 +629,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             var events: [S.Output] = []
             swap(&events, &self.context.emitted)
             if S.role == .producerConsumer {
-                self.downstreamDemand = max(0, self.downstreamDemand - events.count)
+                self.pendingDownstreamDemand = max(0, self.pendingDownstreamDemand - events.count)
             }
             self.dispatch(consume events)
         }

@@ -44,7 +44,7 @@ struct DispatcherStageTests {
         try await producer.halt()
     }
 
-    @Test("demand: a cancelled subscriber's unmet demand is not asked from the producer again")
+    @Test("demand: a cancelled subscriber's pending demand (asked and not yet served) is not asked from the producer again")
     func demandCancelledNotAskedTwice() async throws {
         let demands = Observed<[Int]>([])
         let firstLog = Observed(ConsumerLog())

@@ -78,7 +78,7 @@ struct DemandDispatcherTests {
         #expect(self.log.events(for: a) == [1, 2, 3])
     }
 
-    @Test("a cancelled subscriber's unmet demand is not asked upstream again")
+    @Test("a cancelled subscriber's pending demand (asked and not yet served) is not asked upstream again")
     func cancelledDemandRemembered() throws {
         var dispatcher = DemandDispatcher<Int>()
         let a = try self.subscribe(&dispatcher)
