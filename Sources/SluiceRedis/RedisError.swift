@@ -11,6 +11,9 @@
 /// The ``code`` says what kind of failure happened; ``message`` says what failed, where, and
 /// what to do. Messages never contain passwords. New codes may be added in future releases,
 /// so switch over codes with a `default` branch.
+///
+/// Its shape is ``Sluice/SluiceError``'s on purpose (DESIGN §5: one error struct per module with
+/// an extensible code); the two share no code because each module's codes are its own.
 public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A kind of ``RedisError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

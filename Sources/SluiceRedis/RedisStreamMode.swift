@@ -13,6 +13,9 @@ import SluiceConnector
 /// Stream mode (at least once): `XREADGROUP COUNT n BLOCK t`, `XACK` in batches, own pending
 /// entries re-read at start, stale ones claimed with `XAUTOCLAIM`, delivery counts from the
 /// pending entries list, dead letters copied to a dead-letter stream.
+///
+/// Its stored properties and first requirements read like ``RedisReliableMode``'s: both are
+/// ``RedisMode`` conformances over the same configuration and keys.
 struct RedisStreamMode: RedisMode {
     let configuration: RedisConfiguration
     let keys: RedisKeys

@@ -20,6 +20,8 @@ public import DequeModule
 /// it caught up.
 @usableFromInline
 struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
+    // Each dispatcher keeps its own entry type (with the protocol's `subscribe`/`cancel`
+    // signatures): they begin alike, but this one's demand is relative and it has a backlog.
     @usableFromInline
     struct Entry {
         @usableFromInline

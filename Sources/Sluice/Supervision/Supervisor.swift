@@ -10,6 +10,9 @@ public import Logging
 import Synchronization
 
 /// When a supervisor restarts a child that ended.
+///
+/// Built like ``CancelMode`` (OTP and GenStage use the same three words), but a separate type:
+/// the two answer different questions and differ for a shutdown.
 public struct RestartPolicy: Hashable, Sendable, CustomStringConvertible {
     private enum Base: Hashable, Sendable { case permanent, transient, temporary }
     private let base: Base
