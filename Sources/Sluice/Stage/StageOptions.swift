@@ -22,6 +22,9 @@ public struct StageOptions<Output: Sendable>: Sendable {
     public var demandMode: ProducerDemandMode
     /// The logger; defaults to `Logger.current` when the stage starts.
     public var logger: Logger?
+    /// Where the stage's task runs. Default: ``StageExecutorPreference/sluice``; choose
+    /// ``StageExecutorPreference/global`` to keep it on Swift's cooperative pool.
+    public var executor: StageExecutorPreference
 
     /// Creates stage options.
     public init(
@@ -30,7 +33,8 @@ public struct StageOptions<Output: Sendable>: Sendable {
         bufferSize: BufferLimit = .events(10_000),
         bufferKeep: BufferKeep = .last,
         demandMode: ProducerDemandMode = .forward,
-        logger: Logger? = nil
+        logger: Logger? = nil,
+        executor: StageExecutorPreference = .sluice
     ) {
         self.name = name
         self.dispatcher = dispatcher
@@ -38,6 +42,7 @@ public struct StageOptions<Output: Sendable>: Sendable {
         self.bufferKeep = bufferKeep
         self.demandMode = demandMode
         self.logger = logger
+        self.executor = executor
     }
 
     @usableFromInline
