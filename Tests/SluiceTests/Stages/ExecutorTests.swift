@@ -123,28 +123,26 @@ struct SpinPolicyTests {
     static let found = SpinPolicy.Outcome(foundWork: true, preempted: false)
     static let empty = SpinPolicy.Outcome(foundWork: false, preempted: false)
 
+    /// Records `outcome` `times` times and returns the budget after each.
+    static func budgets(_ policy: inout SpinPolicy, after outcome: SpinPolicy.Outcome, times: Int) -> [Duration] {
+        (0..<times).map { _ in
+            policy.record(outcome)
+            return policy.budget
+        }
+    }
+
     @Test("starts at the longest budget; empty polls halve it down to the shortest")
     func shrinks() {
         var policy = SpinPolicy(longest: .microseconds(64), shortest: .microseconds(4))
         #expect(policy.budget == .microseconds(64))
-        var budgets: [Duration] = []
-        for _ in 0..<6 {
-            policy.record(Self.empty)
-            budgets.append(policy.budget)
-        }
-        #expect(budgets == [32, 16, 8, 4, 4, 4].map { .microseconds($0) })
+        #expect(Self.budgets(&policy, after: Self.empty, times: 6) == [32, 16, 8, 4, 4, 4].map { .microseconds($0) })
     }
 
     @Test("polls that find work double it back up to the longest")
     func grows() {
         var policy = SpinPolicy(longest: .microseconds(64), shortest: .microseconds(4))
-        for _ in 0..<10 { policy.record(Self.empty) }
-        var budgets: [Duration] = []
-        for _ in 0..<6 {
-            policy.record(Self.found)
-            budgets.append(policy.budget)
-        }
-        #expect(budgets == [8, 16, 32, 64, 64, 64].map { .microseconds($0) })
+        _ = Self.budgets(&policy, after: Self.empty, times: 10)
+        #expect(Self.budgets(&policy, after: Self.found, times: 6) == [8, 16, 32, 64, 64, 64].map { .microseconds($0) })
     }
 
     @Test("a poll that was preempted halves the budget even if it found work")
