@@ -49,10 +49,11 @@ public struct StageExecutorPreference: Sendable {
 /// Stages exchange many short messages; on the default global executor each hand-off to a
 /// parked thread costs a kernel wake-up of several microseconds. The workers of this executor
 /// poll their queue briefly before parking, so a busy pipeline passes batches between stages
-/// without waking any thread. Polling gives way on a busy machine: a worker yields its
-/// processor between polls (so a thread that waits for one, such as the stage that will hand
-/// it the next batch, runs first), and its polling budget shrinks each time polling ends
-/// empty or the worker finds it was preempted, and grows back when polling finds work.
+/// without waking any thread. Polling gives way on a busy machine: a worker polls long only
+/// while another worker runs a job (which may hand it work), yields its processor between
+/// polls (so a thread that waits for one, such as the stage that will hand it the next batch,
+/// runs first), and its polling budget shrinks each time polling ends empty or the worker
+/// finds it was preempted, and grows back when polling finds work.
 ///
 /// Stages run on ``StageExecutor/shared`` by default; choose ``StageExecutorPreference/global``
 /// in ``StageOptions/executor`` to keep them on the cooperative pool. Blocking code must not
@@ -83,6 +84,9 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     private let queue = Mutex(Queue())
     private let queued = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    /// Workers executing a job now: only a running job can hand an idle worker its next one
+    /// soon, so only then is polling long worth a processor.
+    private let running = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private let parkMutex: UnsafeMutablePointer<pthread_mutex_t>
     private let parkCondition: UnsafeMutablePointer<pthread_cond_t>
@@ -198,11 +202,14 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         var policy = SpinPolicy(longest: self.spinDuration)
         while true {
             if let job = self.next() {
+                self.running.add(1, ordering: .relaxed)
                 job.runSynchronously(on: executor)
+                self.running.subtract(1, ordering: .relaxed)
                 continue
             }
             if self.mayEnd() { break }
-            let outcome = self.spin(for: policy.budget, clock: clock)
+            let budget = policy.budget(partnerRunning: self.running.load(ordering: .relaxed) > 0)
+            let outcome = self.spin(for: budget, clock: clock)
             policy.record(outcome)
             if outcome.foundWork { continue }
             self.park()
@@ -286,7 +293,8 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
 /// How long an idle ``StageExecutor`` worker polls for its next job: a pure state machine fed
 /// with how each poll ended.
 ///
-/// A poll that finds work doubles the budget (up to the longest). A poll that ends empty, or
+/// While no other worker runs a job, nothing inside the executor is about to hand this one
+/// work, so it polls at most the short `alone` budget before parking. A poll that finds work doubles the budget (up to the longest). A poll that ends empty, or
 /// one during which the worker was descheduled (the machine is oversubscribed), halves it
 /// (down to the shortest): polling that does not pay stops taking a processor that another
 /// thread, inside or outside this process, wants.
@@ -306,14 +314,22 @@ struct SpinPolicy: Sendable, Equatable {
     let longest: Duration
     /// The budget's lower bound (at most `longest`).
     let shortest: Duration
-    /// How long the next poll may last.
+    /// The most a poll lasts while no other worker runs a job (at most `longest`).
+    let alone: Duration
+    /// How long the next poll may last while another worker runs a job.
     private(set) var budget: Duration
 
     /// A policy that starts at the longest budget.
-    init(longest: Duration, shortest: Duration = .microseconds(2)) {
+    init(longest: Duration, shortest: Duration = .microseconds(2), alone: Duration = .microseconds(5)) {
         self.longest = longest
         self.shortest = min(shortest, longest)
+        self.alone = min(alone, longest)
         self.budget = longest
+    }
+
+    /// How long the next poll may last, given whether another worker is running a job.
+    func budget(partnerRunning: Bool) -> Duration {
+        partnerRunning ? self.budget : min(self.budget, self.alone)
     }
 
     /// Adapts the budget to how the last poll ended.

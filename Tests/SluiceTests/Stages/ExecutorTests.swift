@@ -154,6 +154,17 @@ struct SpinPolicyTests {
         #expect(policy.budget == .microseconds(16))
     }
 
+    @Test("without another worker running a job, a poll lasts at most the alone budget")
+    func alone() {
+        var policy = SpinPolicy(longest: .microseconds(64), shortest: .microseconds(2), alone: .microseconds(5))
+        #expect(policy.budget(partnerRunning: true) == .microseconds(64))
+        #expect(policy.budget(partnerRunning: false) == .microseconds(5))
+        _ = Self.budgets(&policy, after: Self.empty, times: 5)
+        #expect(policy.budget(partnerRunning: true) == .microseconds(2))
+        #expect(policy.budget(partnerRunning: false) == .microseconds(2))
+        #expect(SpinPolicy(longest: .microseconds(3)).alone == .microseconds(3))
+    }
+
     @Test("the shortest budget never exceeds the longest; a zero budget stays zero")
     func bounds() {
         var zero = SpinPolicy(longest: .zero)
