@@ -66,32 +66,86 @@ struct EngineSuite {
 
     func run() async {
         let demands = [1, 10, 100, 1000, 10_000]
-        print("suite engine: A counts, B doubles, C sums (events/s, median of \(self.repetitions) runs)")
-        print(pad("topology", 28) + pad("sluice", 14) + pad("asyncstream", 14) + "ratio")
-        var at1000 = 0.0
-        var ratio1000 = 0.0
-        var at1 = 0.0
+        print("suite engine: A counts, B doubles, C sums (events/s, median of \(self.repetitions) interleaved runs)")
+        print("  sluice: stages on the Sluice executor (default); global: stages on the global executor")
+        self.header()
+        var quiet: [Int: Rates] = [:]
         for demand in demands {
-            let total = self.total(for: demand)
-            let sluice = await medianRate(repetitions: self.repetitions) { await self.sluiceABC(maxDemand: demand, total: total) }
-            let stream = await medianRate(repetitions: self.repetitions) { await self.streamABC(batch: demand, total: total) }
-            print(pad("A→B→C maxDemand \(demand)", 28) + pad(formatRate(sluice), 14) + pad(formatRate(stream), 14)
-                + String(format: "%.2f×", sluice / stream))
-            if demand == 1000 {
-                at1000 = sluice
-                ratio1000 = sluice / stream
-            }
-            if demand == 1 { at1 = sluice }
+            quiet[demand] = await self.abcRow(maxDemand: demand)
         }
         let total = self.total(for: 1000) * 2
-        let fanOut = await medianRate(repetitions: self.repetitions) { await self.sluiceFanOut(consumers: 4, total: total) }
-        let fanOutStream = await medianRate(repetitions: self.repetitions) { await self.streamFanOut(consumers: 4, total: total) }
-        print(pad("A→4×C maxDemand 1000", 28) + pad(formatRate(fanOut), 14) + pad(formatRate(fanOutStream), 14)
-            + String(format: "%.2f×", fanOut / fanOutStream))
-        print(
-            "RESULT engine events_per_s=\(Int(at1000)) vs_asyncstream=\(String(format: "%.2f", ratio1000))"
-                + " max_demand_1_per_s=\(Int(at1)) fan_out_4_per_s=\(Int(fanOut))"
+        let fanOut = await self.rates(
+            { await self.sluiceFanOut(consumers: 4, total: total, executor: .sluice) },
+            { await self.sluiceFanOut(consumers: 4, total: total, executor: .global) },
+            { await self.streamFanOut(consumers: 4, total: total) }
         )
+        self.printRow("A→4×C maxDemand 1000", fanOut)
+
+        print("under background load: a thread of this process busy 3 ms of every 9 ms, pinned to nothing")
+        self.header()
+        let load = BackgroundLoad()
+        var contended: [Int: Rates] = [:]
+        for demand in [100, 1000, 10_000] {
+            contended[demand] = await self.abcRow(maxDemand: demand)
+        }
+        load.stop()
+        let worstContended = contended.values.map { $0.sluice / $0.stream }.min() ?? 0
+        let at1000 = quiet[1000]!
+        let busy1000 = contended[1000]!
+        print(
+            "RESULT engine events_per_s=\(Int(at1000.sluice)) vs_asyncstream=\(Self.ratio(at1000.sluice, at1000.stream))"
+                + " max_demand_1_per_s=\(Int(quiet[1]!.sluice)) fan_out_4_per_s=\(Int(fanOut.sluice))"
+                + " contended_events_per_s=\(Int(busy1000.sluice))"
+                + " contended_vs_asyncstream=\(Self.ratio(busy1000.sluice, busy1000.stream))"
+                + " contended_min_vs_asyncstream=\(String(format: "%.2f", worstContended))"
+                + " global_events_per_s=\(Int(at1000.global)) contended_global_events_per_s=\(Int(busy1000.global))"
+        )
+    }
+
+    /// The median rates of one topology on both executors and as an AsyncStream pipeline.
+    struct Rates {
+        var sluice: Double
+        var global: Double
+        var stream: Double
+    }
+
+    private func abcRow(maxDemand demand: Int) async -> Rates {
+        let total = self.total(for: demand)
+        let rates = await self.rates(
+            { await self.sluiceABC(maxDemand: demand, total: total, executor: .sluice) },
+            { await self.sluiceABC(maxDemand: demand, total: total, executor: .global) },
+            { await self.streamABC(batch: demand, total: total) }
+        )
+        self.printRow("A→B→C maxDemand \(demand)", rates)
+        return rates
+    }
+
+    private func rates(
+        _ sluice: @escaping () async -> Int,
+        _ global: @escaping () async -> Int,
+        _ stream: @escaping () async -> Int
+    ) async -> Rates {
+        let medians = await interleavedMedianRates(repetitions: self.repetitions, [sluice, global, stream])
+        return Rates(sluice: medians[0], global: medians[1], stream: medians[2])
+    }
+
+    private func header() {
+        Swift.print(
+            pad("topology", 24) + pad("sluice", 12) + pad("global", 12) + pad("asyncstream", 13)
+                + pad("sluice/as", 11) + "global/as"
+        )
+    }
+
+    private func printRow(_ label: String, _ rates: Rates) {
+        Swift.print(
+            pad(label, 24) + pad(formatRate(rates.sluice), 12) + pad(formatRate(rates.global), 12)
+                + pad(formatRate(rates.stream), 13) + pad(Self.ratio(rates.sluice, rates.stream) + "×", 11)
+                + Self.ratio(rates.global, rates.stream) + "×"
+        )
+    }
+
+    private static func ratio(_ rate: Double, _ baseline: Double) -> String {
+        String(format: "%.2f", rate / baseline)
     }
 
     private var repetitions: Int { self.quick ? 3 : 5 }
@@ -101,12 +155,20 @@ struct EngineSuite {
         return self.quick ? base / 4 : base
     }
 
-    func sluiceABC(maxDemand: Int, total: Int) async -> Int {
+    func sluiceABC(maxDemand: Int, total: Int, executor: StageExecutorPreference = .sluice) async -> Int {
         do {
             let options = SubscriptionOptions<Int>(maxDemand: maxDemand, minDemand: maxDemand / 2)
-            let a = try await StageHandle.start(Counter())
-            let b = try await StageHandle.start(Doubler(), subscribeTo: [.init(a, options: options)])
-            let c = try await StageHandle.start(Summer(total: total), subscribeTo: [.init(b, options: options)])
+            let a = try await StageHandle.start(Counter(), options: .init(executor: executor))
+            let b = try await StageHandle.start(
+                Doubler(),
+                options: .init(executor: executor),
+                subscribeTo: [.init(a, options: options)]
+            )
+            let c = try await StageHandle.start(
+                Summer(total: total),
+                options: .init(executor: executor),
+                subscribeTo: [.init(b, options: options)]
+            )
             _ = await c.waitForTermination()
             await a.stop()
             await b.stop()
@@ -116,13 +178,19 @@ struct EngineSuite {
         }
     }
 
-    func sluiceFanOut(consumers: Int, total: Int) async -> Int {
+    func sluiceFanOut(consumers: Int, total: Int, executor: StageExecutorPreference = .sluice) async -> Int {
         do {
             let options = SubscriptionOptions<Int>(maxDemand: 1000)
-            let a = try await StageHandle.start(Counter())
+            let a = try await StageHandle.start(Counter(), options: .init(executor: executor))
             var cs: [StageHandle<Summer>] = []
             for _ in 0..<consumers {
-                cs.append(try await StageHandle.start(Summer(total: total / consumers), subscribeTo: [.init(a, options: options)]))
+                cs.append(
+                    try await StageHandle.start(
+                        Summer(total: total / consumers),
+                        options: .init(executor: executor),
+                        subscribeTo: [.init(a, options: options)]
+                    )
+                )
             }
             for c in cs { _ = await c.waitForTermination() }
             await a.stop()

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import Synchronization
 
 /// Runs `body` `repetitions` times (after one warm-up) and returns the median rate in
 /// events per second; `body` returns how many events it moved.
@@ -14,14 +15,37 @@ func medianRate(repetitions: Int, _ body: () async throws -> Int) async rethrows
     _ = try await body()
     var rates: [Double] = []
     for _ in 0..<repetitions {
-        let clock = ContinuousClock()
-        var moved = 0
-        let elapsed = try await clock.measure { moved = try await body() }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        rates.append(Double(moved) / seconds)
+        rates.append(try await rate(of: body))
     }
-    rates.sort()
-    return rates[rates.count / 2]
+    return median(rates)
+}
+
+/// Runs each of `bodies` once per round, `repetitions` rounds (after one warm-up round), and
+/// returns each one's median rate: interleaved, so the noise of a shared machine falls on all
+/// sides alike instead of on whichever ran during a busy second.
+func interleavedMedianRates(repetitions: Int, _ bodies: [() async -> Int]) async -> [Double] {
+    for body in bodies { _ = await body() }
+    var rates = [[Double]](repeating: [], count: bodies.count)
+    for _ in 0..<repetitions {
+        for (index, body) in bodies.enumerated() {
+            rates[index].append(await rate(of: body))
+        }
+    }
+    return rates.map(median)
+}
+
+/// Events per second of one run of `body`, which returns how many events it moved.
+private func rate(of body: () async throws -> Int) async rethrows -> Double {
+    let clock = ContinuousClock()
+    var moved = 0
+    let elapsed = try await clock.measure { moved = try await body() }
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return Double(moved) / seconds
+}
+
+private func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
 }
 
 func formatRate(_ rate: Double) -> String {
@@ -51,4 +75,29 @@ func profilerControl(enable: Bool) {
     guard let handle = FileHandle(forWritingAtPath: path) else { return }
     handle.write(Data((enable ? "enable\n" : "disable\n").utf8))
     try? handle.close()
+}
+
+/// A background load the bench starts itself: one thread (pinned to nothing) that is busy
+/// for `busy` and then asleep for `idle`, over and over, until stopped. The default, 3 ms of
+/// every 9 ms, keeps about a third of one core busy, like a broker or a server beside Sluice.
+final class BackgroundLoad: Sendable {
+    private let stopped = Atomic<Bool>(false)
+
+    init(busy: Duration = .milliseconds(3), idle: Duration = .milliseconds(6)) {
+        let thread = Thread { [self] in
+            let clock = ContinuousClock()
+            let micros = idle.components.seconds * 1_000_000 + idle.components.attoseconds / 1_000_000_000_000
+            while !self.stopped.load(ordering: .relaxed) {
+                let deadline = clock.now.advanced(by: busy)
+                while clock.now < deadline {}
+                usleep(useconds_t(micros))
+            }
+        }
+        thread.start()
+    }
+
+    /// Stops the load; its thread ends after its current period (at most `busy + idle`).
+    func stop() {
+        self.stopped.store(true, ordering: .relaxed)
+    }
 }

@@ -105,7 +105,7 @@ public struct StageHandle<S: Stage>: Sendable {
     ) where D.Event == S.Output {
         // Detached: a stage is an independent process-like loop and must not inherit the
         // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
-        let running = Task.detached(executorPreference: StageExecutor.shared) {
+        let running = Task.detached(executorPreference: options.executor.taskExecutor) {
             var runner = StageRunner(
                 stage: stage,
                 cell: cell,

@@ -30,6 +30,9 @@ public struct StageOptions<Output: Sendable>: Sendable {
     public var demandMode: ProducerDemandMode?
     /// The logger; defaults to `Logger.current` when the stage starts.
     public var logger: Logger?
+    /// Where the stage's task runs. Default: ``StageExecutorPreference/sluice``; choose
+    /// ``StageExecutorPreference/global`` to keep it on Swift's cooperative pool.
+    public var executor: StageExecutorPreference
 
     /// Creates stage options.
     public init(
@@ -38,7 +41,8 @@ public struct StageOptions<Output: Sendable>: Sendable {
         bufferSize: BufferLimit? = nil,
         bufferKeep: BufferKeep? = nil,
         demandMode: ProducerDemandMode? = nil,
-        logger: Logger? = nil
+        logger: Logger? = nil,
+        executor: StageExecutorPreference = .sluice
     ) {
         self.name = name
         self.dispatcher = dispatcher
@@ -46,6 +50,7 @@ public struct StageOptions<Output: Sendable>: Sendable {
         self.bufferKeep = bufferKeep
         self.demandMode = demandMode
         self.logger = logger
+        self.executor = executor
     }
 
     /// The buffer limit in force for a stage of `role`.
