@@ -614,7 +614,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     @usableFromInline
     mutating func stopOnCancel(_ mode: CancelMode, _ subscription: SubscriptionID, _ source: EventSource<S.Input>, reason: StopReason) {
         guard mode.endsConsumer(for: reason), self.stopReason == nil, self.drainingReason == nil else { return }
-        self.context.logger.info(
+        // Once per stop: at info for an abnormal reason, at debug for the routine end of a
+        // chain (a normal finish or a shutdown travelling downstream).
+        self.context.logger.log(
+            level: reason.isNormalOrShutdown ? .debug : .info,
             "stopping after cancel of subscription \(subscription) to \(source.stageName) (\(source.stageID)), reason \(reason)",
             metadata: [SluiceLogKey.subscription: "\(subscription)", SluiceLogKey.reason: "\(reason)"]
         )

@@ -141,9 +141,14 @@ struct CancellationTests {
         }
     }
 
-    @Test("a permanent stop on cancel is logged once, naming the subscription and the reason")
-    func permanentStopIsLoggedOnce() async throws {
-        let (logger, logs) = recordingLogger()
+    @Test(
+        "a permanent stop on cancel is logged once, naming the subscription and the reason (info when abnormal, debug otherwise)",
+        arguments: [StopReason.normal, .failure(TestFailure())]
+    )
+    func permanentStopIsLoggedOnce(reason: StopReason) async throws {
+        let (infoLogger, logs) = recordingLogger()
+        var logger = infoLogger
+        logger.logLevel = .debug
         let log = Observed(ConsumerLog())
         let producer = try await StageHandle.start(ScriptedProducer(.queue))
         let consumer = try await StageHandle.start(
@@ -152,11 +157,12 @@ struct CancellationTests {
             subscribeTo: [.init(producer)]
         )
         let subscription = try #require(log.value.subscriptions.first?.id)
-        consumer.cancel(subscription, reason: .normal)
-        #expect(try await consumer.ended() == .normal)
+        consumer.cancel(subscription, reason: reason)
+        #expect(try await consumer.ended() == reason)
         let stops = logs.entries.filter { "\($0.message)".hasPrefix("stopping after cancel of subscription") }
         #expect(stops.count == 1)
-        #expect(stops.first.map { "\($0.message)".contains("\(subscription)") && "\($0.message)".contains("reason normal") } == true)
+        #expect(stops.first.map { "\($0.message)".contains("\(subscription)") && "\($0.message)".contains("reason \(reason)") } == true)
+        #expect(stops.first?.level == (reason == .normal ? .debug : .info))
         try await producer.halt()
     }
 
