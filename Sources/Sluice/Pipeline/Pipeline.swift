@@ -29,7 +29,6 @@ public struct PipelineConfiguration: Sendable {
     public var metricsFactory: (any MetricsFactory)?
 
     /// Creates a configuration.
-    @inlinable
     public init(
         failurePolicy: FailurePolicy = FailurePolicy(),
         shutdownTimeout: Duration = .seconds(30),
@@ -92,7 +91,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         @usableFromInline var last = PipelineStatistics()
         @usableFromInline var lastStages: [PipelineStageRef] = []
 
-        @inlinable
+        @usableFromInline
         init() {}
     }
 
@@ -107,7 +106,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         @usableFromInline
         var statistics: @Sendable () -> PipelineStatistics
 
-        @inlinable
+        @usableFromInline
         init(
             stages: [PipelineStageRef],
             drain: @escaping @Sendable () -> Void,
@@ -122,7 +121,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Creates a pipeline; nothing runs until ``run()``.
-    @inlinable
     public init(
         _ name: String,
         source: Source,
@@ -138,7 +136,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
     /// The in-flight window the topology needs: Σ processor maxDemand + Σ batch size × batcher
     /// concurrency. Handed to the source (e.g. as AMQP prefetch).
-    @inlinable
     public var window: Int {
         let processors = self.components.processors.reduce(0) { $0 + $1.concurrency * $1.maxDemand }
         let batchers = self.components.batchers.reduce(0) { $0 + $1.size * $1.concurrency }
@@ -149,7 +146,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///
     /// - Throws: ``SluiceError`` (``SluiceError/Code-swift.struct/invalidOption``) naming the
     ///   option and the numbers that do not fit.
-    @inlinable
     public func validate() throws(SluiceError) {
         guard self.components.processors.count == 1 else {
             throw .invalidOption(
@@ -186,7 +182,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Changes the rate limit while running (`nil` removes it).
-    @inlinable
     public func setRateLimit(_ limit: RateLimit?) throws(SluiceError) {
         try limit?.validate()
         self.limiter.set(limit)
@@ -195,7 +190,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// The message counts of the current run, or of the last one once it ended.
-    @inlinable
     public var statistics: PipelineStatistics {
         let (current, last) = self.running.withLock { ($0.current?.statistics, $0.last) }
         return current?() ?? last
@@ -203,7 +197,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
     /// Asks the pipeline to drain: stop taking messages, finish in-flight work, end. Asked while
     /// the pipeline is still starting, the drain begins as soon as every stage runs.
-    @inlinable
     public func drain() {
         let drain = self.running.withLock { state -> (@Sendable () -> Void)? in
             if let current = state.current { return current.drain }
@@ -225,10 +218,27 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///   connect or fails later; a stage's error if one crashed.
     @inlinable
     public func run() async throws {
+        let (parts, runtime, logger) = try await self.connect()
+        // The stages run as children of this group, so cancelling the run reaches each stage's
+        // task, and no stage outlives the run: the group ends once every stage's loop returned.
+        let outcome = await withTaskGroup(of: RunEvent.self, returning: Result<[StopReason], any Error>.self) { group in
+            let topology: Topology
+            do {
+                topology = try await self.startTopology(parts: parts, runtime: runtime, logger: logger, group: &group)
+            } catch {
+                return .failure(error)
+            }
+            return .success(await self.runLifecycle(of: topology, runtime: runtime, logger: logger, group: &group))
+        }
+        try await self.finish(outcome, acknowledger: parts.acknowledger, runtime: runtime, logger: logger)
+    }
+
+    /// Validates the pipeline, connects its source and builds the run's runtime.
+    @usableFromInline
+    func connect() async throws -> (SourceParts<Source.SourceStage, Source.Acker>, PipelineRuntime<Source>, Logger) {
         try self.validate()
-        var pipelineLogger = self.configuration.logger ?? Logger.current
-        pipelineLogger[metadataKey: "sluice.pipeline"] = "\(self.name)"
-        let logger = pipelineLogger
+        var logger = self.configuration.logger ?? Logger.current
+        logger[metadataKey: "sluice.pipeline"] = "\(self.name)"
         let parts = try await self.source.makeParts(
             context: SourceContext(pipelineName: self.name, window: self.window, logger: logger)
         )
@@ -242,18 +252,19 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             batcherNames: self.components.batchers.map(\.name),
             metricsFactory: self.configuration.metricsFactory
         )
-        // The stages run as children of this group, so cancelling the run reaches each stage's
-        // task, and no stage outlives the run: the group ends once every stage's loop returned.
-        let outcome = await withTaskGroup(of: RunEvent.self, returning: Result<[StopReason], any Error>.self) { group in
-            let topology: Topology
-            do {
-                topology = try await self.startTopology(parts: parts, runtime: runtime, logger: logger, group: &group)
-            } catch {
-                return .failure(error)
-            }
-            return .success(await self.runLifecycle(of: topology, runtime: runtime, logger: logger, group: &group))
-        }
-        await self.source.shutdown(parts.acknowledger)
+        return (parts, runtime, logger)
+    }
+
+    /// Shuts the source down once every stage ended, and throws a failed start's error or the
+    /// first stage failure.
+    @usableFromInline
+    func finish(
+        _ outcome: Result<[StopReason], any Error>,
+        acknowledger: Source.Acker,
+        runtime: PipelineRuntime<Source>,
+        logger: Logger
+    ) async throws {
+        await self.source.shutdown(acknowledger)
         let reasons = try outcome.get()
         let statistics = runtime.statistics
         if statistics.inFlight > 0 {
@@ -294,7 +305,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         /// Tell each processor that rate-limit tokens may be available.
         @usableFromInline var pokes: [@Sendable () -> Void] = []
 
-        @inlinable
+        @usableFromInline
         init() {}
     }
 
