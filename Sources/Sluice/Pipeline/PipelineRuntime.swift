@@ -31,8 +31,10 @@ public struct PipelineStatistics: Hashable, Sendable {
     public init() {}
 
     /// Messages settled one way or another.
+    @inlinable
     public var settled: Int { self.acknowledged + self.failed }
     /// Messages received and not yet settled.
+    @inlinable
     public var inFlight: Int { self.received - self.settled }
 }
 
