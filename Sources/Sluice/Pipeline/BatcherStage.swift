@@ -84,7 +84,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
     @usableFromInline
     var timerGeneration = 0
 
-    @inlinable
+    @usableFromInline
     init(runtime: PipelineRuntime<Source>, batcher: Batcher<Metadata>) {
         self.runtime = runtime
         self.size = batcher.size
@@ -92,12 +92,12 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         self.key = batcher.key
     }
 
-    @inlinable
+    @usableFromInline
     mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
         self.handle = handle
     }
 
-    @inlinable
+    @usableFromInline
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
         self.upstreams.insert(subscription.id)
         return subscription.demand
@@ -210,7 +210,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         if let next { self.armTimer(next) }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func handleCancel(_ subscription: SubscriptionID, reason: CancelReason, context: inout StageContext<Output>) {
         guard self.upstreams.remove(subscription) != nil, self.upstreams.isEmpty else { return }
         let reason = reason.reason
@@ -222,7 +222,7 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
         context.stop(reason.isNormalOrShutdown ? .normal : reason)
     }
 
-    @inlinable
+    @usableFromInline
     mutating func terminate(reason: StopReason) async {
         if let timer = self.timer { self.runtime.timers.cancel(timer) }
     }
@@ -260,7 +260,7 @@ struct BatchProcessorStage<Source: PipelineSource>: Consumer {
     @usableFromInline
     var random = SystemRandomNumberGenerator()
 
-    @inlinable
+    @usableFromInline
     init(runtime: PipelineRuntime<Source>, batcher: Batcher<Metadata>, index: Int) {
         self.runtime = runtime
         self.handler = batcher.handler

@@ -29,7 +29,6 @@ public struct PipelineConfiguration: Sendable {
     public var metricsFactory: (any MetricsFactory)?
 
     /// Creates a configuration.
-    @inlinable
     public init(
         failurePolicy: FailurePolicy = FailurePolicy(),
         shutdownTimeout: Duration = .seconds(30),
@@ -83,21 +82,23 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     @usableFromInline
     let running = Mutex(RunState())
 
-    /// The running stages, a drain asked for before they were all started, and the last counts.
+    /// The running stages, a drain asked for before they were all started, and the last run's
+    /// counts and stages.
     @usableFromInline
     struct RunState: Sendable {
         @usableFromInline var current: RunningState?
         @usableFromInline var drainRequested = false
         @usableFromInline var last = PipelineStatistics()
+        @usableFromInline var lastStages: [PipelineStageRef] = []
 
-        @inlinable
+        @usableFromInline
         init() {}
     }
 
     @usableFromInline
     struct RunningState: Sendable {
         @usableFromInline
-        var stages: [SupervisedStage]
+        var stages: [PipelineStageRef]
         @usableFromInline
         var drain: @Sendable () -> Void
         @usableFromInline
@@ -105,9 +106,9 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         @usableFromInline
         var statistics: @Sendable () -> PipelineStatistics
 
-        @inlinable
+        @usableFromInline
         init(
-            stages: [SupervisedStage],
+            stages: [PipelineStageRef],
             drain: @escaping @Sendable () -> Void,
             pokeProcessors: @escaping @Sendable () -> Void,
             statistics: @escaping @Sendable () -> PipelineStatistics
@@ -120,7 +121,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Creates a pipeline; nothing runs until ``run()``.
-    @inlinable
     public init(
         _ name: String,
         source: Source,
@@ -136,7 +136,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
     /// The in-flight window the topology needs: Σ processor maxDemand + Σ batch size × batcher
     /// concurrency. Handed to the source (e.g. as AMQP prefetch).
-    @inlinable
     public var window: Int {
         let processors = self.components.processors.reduce(0) { $0 + $1.concurrency * $1.maxDemand }
         let batchers = self.components.batchers.reduce(0) { $0 + $1.size * $1.concurrency }
@@ -147,7 +146,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///
     /// - Throws: ``SluiceError`` (``SluiceError/Code-swift.struct/invalidOption``) naming the
     ///   option and the numbers that do not fit.
-    @inlinable
     public func validate() throws(SluiceError) {
         guard self.components.processors.count == 1 else {
             throw .invalidOption(
@@ -184,7 +182,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// Changes the rate limit while running (`nil` removes it).
-    @inlinable
     public func setRateLimit(_ limit: RateLimit?) throws(SluiceError) {
         try limit?.validate()
         self.limiter.set(limit)
@@ -193,7 +190,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// The message counts of the current run, or of the last one once it ended.
-    @inlinable
     public var statistics: PipelineStatistics {
         let (current, last) = self.running.withLock { ($0.current?.statistics, $0.last) }
         return current?() ?? last
@@ -201,7 +197,6 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
     /// Asks the pipeline to drain: stop taking messages, finish in-flight work, end. Asked while
     /// the pipeline is still starting, the drain begins as soon as every stage runs.
-    @inlinable
     public func drain() {
         let drain = self.running.withLock { state -> (@Sendable () -> Void)? in
             if let current = state.current { return current.drain }
@@ -214,7 +209,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     /// Runs the pipeline until the source ends, a stage fails, graceful shutdown completes, or
     /// the task is cancelled.
     ///
-    /// The stages are started first (``startTopology(parts:runtime:logger:)``); the rest of
+    /// The stages are started first (``startTopology(parts:runtime:logger:group:)``); the rest of
     /// the run is their lifecycle: a graceful shutdown drains them within
     /// ``PipelineConfiguration/shutdownTimeout``, cancellation stops them at once, and the
     /// source is shut down once they all ended.
@@ -223,10 +218,27 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     ///   connect or fails later; a stage's error if one crashed.
     @inlinable
     public func run() async throws {
+        let (parts, runtime, logger) = try await self.connect()
+        // The stages run as children of this group, so cancelling the run reaches each stage's
+        // task, and no stage outlives the run: the group ends once every stage's loop returned.
+        let outcome = await withTaskGroup(of: RunEvent.self, returning: Result<[StopReason], any Error>.self) { group in
+            let topology: Topology
+            do {
+                topology = try await self.startTopology(parts: parts, runtime: runtime, logger: logger, group: &group)
+            } catch {
+                return .failure(error)
+            }
+            return .success(await self.runLifecycle(of: topology, runtime: runtime, logger: logger, group: &group))
+        }
+        try await self.finish(outcome, acknowledger: parts.acknowledger, runtime: runtime, logger: logger)
+    }
+
+    /// Validates the pipeline, connects its source and builds the run's runtime.
+    @usableFromInline
+    func connect() async throws -> (SourceParts<Source.SourceStage, Source.Acker>, PipelineRuntime<Source>, Logger) {
         try self.validate()
-        var pipelineLogger = self.configuration.logger ?? Logger.current
-        pipelineLogger[metadataKey: "sluice.pipeline"] = "\(self.name)"
-        let logger = pipelineLogger
+        var logger = self.configuration.logger ?? Logger.current
+        logger[metadataKey: "sluice.pipeline"] = "\(self.name)"
         let parts = try await self.source.makeParts(
             context: SourceContext(pipelineName: self.name, window: self.window, logger: logger)
         )
@@ -240,15 +252,20 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             batcherNames: self.components.batchers.map(\.name),
             metricsFactory: self.configuration.metricsFactory
         )
-        let topology: Topology
-        do {
-            topology = try await self.startTopology(parts: parts, runtime: runtime, logger: logger)
-        } catch {
-            await self.source.shutdown(parts.acknowledger)
-            throw error
-        }
-        let reasons = await self.runLifecycle(of: topology, runtime: runtime, logger: logger)
-        await self.source.shutdown(parts.acknowledger)
+        return (parts, runtime, logger)
+    }
+
+    /// Shuts the source down once every stage ended, and throws a failed start's error or the
+    /// first stage failure.
+    @usableFromInline
+    func finish(
+        _ outcome: Result<[StopReason], any Error>,
+        acknowledger: Source.Acker,
+        runtime: PipelineRuntime<Source>,
+        logger: Logger
+    ) async throws {
+        await self.source.shutdown(acknowledger)
+        let reasons = try outcome.get()
         let statistics = runtime.statistics
         if statistics.inFlight > 0 {
             logger.info(
@@ -261,10 +278,26 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         }
     }
 
+    /// What a child task of a run reports when it ends.
+    @usableFromInline
+    enum RunEvent: Sendable {
+        /// A stage's loop returned.
+        case stageLoopEnded
+        /// Every stage ended: why, upstream first.
+        case stagesEnded([StopReason])
+        /// Every stage must be killed: the run was cancelled or the shutdown deadline passed.
+        case kill
+        /// The run's timer loop ended.
+        case timersEnded
+    }
+
     /// The started stages of one run, upstream first, and how to reach them.
+    ///
+    /// The stages' loops are children of the run's task group, not tasks of their own: killing
+    /// them cancels that group (``runLifecycle(of:runtime:logger:group:)``).
     @usableFromInline
     struct Topology: Sendable {
-        @usableFromInline var stages: [SupervisedStage] = []
+        @usableFromInline var stages: [PipelineStageRef] = []
         /// Tells the source to drain.
         @usableFromInline var drainSource: @Sendable () -> Void = {}
         /// Lets the source forward the demand it held while the stages started.
@@ -272,7 +305,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         /// Tell each processor that rate-limit tokens may be available.
         @usableFromInline var pokes: [@Sendable () -> Void] = []
 
-        @inlinable
+        @usableFromInline
         init() {}
     }
 
@@ -283,24 +316,25 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     func startTopology(
         parts: SourceParts<Source.SourceStage, Source.Acker>,
         runtime: PipelineRuntime<Source>,
-        logger: Logger
+        logger: Logger,
+        group: inout TaskGroup<RunEvent>
     ) async throws -> Topology {
         var topology = Topology()
         do {
-            let sourceHandle = try await self.startSource(parts.stage, logger: logger)
-            topology.stages.append(SupervisedStage(sourceHandle))
+            let sourceHandle = try await self.startSource(parts.stage, logger: logger, group: &group)
+            topology.stages.append(PipelineStageRef(sourceHandle))
             topology.drainSource = { sourceHandle.send(.drain) }
             topology.startSource = { sourceHandle.setDemandMode(.forward) }
             if self.components.batchers.isEmpty {
-                _ = try await self.startProcessors(from: sourceHandle, dispatcher: nil, into: &topology, logger: logger) { index in
+                _ = try await self.startProcessors(from: sourceHandle, dispatcher: nil, into: &topology, logger: logger, group: &group) { index in
                     TerminalProcessorStage(core: ProcessorCore(runtime: runtime, processors: self.components.processors[0], index: index, routesToBatchers: false))
                 }
             } else {
-                let processors = try await self.startProcessors(from: sourceHandle, dispatcher: self.batcherRouting, into: &topology, logger: logger) { index in
+                let processors = try await self.startProcessors(from: sourceHandle, dispatcher: self.batcherRouting, into: &topology, logger: logger, group: &group) { index in
                     ProcessorStage(core: ProcessorCore(runtime: runtime, processors: self.components.processors[0], index: index, routesToBatchers: true))
                 }
                 for batcher in self.components.batchers {
-                    try await self.startBatcher(batcher, after: processors, runtime: runtime, into: &topology, logger: logger)
+                    try await self.startBatcher(batcher, after: processors, runtime: runtime, into: &topology, logger: logger, group: &group)
                 }
             }
             return topology
@@ -313,14 +347,18 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     /// Starts the source stage, holding demand until every stage is subscribed, so that a
     /// source cannot finish (and end) before the last processor or batcher joined.
     @inlinable
-    func startSource(_ stage: sending Source.SourceStage, logger: Logger) async throws -> StageHandle<Source.SourceStage> {
+    func startSource(
+        _ stage: sending Source.SourceStage,
+        logger: Logger,
+        group: inout TaskGroup<RunEvent>
+    ) async throws -> StageHandle<Source.SourceStage> {
         let processors = self.components.processors[0]
         let count = processors.concurrency
         let dispatcher: Dispatcher<Message<Metadata>> =
             processors.partition.map { hash in
                 .partition(count: count) { message in .index(Int(UInt(bitPattern: hash(message)) % UInt(count))) }
             } ?? .demand
-        return try await StageHandle.start(
+        return try await Self.startStage(
             stage,
             options: StageOptions(
                 name: "\(self.name).source",
@@ -328,7 +366,8 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 bufferSize: .unbounded,
                 demandMode: .accumulate,
                 logger: logger
-            )
+            ),
+            in: &group
         )
     }
 
@@ -354,6 +393,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         dispatcher: Dispatcher<S.Output>?,
         into topology: inout Topology,
         logger: Logger,
+        group: inout TaskGroup<RunEvent>,
         _ make: (Int) -> S
     ) async throws -> [StageHandle<S>] where S.Source == Source {
         let processors = self.components.processors[0]
@@ -362,14 +402,15 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             var subscription = SubscriptionOptions<Message<Metadata>>(maxDemand: processors.maxDemand, minDemand: processors.minDemand)
             if processors.partition != nil { subscription.partition = .index(index) }
             let name = "\(self.name).processor.\(index)"
-            let handle = try await StageHandle.start(
+            let handle = try await Self.startStage(
                 make(index),
                 options: dispatcher.map { StageOptions(name: name, dispatcher: $0, bufferSize: .unbounded, logger: logger) }
                     ?? StageOptions(name: name, logger: logger),
-                subscribeTo: [SubscribeTo(sourceHandle, options: subscription)]
+                subscribeTo: [SubscribeTo(sourceHandle, options: subscription)],
+                in: &group
             )
             handles.append(handle)
-            topology.stages.append(SupervisedStage(handle))
+            topology.stages.append(PipelineStageRef(handle))
             topology.pokes.append { handle.send(.tokens) }
         }
         return handles
@@ -382,7 +423,8 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         after processorHandles: [StageHandle<ProcessorStage<Source>>],
         runtime: PipelineRuntime<Source>,
         into topology: inout Topology,
-        logger: Logger
+        logger: Logger,
+        group: inout TaskGroup<RunEvent>
     ) async throws {
         let processors = self.components.processors[0]
         let several = self.components.batchers.count > 1
@@ -398,35 +440,62 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 )
             )
         }
-        let batcherHandle = try await StageHandle.start(
+        let batcherHandle = try await Self.startStage(
             BatcherStage(runtime: runtime, batcher: batcher),
             options: StageOptions(name: "\(self.name).batcher.\(batcher.name)", bufferSize: .unbounded, logger: logger),
-            subscribeTo: subscriptions
+            subscribeTo: subscriptions,
+            in: &group
         )
-        topology.stages.append(SupervisedStage(batcherHandle))
+        topology.stages.append(PipelineStageRef(batcherHandle))
         // Batches a batch processor asks for: what two processor hand-offs fill, at least 4 and
         // at most 32, re-asked half at a time. Batches then wait while another is handled
         // instead of each waiting on a round trip to the batcher (2 → 4 batches measured about
         // +15 %, 4 → 16 about +30 % on the pipeline benchmark).
         let batchDemand = min(32, max(4, 2 * processors.maxDemand / batcher.size))
         for index in 0..<batcher.concurrency {
-            let handle = try await StageHandle.start(
+            let handle = try await Self.startStage(
                 BatchProcessorStage(runtime: runtime, batcher: batcher, index: index),
                 options: StageOptions(name: "\(self.name).batch_processor.\(batcher.name).\(index)", logger: logger),
-                subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))]
+                subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))],
+                in: &group
             )
-            topology.stages.append(SupervisedStage(handle))
+            topology.stages.append(PipelineStageRef(handle))
+        }
+    }
+
+    /// Starts one stage whose loop runs as a child of the run's task group: returns once its
+    /// `didStart` returned and it subscribed to `subscriptions`.
+    @inlinable
+    static func startStage<S: Stage>(
+        _ stage: sending S,
+        options: StageOptions<S.Output>,
+        subscribeTo subscriptions: [SubscribeTo<S.Input>] = [],
+        in group: inout TaskGroup<RunEvent>
+    ) async throws -> StageHandle<S> {
+        let prepared = try StageHandle.prepare(stage, options: options, subscribeTo: subscriptions)
+        return try await prepared.start { loop in
+            group.addTask(executorPreference: prepared.executor) {
+                await loop()
+                return .stageLoopEnded
+            }
         }
     }
 
     /// The lifecycle of a started topology: publishes it (for ``drain()``, statistics and rate
-    /// changes), lets the source go, and waits until every stage ended. Its children are the
-    /// stage waiter, the run's timer loop and the shutdown watch, which drains on graceful
-    /// shutdown and stops every stage once the deadline passed or the run was cancelled.
+    /// changes), lets the source go, and waits until every stage ended. It adds to the run's
+    /// group, beside the stages' loops, the stage waiter, the run's timer loop and the shutdown
+    /// watch, which drains on graceful shutdown and asks for a kill once the deadline passed or
+    /// the run was cancelled. A kill cancels the group, so a callback that awaits sees
+    /// cancellation, and tells every stage to stop.
     ///
     /// - Returns: Why each stage ended, upstream first.
-    @inlinable
-    func runLifecycle(of topology: Topology, runtime: PipelineRuntime<Source>, logger: Logger) async -> [StopReason] {
+    @usableFromInline
+    func runLifecycle(
+        of topology: Topology,
+        runtime: PipelineRuntime<Source>,
+        logger: Logger,
+        group: inout TaskGroup<RunEvent>
+    ) async -> [StopReason] {
         let pokes = topology.pokes
         let drainNow = self.running.withLock { state -> Bool in
             state.current = RunningState(
@@ -440,6 +509,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         defer {
             self.running.withLock { state in
                 state.last = runtime.statistics
+                state.lastStages = topology.stages
                 state.current = nil
                 state.drainRequested = false
             }
@@ -450,36 +520,75 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         let stages = topology.stages
         let clock = self.configuration.clock
         let timeout = self.configuration.shutdownTimeout
-        return await withTaskGroup(of: [StopReason]?.self) { group in
-            group.addTask {
-                var reasons: [StopReason] = []
-                for stage in stages { reasons.append(await stage.wait()) }
-                return reasons
-            }
-            group.addTask {
-                await runtime.timers.run(clock: clock)
-                return nil
-            }
-            group.addTask {
-                // Ends by cancellation: of the run (stop at once), or of this group once every
-                // stage ended (stopping them again does nothing).
-                do {
-                    try await gracefulShutdown()
-                    logger.debug("graceful shutdown: draining")
-                    self.drain()
-                    try await clock.sleep(for: timeout)
-                    logger.info("shutdown deadline passed; stopping with messages in flight")
-                } catch {}
-                for stage in stages { _ = await stage.kill() }
-                return nil
-            }
+        group.addTask {
             var reasons: [StopReason] = []
-            while let next = await group.next() {
-                guard let ended = next else { continue }
+            for stage in stages { reasons.append(await stage.waitForTermination()) }
+            return .stagesEnded(reasons)
+        }
+        group.addTask {
+            await runtime.timers.run(clock: clock)
+            return .timersEnded
+        }
+        group.addTask {
+            // Ends by cancellation: of the run (kill at once), or of the group once every stage
+            // ended (the kill is then ignored).
+            do {
+                try await gracefulShutdown()
+                logger.debug("graceful shutdown: draining")
+                self.drain()
+                try await clock.sleep(for: timeout)
+                logger.info("shutdown deadline passed; stopping with messages in flight")
+            } catch {}
+            return .kill
+        }
+        var reasons: [StopReason]?
+        var killed = false
+        while let event = await group.next() {
+            switch event {
+            case .stagesEnded(let ended):
                 reasons = ended
                 group.cancelAll()
+            case .kill:
+                guard reasons == nil, !killed else { continue }
+                killed = true
+                group.cancelAll()
+                for stage in stages { _ = await stage.kill() }
+            case .stageLoopEnded, .timersEnded:
+                continue
             }
-            return reasons
         }
+        return reasons ?? []
     }
+
+    /// The stages of the current run, or of the last one once it ended, upstream first.
+    package var stages: [PipelineStageRef] {
+        self.running.withLock { $0.current?.stages ?? $0.lastStages }
+    }
+}
+
+/// A stage of a pipeline's run with its type erased: how the run stops it, and how it ended.
+@usableFromInline
+package struct PipelineStageRef: Sendable {
+    /// The stage's name.
+    @usableFromInline
+    package let name: String
+    @usableFromInline let stop: @Sendable (StopReason) async -> StopReason
+    @usableFromInline let kill: @Sendable () async -> StopReason
+    @usableFromInline let wait: @Sendable () async -> StopReason
+    @usableFromInline let reason: @Sendable () -> StopReason?
+
+    @usableFromInline
+    init<S: Stage>(_ handle: StageHandle<S>) {
+        self.name = handle.name
+        self.stop = { await handle.stop($0) }
+        self.kill = { await handle.kill() }
+        self.wait = { await handle.waitForTermination() }
+        self.reason = { handle.stopReason }
+    }
+
+    /// Why the stage ended, or `nil` while it runs.
+    package var stopReason: StopReason? { self.reason() }
+
+    /// Waits until the stage ends and returns why.
+    package func waitForTermination() async -> StopReason { await self.wait() }
 }

@@ -30,7 +30,6 @@ public struct Processors<Metadata: Sendable>: Sendable {
     ///   - maxDemand: How many messages each processor asks for at most.
     ///   - minDemand: When a processor re-asks; `nil` for `maxDemand / 2`.
     ///   - handler: Handles one message; throwing (or ``Message/fail(_:disposition:)``) fails it.
-    @inlinable
     public init(
         concurrency: Int = StageExecutor.defaultThreadCount,
         maxDemand: Int = 10,
@@ -63,7 +62,6 @@ public struct Processors<Metadata: Sendable>: Sendable {
     ///   - maxDemand: How many messages each processor asks for at most.
     ///   - minDemand: When a processor re-asks; `nil` for `maxDemand / 2`.
     ///   - handler: Handles one message; throwing (or ``Message/fail(_:disposition:)``) fails it.
-    @inlinable
     public init(
         concurrency: Int = StageExecutor.defaultThreadCount,
         maxDemand: Int = 10,
@@ -86,7 +84,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: { message in key(message).hashValue }, handler: .sync(handler))
     }
 
-    @inlinable
+    @usableFromInline
     init(
         concurrency: Int,
         maxDemand: Int,
@@ -101,7 +99,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         self.handler = handler
     }
 
-    @inlinable
+    @usableFromInline
     func validate() throws(SluiceError) {
         guard self.concurrency >= 1 else { throw .invalidOption("processors.concurrency", self.concurrency, "must be 1 or more") }
         try SubscriptionOptions<Int>(maxDemand: self.maxDemand, minDemand: self.minDemand).validate()
@@ -144,7 +142,6 @@ public struct Batcher<Metadata: Sendable>: Sendable {
     ///   - batchKey: Groups messages into separate batches (``Message/batchKey`` wins if set).
     ///   - handler: Handles a batch; throwing fails every message of it, and it may mark single
     ///     messages failed with ``Message/fail(_:disposition:)``.
-    @inlinable
     public init(
         _ name: String = "default",
         size: Int = 100,
@@ -161,7 +158,7 @@ public struct Batcher<Metadata: Sendable>: Sendable {
         self.handler = handler
     }
 
-    @inlinable
+    @usableFromInline
     func validate() throws(SluiceError) {
         guard !self.name.isEmpty else { throw .invalidOption("batcher.name", "\"\"", "must not be empty") }
         guard self.size >= 1 else { throw .invalidOption("batcher(\(self.name)).size", self.size, "must be 1 or more") }
@@ -182,7 +179,7 @@ public struct PipelineComponents<Metadata: Sendable>: Sendable {
     @usableFromInline
     var batchers: [Batcher<Metadata>] = []
 
-    @inlinable
+    @usableFromInline
     init(processors: [Processors<Metadata>] = [], batchers: [Batcher<Metadata>] = []) {
         self.processors = processors
         self.batchers = batchers
@@ -195,7 +192,7 @@ public struct PipelineBatchers<Metadata: Sendable>: Sendable {
     @usableFromInline
     var batchers: [Batcher<Metadata>]
 
-    @inlinable
+    @usableFromInline
     init(_ batchers: [Batcher<Metadata>]) {
         self.batchers = batchers
     }
@@ -212,13 +209,11 @@ public struct PipelineBatchers<Metadata: Sendable>: Sendable {
 @resultBuilder
 public enum PipelineBuilder<Metadata: Sendable> {
     /// Adds the pipeline's processors.
-    @inlinable
     public static func buildExpression(_ processors: Processors<Metadata>) -> PipelineComponents<Metadata> {
         PipelineComponents(processors: [processors])
     }
 
     /// Adds a batcher.
-    @inlinable
     public static func buildExpression(_ batcher: Batcher<Metadata>) -> PipelineBatchers<Metadata> {
         PipelineBatchers([batcher])
     }
@@ -230,19 +225,16 @@ public enum PipelineBuilder<Metadata: Sendable> {
     }
 
     /// Starts the topology with its processors.
-    @inlinable
     public static func buildPartialBlock(first: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         first
     }
 
     /// Starts the topology with batchers (processors must follow).
-    @inlinable
     public static func buildPartialBlock(first: PipelineBatchers<Metadata>) -> PipelineBatchers<Metadata> {
         first
     }
 
     /// Adds batchers after the processors.
-    @inlinable
     public static func buildPartialBlock(
         accumulated: PipelineComponents<Metadata>,
         next: PipelineBatchers<Metadata>
@@ -251,7 +243,6 @@ public enum PipelineBuilder<Metadata: Sendable> {
     }
 
     /// Adds batchers to batchers.
-    @inlinable
     public static func buildPartialBlock(
         accumulated: PipelineBatchers<Metadata>,
         next: PipelineBatchers<Metadata>
@@ -260,7 +251,6 @@ public enum PipelineBuilder<Metadata: Sendable> {
     }
 
     /// Adds the processors after batchers.
-    @inlinable
     public static func buildPartialBlock(
         accumulated: PipelineBatchers<Metadata>,
         next: PipelineComponents<Metadata>
@@ -278,39 +268,33 @@ public enum PipelineBuilder<Metadata: Sendable> {
     }
 
     /// Batchers inside `if` (none when the condition is false).
-    @inlinable
     public static func buildOptional(_ component: PipelineBatchers<Metadata>?) -> PipelineBatchers<Metadata> {
         component ?? PipelineBatchers([])
     }
 
     /// Processors inside `if`: left out when the condition is false, which
     /// ``Pipeline/validate()`` rejects when the pipeline starts.
-    @inlinable
     public static func buildOptional(_ component: PipelineComponents<Metadata>?) -> PipelineComponents<Metadata> {
         component ?? PipelineComponents()
     }
 
     /// The component of the first branch of an `if`/`else` or `switch` (both branches have
     /// the processors, or neither).
-    @inlinable
     public static func buildEither<Component>(first component: Component) -> Component {
         component
     }
 
     /// The component of the second branch of an `if`/`else` or `switch`.
-    @inlinable
     public static func buildEither<Component>(second component: Component) -> Component {
         component
     }
 
     /// Batchers made by a `for` loop (processors cannot be: there is one).
-    @inlinable
     public static func buildArray(_ components: [PipelineBatchers<Metadata>]) -> PipelineBatchers<Metadata> {
         PipelineBatchers(components.flatMap(\.batchers))
     }
 
     /// The finished topology.
-    @inlinable
     public static func buildFinalResult(_ component: PipelineComponents<Metadata>) -> PipelineComponents<Metadata> {
         component
     }

@@ -28,7 +28,6 @@ public struct PipelineStatistics: Hashable, Sendable {
     public var dropped = 0
 
     /// Creates empty statistics.
-    @inlinable
     public init() {}
 
     /// Messages settled one way or another.
@@ -103,7 +102,7 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
     @usableFromInline
     let inFlightGauge: Gauge
 
-    @inlinable
+    @usableFromInline
     init(
         name: String,
         acknowledger: Source.Acker,
@@ -135,7 +134,7 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
     @usableFromInline
     let metricsFactory: any MetricsFactory
 
-    @inlinable
+    @usableFromInline
     var statistics: PipelineStatistics { self.counters.withLock { $0 } }
 
     @inlinable
@@ -258,7 +257,7 @@ final class PipelineTimers: Sendable {
     @usableFromInline
     let state = Mutex(State())
 
-    @inlinable
+    @usableFromInline
     init() {}
 
     /// Calls `fire` once the pipeline clock reaches `deadline` (at once if it has); never
@@ -290,7 +289,7 @@ final class PipelineTimers: Sendable {
     }
 
     /// Fires timers as they come due until the task is cancelled; later timers never fire.
-    @inlinable
+    @usableFromInline
     func run(clock: PipelineClock) async {
         while !Task.isCancelled {
             let now = clock.now
@@ -319,7 +318,7 @@ final class PipelineTimers: Sendable {
 
     /// Waits until the earliest deadline is no longer `target` (a timer came or went), or the
     /// task is cancelled.
-    @inlinable
+    @usableFromInline
     func waitForEarlierDeadline(than target: Duration?) async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -349,13 +348,11 @@ public struct PoisonMessage: Error, Hashable, Sendable, CustomStringConvertible 
     public let maxDeliveries: Int
 
     /// Creates the error.
-    @inlinable
     public init(deliveryCount: Int, maxDeliveries: Int) {
         self.deliveryCount = deliveryCount
         self.maxDeliveries = maxDeliveries
     }
 
-    @inlinable
     public var description: String {
         "message delivered \(self.deliveryCount) times, more than maxDeliveries=\(self.maxDeliveries)"
     }
@@ -369,13 +366,11 @@ public struct UnknownBatcher: Error, Hashable, Sendable, CustomStringConvertible
     public let known: [String]
 
     /// Creates the error.
-    @inlinable
     public init(name: String, known: [String]) {
         self.name = name
         self.known = known
     }
 
-    @inlinable
     public var description: String {
         "message routed to unknown batcher \"\(self.name)\"; this pipeline has \(self.known.map { "\"\($0)\"" }.joined(separator: ", "))"
     }
@@ -389,7 +384,6 @@ public struct SettlementProbe<Source: PipelineSource>: Sendable {
     let runtime: PipelineRuntime<Source>
 
     /// Connects `source` as a pipeline named `name` would, logging to `logger`.
-    @inlinable
     public init(source: Source, name: String = "probe", logger: Logger) async throws {
         let parts = try await source.makeParts(context: SourceContext(pipelineName: name, window: 100, logger: logger))
         self.runtime = PipelineRuntime(
@@ -405,7 +399,6 @@ public struct SettlementProbe<Source: PipelineSource>: Sendable {
     }
 
     /// Acknowledges `messages` as one successful batch.
-    @inlinable
     public func settle(_ messages: [Message<Source.Metadata>]) {
         var settlement = Settlement<Source.Metadata>()
         settlement.acknowledged = messages

@@ -50,7 +50,7 @@ struct ProcessorCore<Source: PipelineSource> {
     @usableFromInline
     var random = SystemRandomNumberGenerator()
 
-    @inlinable
+    @usableFromInline
     init(runtime: PipelineRuntime<Source>, processors: Processors<Metadata>, index: Int, routesToBatchers: Bool) {
         self.runtime = runtime
         self.handler = processors.handler
@@ -329,12 +329,12 @@ protocol ProcessorStageShape: Stage where Input == Message<Source.Metadata>, Inf
 }
 
 extension ProcessorStageShape {
-    @inlinable
+    @usableFromInline
     mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
         self.core.handle = { handle.send(.tokens) }
     }
 
-    @inlinable
+    @usableFromInline
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Output>) -> DemandMode {
         self.core.subscription = subscription.id
         self.core.requestDemand(&context)
@@ -360,7 +360,7 @@ struct ProcessorStage<Source: PipelineSource>: ProducerConsumer, ProcessorStageS
     @usableFromInline
     var core: ProcessorCore<Source>
 
-    @inlinable
+    @usableFromInline
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable
@@ -382,7 +382,7 @@ struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageS
     @usableFromInline
     var core: ProcessorCore<Source>
 
-    @inlinable
+    @usableFromInline
     init(core: ProcessorCore<Source>) { self.core = core }
 
     @inlinable

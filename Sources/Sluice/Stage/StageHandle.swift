@@ -50,6 +50,26 @@ public struct StageHandle<S: Stage>: Sendable {
         options: StageOptions<S.Output> = .init(),
         subscribeTo subscriptions: [SubscribeTo<S.Input>] = []
     ) async throws -> StageHandle<S> {
+        let prepared = try Self.prepare(stage, options: options, subscribeTo: subscriptions)
+        return try await prepared.start { loop in
+            // Detached: a stage is an independent process-like loop and must not inherit the
+            // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
+            prepared.handle.cell.attach(Task.detached(executorPreference: prepared.executor, operation: loop))
+        }
+    }
+
+    /// Validates `options` and `subscriptions` and builds the stage's cell and loop without
+    /// running anything: the engine hook behind ``start(_:options:subscribeTo:)`` for callers
+    /// that run the loop in a task of their own (a pipeline runs its stages as children of
+    /// its task group). ``PreparedStage/start(launching:)`` then launches and subscribes.
+    ///
+    /// - Throws: ``SluiceError`` for bad options, as ``start(_:options:subscribeTo:)``.
+    @inlinable
+    package static func prepare(
+        _ stage: sending S,
+        options: StageOptions<S.Output> = .init(),
+        subscribeTo subscriptions: [SubscribeTo<S.Input>] = []
+    ) throws -> PreparedStage<S> {
         let name = options.name ?? String(describing: S.self)
         try options.validate(role: S.role, stageName: name)
         for subscription in subscriptions { try subscription.options.validate() }
@@ -58,35 +78,33 @@ public struct StageHandle<S: Stage>: Sendable {
         var logger = options.logger ?? Logger.current
         logger[metadataKey: SluiceLogKey.stageName] = "\(name)"
         logger[metadataKey: SluiceLogKey.stageID] = "\(cell.stageID.rawValue)"
-        // `sending` values cross into the reply's closure once; the closure runs exactly once.
-        nonisolated(unsafe) let stage = stage
-        try await Reply<Void>.awaiting { started in
-            switch options.dispatcher?.kind ?? .demand {
-            case .demand:
-                Self.launch(stage, cell: cell, dispatcher: DemandDispatcher<S.Output>(), options: options, logger: logger, started: started)
-            case .broadcast:
-                Self.launch(stage, cell: cell, dispatcher: BroadcastDispatcher<S.Output>(), options: options, logger: logger, started: started)
-            case .partition(let partitions, let route):
-                Self.launch(
-                    stage,
-                    cell: cell,
-                    dispatcher: PartitionDispatcher(partitions: partitions, routing: route),
-                    options: options,
-                    logger: logger,
-                    started: started
-                )
-            }
+        let loop: @Sendable (Reply<Void>) async -> Void
+        switch options.dispatcher?.kind ?? .demand {
+        case .demand:
+            loop = Self.loop(stage, cell: cell, dispatcher: DemandDispatcher<S.Output>(), options: options, logger: logger)
+        case .broadcast:
+            loop = Self.loop(stage, cell: cell, dispatcher: BroadcastDispatcher<S.Output>(), options: options, logger: logger)
+        case .partition(let partitions, let route):
+            loop = Self.loop(
+                stage,
+                cell: cell,
+                dispatcher: PartitionDispatcher(partitions: partitions, routing: route),
+                options: options,
+                logger: logger
+            )
         }
-        let handle = StageHandle(cell: cell)
-        do {
-            for subscription in subscriptions {
-                _ = try await handle.subscribe(to: subscription.source, options: subscription.options)
-            }
-        } catch {
-            _ = await handle.stop(.shutdown)
-            throw error
-        }
-        return handle
+        return PreparedStage(
+            handle: StageHandle(cell: cell),
+            executor: Self.executor(for: options),
+            subscriptions: subscriptions,
+            loop: loop
+        )
+    }
+
+    /// The executor a stage's task prefers: the one place that chooses it.
+    @inlinable
+    static func executor(for options: StageOptions<S.Output>) -> (any TaskExecutor)? {
+        options.executor.taskExecutor
     }
 
     @usableFromInline
@@ -94,18 +112,20 @@ public struct StageHandle<S: Stage>: Sendable {
         SluiceError(.notAConsumer, "\(name) is a producer: it takes no input and cannot subscribe to another stage")
     }
 
+    /// The stage's loop: runs it until it ends, answering `started` once `didStart` returned,
+    /// and records its end. To be run exactly once.
     @inlinable
-    static func launch<D: EventDispatcher>(
+    static func loop<D: EventDispatcher>(
         _ stage: sending S,
         cell: StageCell<S>,
         dispatcher: sending D,
         options: StageOptions<S.Output>,
-        logger: Logger,
-        started: Reply<Void>
-    ) where D.Event == S.Output {
-        // Detached: a stage is an independent process-like loop and must not inherit the
-        // caller's actor (a `Task {}` in main.swift would otherwise run on the main actor).
-        let running = Task.detached(executorPreference: options.executor.taskExecutor) {
+        logger: Logger
+    ) -> @Sendable (Reply<Void>) async -> Void where D.Event == S.Output {
+        // `sending` values cross into the loop once: the loop runs exactly once.
+        nonisolated(unsafe) let stage = stage
+        nonisolated(unsafe) let dispatcher = dispatcher
+        return { started in
             var runner = StageRunner(
                 stage: stage,
                 cell: cell,
@@ -117,7 +137,6 @@ public struct StageHandle<S: Stage>: Sendable {
             let reason = await runner.run()
             cell.termination.finish(reason)
         }
-        cell.attach(running)
     }
 
     // MARK: Subscriptions
@@ -294,4 +313,58 @@ public struct ProducerRef<Output: Sendable>: Sendable {
     public var id: StageID { self.source.stageID }
     /// The producer's name.
     public var name: String { self.source.stageName }
+}
+
+/// A stage built by ``StageHandle/prepare(_:options:subscribeTo:)`` whose loop does not run yet.
+///
+/// Call ``start(launching:)`` exactly once: it hands the loop to the caller's launcher, waits
+/// for the stage's `didStart` and subscribes it.
+@usableFromInline
+package struct PreparedStage<S: Stage>: Sendable {
+    /// The stage's handle, valid before it runs.
+    @usableFromInline
+    package let handle: StageHandle<S>
+    /// The executor the stage's task should prefer.
+    @usableFromInline
+    package let executor: (any TaskExecutor)?
+    @usableFromInline
+    let subscriptions: [SubscribeTo<S.Input>]
+    @usableFromInline
+    let loop: @Sendable (Reply<Void>) async -> Void
+
+    @inlinable
+    init(
+        handle: StageHandle<S>,
+        executor: (any TaskExecutor)?,
+        subscriptions: [SubscribeTo<S.Input>],
+        loop: @escaping @Sendable (Reply<Void>) async -> Void
+    ) {
+        self.handle = handle
+        self.executor = executor
+        self.subscriptions = subscriptions
+        self.loop = loop
+    }
+
+    /// Gives `launch` the stage's loop to run in a task (preferring ``executor``), waits until
+    /// ``Stage/didStart(handle:context:)`` returned, then subscribes the stage to each producer
+    /// it was prepared with. If a subscription is rejected the stage is stopped.
+    ///
+    /// - Throws: The error `didStart` threw (the stage has then ended), or the subscription's.
+    @inlinable
+    package func start(launching launch: (@escaping @Sendable () async -> Void) -> Void) async throws -> StageHandle<S> {
+        let loop = self.loop
+        try await Reply<Void>.awaiting { started in
+            launch { await loop(started) }
+        }
+        let handle = self.handle
+        do {
+            for subscription in self.subscriptions {
+                _ = try await handle.subscribe(to: subscription.source, options: subscription.options)
+            }
+        } catch {
+            _ = await handle.stop(.shutdown)
+            throw error
+        }
+        return handle
+    }
 }
