@@ -93,7 +93,9 @@ final class StageCell<S: Stage>: Sendable {
     /// The task running the stage, and whether it was killed before the task was known.
     @usableFromInline let task = Mutex<(running: Task<Void, Never>?, killed: Bool)>((nil, false))
 
-    @usableFromInline
+    // Inlinable: the endpoints' closures are made here, where the stage type is known, so
+    // every ask and delivery posts to a fully specialized mailbox.
+    @inlinable
     init(name: String) {
         let stageID = StageID.next()
         let mailbox = Mailbox<StageMail<S>>()
