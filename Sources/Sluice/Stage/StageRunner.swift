@@ -217,7 +217,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             case .consumer:
                 reply.fail(SluiceError(.notAProducer, "\(self.cell.stageName) (\(self.cell.stageID)) is a consumer: it has no demand mode"))
             case .producer, .producerConsumer:
-                reply.succeed(self.accumulated == nil ? .forward : .accumulate)
+                reply.succeed(self.demandMode)
             }
 
         case .info(let info):
@@ -503,17 +503,15 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     }
 
     /// The producer refused a subscription (its reply already told whoever asked): it was never
-    /// established, so no callback runs; only a producer that had ended counts as a lost producer.
+    /// established, so no callback runs and the stage keeps running. (A producer that ends
+    /// with subscriptions still queued reports them as down, not as refused.)
     @usableFromInline
     mutating func upstreamRejected(_ subscription: SubscriptionID, error: any Error) {
-        guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
+        guard self.upstreams.removeValue(forKey: subscription) != nil else { return }
         self.context.logger.debug(
             "subscription refused",
             metadata: [SluiceLogKey.subscription: "\(subscription)", SluiceLogKey.reason: "\(error)"]
         )
-        if (error as? SluiceError)?.code == .stageEnded {
-            self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: .failure(error))
-        }
     }
 
     /// Hands `events` to the stage in slices and re-asks after each slice.
@@ -705,6 +703,10 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         return statistics
     }
 
+    /// The producer demand mode in force: accumulating while demands are held.
+    @usableFromInline
+    var demandMode: ProducerDemandMode { self.accumulated == nil ? .forward : .accumulate }
+
     @usableFromInline
     func currentStatus() -> StageStatus {
         var queuedEvents = 0
@@ -720,7 +722,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             name: self.cell.stageName,
             role: S.role,
             dispatcher: S.role == .consumer ? nil : self.dispatcher.name,
-            demandMode: S.role == .consumer ? nil : (self.accumulated == nil ? .forward : .accumulate),
+            demandMode: S.role == .consumer ? nil : self.demandMode,
             subscribers: self.dispatcher.subscriberStatus(),
             producers: self.upstreams.map { subscription, upstream in
                 StageStatus.Producer(
@@ -733,7 +735,6 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
                     isCancelling: upstream.cancelling
                 )
             },
-            buffered: self.buffer.count,
             queuedInputBatches: queuedBatches,
             queuedInputEvents: queuedEvents,
             infosBehindEvents: self.infosBehindEvents.count + self.queuedInput.count(where: {

@@ -54,8 +54,6 @@ public struct StageStatus: Sendable {
     public let subscribers: [Subscriber]
     /// The producers the stage subscribed to, with the demand pending on each.
     public let producers: [Producer]
-    /// Events in the producer buffer.
-    public let buffered: Int
     /// Producer-consumers: batches of input received and waiting for downstream demand.
     public let queuedInputBatches: Int
     /// Producer-consumers: events in ``queuedInputBatches``.
@@ -64,4 +62,7 @@ public struct StageStatus: Sendable {
     public let infosBehindEvents: Int
     /// The stage's counters.
     public let statistics: StageStatistics
+
+    /// Events in the producer buffer (``StageStatistics/buffered``).
+    public var buffered: Int { self.statistics.buffered }
 }
