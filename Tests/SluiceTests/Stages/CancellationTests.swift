@@ -115,29 +115,9 @@ struct CancellationTests {
         arguments: [CancelMode.permanent, .transient, .temporary]
     )
     func ownCancelAppliesCancelMode(mode: CancelMode) async throws {
-        let reasons: [StopReason] = [.normal, .shutdown, .failure(TestFailure())]
-        for reason in reasons {
-            let log = Observed(ConsumerLog())
-            let producer = try await StageHandle.start(ScriptedProducer(.queue))
-            let consumer = try await StageHandle.start(
-                RecordingConsumer(log: log),
-                subscribeTo: [.init(producer, options: .init(cancel: mode))]
-            )
-            let subscription = try #require(log.value.subscriptions.first?.id)
+        try await expectCancelMode(mode) { _, consumer, subscription, reason in
             consumer.cancel(subscription, reason: reason)
-            try await log.wait("the cancel of \(subscription)") { !$0.cancels.isEmpty }
-            #expect(log.value.cancels.map(\.reason) == ["cancelled(\(reason))"])
-            #expect(log.value.cancels.map(\.subscription) == [subscription])
-            if mode.endsConsumer(for: reason) {
-                #expect(try await consumer.ended() == reason, "\(mode) consumer stops with the cancel's reason \(reason)")
-            } else {
-                let statistics = try await consumer.stats()
-                #expect(consumer.stopReason == nil, "\(mode) consumer keeps running after cancel with \(reason)")
-                #expect(statistics.upstreamSubscriptions == 0)
-                try await consumer.halt()
-            }
-            #expect(try await producer.stats().subscribers == 0)
-            try await producer.halt()
+            return .cancelled(reason)
         }
     }
 

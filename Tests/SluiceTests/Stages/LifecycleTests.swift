@@ -47,30 +47,9 @@ struct LifecycleTests {
         arguments: [CancelMode.permanent, .transient, .temporary]
     )
     func cancelModes(mode: CancelMode) async throws {
-        let reasons: [StopReason] = [.normal, .shutdown, .failure(TestFailure())]
-        for reason in reasons {
-            let log = Observed(ConsumerLog())
-            let producer = try await StageHandle.start(ScriptedProducer(.queue))
-            let consumer = try await StageHandle.start(
-                RecordingConsumer(log: log),
-                subscribeTo: [.init(producer, options: .init(cancel: mode))]
-            )
+        try await expectCancelMode(mode) { producer, _, _, reason in
             try await producer.halt(reason)
-            // The producer told its subscribers before its end became visible, so the
-            // consumer's mailbox already holds the news: a statistics request answers after it.
-            let expectEnd = mode.endsConsumer(for: reason)
-            do {
-                let statistics = try await consumer.stats()
-                #expect(!expectEnd, "\(mode) consumer kept running after the producer's \(reason) end")
-                #expect(statistics.upstreamSubscriptions == 0)
-                #expect(log.value.cancels.map(\.reason) == ["down(\(reason))"])
-                try await consumer.halt()
-            } catch let error as SluiceError {
-                #expect(error.code == .stageEnded)
-                #expect(expectEnd, "\(mode) consumer ended after the producer's \(reason) end")
-                let ended = try await consumer.ended()
-                #expect("\(ended)" == "\(reason)")
-            }
+            return .down(reason)
         }
         #expect(CancelMode.permanent.endsConsumer(for: .normal))
         #expect(!CancelMode.transient.endsConsumer(for: .shutdown))

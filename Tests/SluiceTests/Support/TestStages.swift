@@ -203,3 +203,41 @@ extension StageHandle {
         try await withTimeout("\(self.name) to end", sourceLocation: sourceLocation) { await self.waitForTermination() }
     }
 }
+
+/// Runs `mode` against every kind of reason: a consumer with one subscription (to a queue
+/// producer) whose subscription `end` finishes — returning the ``CancelReason`` the consumer must
+/// see — and checks that `handleCancel` saw exactly that, and that the consumer then ended with
+/// the reason if `mode` says so and kept running with no subscription otherwise.
+func expectCancelMode(
+    _ mode: CancelMode,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    ending end: (StageHandle<ScriptedProducer>, StageHandle<RecordingConsumer>, SubscriptionID, StopReason) async throws -> CancelReason
+) async throws {
+    let reasons: [StopReason] = [.normal, .shutdown, .failure(TestFailure())]
+    for reason in reasons {
+        let log = Observed(ConsumerLog())
+        let producer = try await StageHandle.start(ScriptedProducer(.queue))
+        let consumer = try await StageHandle.start(
+            RecordingConsumer(log: log),
+            subscribeTo: [.init(producer, options: .init(cancel: mode))]
+        )
+        let subscription = try #require(log.value.subscriptions.first?.id, sourceLocation: sourceLocation)
+        let expected = try await end(producer, consumer, subscription, reason)
+        try await log.wait("the end of \(subscription)", sourceLocation: sourceLocation) { !$0.cancels.isEmpty }
+        #expect(log.value.cancels.map(\.reason) == ["\(expected)"], sourceLocation: sourceLocation)
+        #expect(log.value.cancels.map(\.subscription) == [subscription], sourceLocation: sourceLocation)
+        if mode.endsConsumer(for: reason) {
+            let ended = try await consumer.ended(sourceLocation: sourceLocation)
+            #expect(ended == reason, "\(mode) consumer stops with the reason \(reason)", sourceLocation: sourceLocation)
+        } else {
+            let statistics = try await consumer.stats(sourceLocation: sourceLocation)
+            #expect(consumer.stopReason == nil, "\(mode) consumer keeps running after \(expected)", sourceLocation: sourceLocation)
+            #expect(statistics.upstreamSubscriptions == 0, sourceLocation: sourceLocation)
+            try await consumer.halt(sourceLocation: sourceLocation)
+        }
+        if producer.stopReason == nil {
+            #expect(try await producer.stats().subscribers == 0, sourceLocation: sourceLocation)
+            try await producer.halt(sourceLocation: sourceLocation)
+        }
+    }
+}
