@@ -188,7 +188,7 @@ final class RedisLink: ConnectionDriver {
     }
 
     func close() {
-        self.context = nil
+        self.disconnect()
     }
 
     // MARK: For jobs

@@ -24,9 +24,7 @@ struct RedisReliableMode: RedisMode {
     var acknowledgementsNeedCommands: Bool { true }
 
     func prepare(_ context: HiredisContext) throws(RedisError) {
-        var register = RedisCommand("SADD")
-        register.append(self.keys.registry)
-        register.append(self.configuration.consumer)
+        let register = RedisCommand("SADD", self.keys.registry, self.configuration.consumer)
         try context.command(register) { _ throws(RedisError) in }
         try self.refreshLiveness(context)
         // Our own processing list holds what an earlier run with this consumer name did not
@@ -127,11 +125,8 @@ struct RedisReliableMode: RedisMode {
                 if moved > 0 {
                     logger.debug("gave unfinished items back to the list", metadata: [RedisLogKey.count: "\(moved)"])
                 }
-                var forget = RedisCommand("SREM")
-                forget.append(keys.registry)
-                forget.append(consumer)
-                var delete = RedisCommand("DEL")
-                delete.append(keys.alive)
+                let forget = RedisCommand("SREM", keys.registry, consumer)
+                let delete = RedisCommand("DEL", keys.alive)
                 try context.pipeline([forget, delete]) { _, _ throws(RedisError) in }
             }
         }
@@ -176,12 +171,7 @@ struct RedisReliableMode: RedisMode {
                 self.delivered += moved.count
                 return moved
             }
-            var wait = RedisCommand("BLMOVE")
-            wait.append(self.keys.source)
-            wait.append(self.keys.processing)
-            wait.append("LEFT")
-            wait.append("RIGHT")
-            wait.append(self.blockSeconds)
+            let wait = RedisCommand("BLMOVE", self.keys.source, self.keys.processing, "LEFT", "RIGHT", self.blockSeconds)
             guard session.beginBlocking() else { return [] }
             defer { session.endBlocking() }
             let waited = try context.command(wait) { reply throws(RedisError) -> [Message<RedisMetadata>] in

@@ -153,7 +153,6 @@ struct RedisStreamMode: RedisMode {
                 read.append(self.keys.source)
                 read.append(after.description)
                 var entries = try context.command(read) { reply throws(RedisError) in try self.streamEntries(reply) }
-                entries.removeAll { $0.metadata.entryID == nil }
                 guard let last = entries.last?.metadata.entryID else {
                     self.phase = .new
                     return try self.readOnce(context, count: count, session: session)
@@ -181,7 +180,6 @@ struct RedisStreamMode: RedisMode {
                 }
                 self.claimCursor = cursor
                 if cursor == .zero { self.nextClaim = .now + self.configuration.claimInterval }
-                entries.removeAll { $0.metadata.entryID == nil }
                 if !entries.isEmpty {
                     try self.fillDeliveryCounts(&entries, context)
                     self.noteDelivered(entries)
@@ -227,8 +225,9 @@ struct RedisStreamMode: RedisMode {
             return try self.entries(stream[1], deliveryCount: deliveryCount)
         }
 
-        /// `[[id, [field, value, …]], …]`; an entry deleted from the stream but still pending has
-        /// nil fields and gets no entry id (the caller drops it; it is acknowledged with the rest).
+        /// `[[id, [field, value, …]], …]`. Every message has its entry id. An entry deleted from
+        /// the stream but still pending has nil fields and is skipped: it has no payload to
+        /// handle, and `XAUTOCLAIM` (Redis 7) removes such entries from the pending list.
         private func entries(_ list: RedisReplyRef, deliveryCount: Int?) throws(RedisError) -> [Message<RedisMetadata>] {
             guard list.kind == .array else { return [] }
             let key = self.keys.source
@@ -268,8 +267,8 @@ struct RedisStreamMode: RedisMode {
         /// Reads the delivery counts of `entries` (all pending for this consumer) from `XPENDING`.
         private func fillDeliveryCounts(_ entries: inout [Message<RedisMetadata>], _ context: HiredisContext) throws(RedisError) {
             guard let first = entries.first?.metadata.entryID, let last = entries.last?.metadata.entryID else { return }
-            let low = min(first, entries.lazy.compactMap(\.metadata.entryID).min() ?? first)
-            let high = max(last, entries.lazy.compactMap(\.metadata.entryID).max() ?? last)
+            // Entries come in id order, so the first and last bound them.
+            let (low, high) = (first, last)
             var pending = RedisCommand("XPENDING")
             pending.append(self.keys.source)
             pending.append(self.configuration.group)

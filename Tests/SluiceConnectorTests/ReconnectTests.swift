@@ -28,6 +28,26 @@ struct ReconnectTests {
         #expect(!third, "no failure since: not a reconnect")
     }
 
+    @Test func aWaitThatNeverGrowsIsAnsweredForAnyAttempt() {
+        #expect(Backoff(initial: .zero, maximum: .seconds(1)).delay(forAttempt: Int.max) == .zero)
+        #expect(Backoff(initial: .milliseconds(5), maximum: .seconds(1), multiplier: 1).delay(forAttempt: 1_000_000_000) == .milliseconds(5))
+    }
+
+    @Test func backoffRangesAreCheckedWithTypedErrors() throws {
+        try Backoff(initial: .milliseconds(10), maximum: .seconds(1)).validate()
+        let errors: [(Backoff, String)] = [
+            (Backoff(initial: .milliseconds(-1), maximum: .seconds(1)), "initial"),
+            (Backoff(initial: .seconds(2), maximum: .seconds(1)), "maximum"),
+            (Backoff(initial: .milliseconds(10), maximum: .seconds(1), multiplier: 0.5), "multiplier"),
+            (Backoff(initial: .milliseconds(10), maximum: .seconds(1), jitter: 2), "jitter"),
+        ]
+        for (backoff, field) in errors {
+            let error = #expect(throws: SluiceError.self) { try backoff.validate() }
+            #expect(error?.code == .invalidOption)
+            #expect(error?.message.contains("invalid option \(field)=") == true)
+        }
+    }
+
     @Test func jitterShortensEachWaitByAtMostItsFraction() {
         let backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(10), multiplier: 3, jitter: 0.5)
         var reconnect = Reconnect(backoff: backoff, random: SeededRandom(seed: 7))

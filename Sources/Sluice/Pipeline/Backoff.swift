@@ -45,6 +45,8 @@ public struct Backoff: Hashable, Sendable {
     /// The wait after failed attempt number `attempt` (1-based), before jitter.
     @inlinable
     public func delay(forAttempt attempt: Int) -> Duration {
+        // A wait that never grows needs no loop (a retry count may be large).
+        if self.initial == .zero || self.multiplier == 1 { return min(self.initial, self.maximum) }
         var wait = self.initial
         for _ in 1..<max(1, attempt) {
             wait = wait.scaled(by: self.multiplier)
@@ -60,6 +62,15 @@ public struct Backoff: Hashable, Sendable {
         let wait = self.delay(forAttempt: attempt)
         guard self.jitter > 0 else { return wait }
         return wait.scaled(by: 1 - Double.random(in: 0...min(1, self.jitter), using: &generator))
+    }
+
+    /// Checks the ranges: `initial` 0 or more, `maximum` at least `initial`, `multiplier` 1 or
+    /// more, `jitter` within 0…1.
+    ///
+    /// - Throws: ``SluiceError`` `invalidOption` naming the first field out of its range.
+    @inlinable
+    public func validate() throws(SluiceError) {
+        try self.validate(initial: "initial", maximum: "maximum", multiplier: "multiplier", jitter: "jitter")
     }
 
     /// Checks the ranges; `initial`, `maximum`, `multiplier` and `jitter` name the fields in
@@ -86,7 +97,7 @@ extension Duration {
         return .seconds(Int64(scaled / 1e18)) + .nanoseconds(Int64(scaled.truncatingRemainder(dividingBy: 1e18) / 1e9))
     }
 
-    /// This duration in seconds, as a `Double` (for C timeouts and command arguments).
+    /// This duration in seconds, as a `Double` (for rates and command arguments).
     @inlinable
     package var inSeconds: Double {
         Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
