@@ -27,15 +27,26 @@ public final class DemandLedger: Sendable {
     /// What one subscription asked for and received.
     public struct Account: Sendable {
         /// Every ask, in order, including asks of 0 (which the engine should never send).
-        public var asks: [Int] = []
+        public private(set) var asks: [Int] = []
         /// The size of every delivered batch, in order.
-        public var batches: [Int] = []
+        public private(set) var batches: [Int] = []
         /// The delivered events, when the ledger keeps them (only `Int` events).
-        public var events: [Int] = []
-        /// The sum of the asks.
-        public var asked: Int { self.asks.reduce(0, +) }
+        public private(set) var events: [Int] = []
+        /// The sum of the asks (kept as they are recorded, not summed on each check).
+        public private(set) var asked = 0
         /// The sum of the delivered batches.
-        public var received: Int { self.batches.reduce(0, +) }
+        public private(set) var received = 0
+
+        mutating func record(ask count: Int) {
+            self.asks.append(count)
+            self.asked += count
+        }
+
+        mutating func record(batch count: Int, events: [Int]?) {
+            self.batches.append(count)
+            self.received += count
+            if let events { self.events.append(contentsOf: events) }
+        }
 
         /// Creates an empty account.
         public init() {}
@@ -94,11 +105,15 @@ public final class DemandLedger: Sendable {
                 return source.subscribe(subscription, sink: watchedSink, options: options, reply: reply)
             },
             ask: { count, subscription in
-                let account = self.accounts.withLock { accounts -> Account in
-                    accounts[subscription, default: Account()].asks.append(count)
-                    return accounts[subscription]!
+                if let onAsk = self.onAsk {
+                    let account = self.accounts.withLock { accounts -> Account in
+                        accounts[subscription, default: Account()].record(ask: count)
+                        return accounts[subscription]!
+                    }
+                    onAsk(subscription, account)
+                } else {
+                    self.accounts.withLock { $0[subscription, default: Account()].record(ask: count) }
                 }
-                self.onAsk?(subscription, account)
                 source.ask(count, on: subscription)
             },
             cancel: { subscription, reason in source.cancel(subscription, reason: reason) }
@@ -108,10 +123,9 @@ public final class DemandLedger: Sendable {
 
     private func delivered<Event>(_ events: [Event], on subscription: SubscriptionID) {
         let problem = self.accounts.withLock { accounts -> String? in
-            var account = accounts[subscription, default: Account()]
-            account.batches.append(events.count)
-            if self.keepEvents, let ints = events as? [Int] { account.events.append(contentsOf: ints) }
-            accounts[subscription] = account
+            // Changed in place: copying the account out would copy its arrays for every batch.
+            accounts[subscription, default: Account()].record(batch: events.count, events: self.keepEvents ? events as? [Int] : nil)
+            let account = accounts[subscription]!
             if account.received > account.asked {
                 return "\(subscription) received \(account.received) events but asked only \(account.asked) "
                     + "(asks \(account.asks), batches \(account.batches))"

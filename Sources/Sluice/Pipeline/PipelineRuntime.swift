@@ -260,8 +260,10 @@ final class PipelineTimers: Sendable {
     @usableFromInline
     init() {}
 
-    /// Calls `fire` once the pipeline clock reaches `deadline` (at once if it has); never
-    /// after ``cancel(_:)`` returned or the run ended.
+    /// Calls `fire` once the pipeline clock reaches `deadline` (at once if it has), never after
+    /// the run ended. A timer already due may still fire once after ``cancel(_:)`` returned (it
+    /// is taken under the lock and fired outside it), so a caller that cancels checks a
+    /// generation of its own, as the batcher does.
     @inlinable
     @discardableResult
     func schedule(at deadline: Duration, _ fire: @escaping @Sendable () -> Void) -> Token {

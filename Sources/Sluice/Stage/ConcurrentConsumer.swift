@@ -95,12 +95,11 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         within period: Duration = .seconds(5),
         onFailure: (@Sendable (Input, any Error) -> Void)? = nil,
         handler: @escaping @Sendable (Input) async throws -> Void
-    ) throws {
+    ) throws(SluiceError) {
         guard restart != .permanent else {
-            throw SluiceError.invalidOption("restart", restart, "a handler that returned is done; use .transient to rerun failed ones")
+            throw .invalidOption("restart", restart, "a handler that returned is done; use .transient to rerun failed ones")
         }
-        guard maxRestarts >= 0 else { throw SluiceError.invalidOption("maxRestarts", maxRestarts, "must be 0 or more") }
-        guard period > .zero else { throw SluiceError.invalidOption("period", period, "must be positive") }
+        try RestartIntensity.validate(maxRestarts: maxRestarts, period: period)
         let restarts = restart == .transient ? RestartIntensity(maxRestarts: maxRestarts, period: period) : nil
         self.init(restarts: restarts, onFailure, handler)
     }
@@ -235,26 +234,5 @@ struct TaskSlots: Hashable, Sendable {
         guard self.finishedSinceAsk >= self.minDemand else { return nil }
         defer { self.finishedSinceAsk = 0 }
         return self.finishedSinceAsk
-    }
-}
-
-/// The restart intensity of a ``ConcurrentConsumer``: at most `maxRestarts` reruns within
-/// `period`, over all its tasks.
-struct RestartIntensity: Sendable {
-    let maxRestarts: Int
-    let period: Duration
-    /// When the reruns still inside the window happened, oldest first.
-    private var restarts: [ContinuousClock.Instant] = []
-
-    init(maxRestarts: Int, period: Duration) {
-        self.maxRestarts = maxRestarts
-        self.period = period
-    }
-
-    /// Records a rerun at `now`; `false` if it is one more than the window allows.
-    mutating func allowsRestart(at now: ContinuousClock.Instant) -> Bool {
-        self.restarts.removeAll { now - $0 >= self.period }
-        self.restarts.append(now)
-        return self.restarts.count <= self.maxRestarts
     }
 }

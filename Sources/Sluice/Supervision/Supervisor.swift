@@ -118,7 +118,7 @@ public final class Supervisor: Sendable {
     private struct State: ~Copyable {
         var running: [SupervisedStage?]
         var generations: [Int]
-        var restarts: [ContinuousClock.Instant] = []
+        var intensity: RestartIntensity
         var restartCount = 0
     }
 
@@ -136,7 +136,13 @@ public final class Supervisor: Sendable {
         self.maxRestarts = maxRestarts
         self.period = period
         self.logger = logger
-        self.state = Mutex(State(running: Array(repeating: nil, count: specs.count), generations: Array(repeating: 0, count: specs.count)))
+        self.state = Mutex(
+            State(
+                running: Array(repeating: nil, count: specs.count),
+                generations: Array(repeating: 0, count: specs.count),
+                intensity: RestartIntensity(maxRestarts: maxRestarts, period: period)
+            )
+        )
         (self.events, self.eventsContinuation) = AsyncStream.makeStream(of: Event.self)
     }
 
@@ -151,8 +157,7 @@ public final class Supervisor: Sendable {
         within period: Duration = .seconds(5),
         logger: Logger? = nil
     ) async throws -> Supervisor {
-        guard maxRestarts >= 0 else { throw SluiceError.invalidOption("maxRestarts", maxRestarts, "must be 0 or more") }
-        guard period > .zero else { throw SluiceError.invalidOption("period", period, "must be positive") }
+        try RestartIntensity.validate(maxRestarts: maxRestarts, period: period)
         var ids = Set<String>()
         for spec in children where !ids.insert(spec.id).inserted {
             throw SluiceError.invalidOption("children", spec.id, "child ids must be unique")
@@ -235,10 +240,8 @@ public final class Supervisor: Sendable {
         while true {
             let now = ContinuousClock.now
             let exceeded = self.state.withLock { state -> Bool in
-                state.restarts = state.restarts.filter { now - $0 < self.period }
-                state.restarts.append(now)
                 state.restartCount += 1
-                return state.restarts.count > self.maxRestarts
+                return !state.intensity.allowsRestart(at: now)
             }
             if exceeded {
                 let error = SluiceError(
