@@ -89,7 +89,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         @usableFromInline var current: RunningState?
         @usableFromInline var drainRequested = false
         @usableFromInline var last = PipelineStatistics()
-        @usableFromInline var lastStages: [PipelineStageRef] = []
+        @usableFromInline var lastStages: [SupervisedStage] = []
 
         @usableFromInline
         init() {}
@@ -98,7 +98,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     @usableFromInline
     struct RunningState: Sendable {
         @usableFromInline
-        var stages: [PipelineStageRef]
+        var stages: [SupervisedStage]
         @usableFromInline
         var drain: @Sendable () -> Void
         @usableFromInline
@@ -108,7 +108,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
 
         @usableFromInline
         init(
-            stages: [PipelineStageRef],
+            stages: [SupervisedStage],
             drain: @escaping @Sendable () -> Void,
             pokeProcessors: @escaping @Sendable () -> Void,
             statistics: @escaping @Sendable () -> PipelineStatistics
@@ -297,7 +297,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     /// them cancels that group (``runLifecycle(of:runtime:logger:group:)``).
     @usableFromInline
     struct Topology: Sendable {
-        @usableFromInline var stages: [PipelineStageRef] = []
+        @usableFromInline var stages: [SupervisedStage] = []
         /// Tells the source to drain.
         @usableFromInline var drainSource: @Sendable () -> Void = {}
         /// Lets the source forward the demand it held while the stages started.
@@ -322,7 +322,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
         var topology = Topology()
         do {
             let sourceHandle = try await self.startSource(parts.stage, logger: logger, group: &group)
-            topology.stages.append(PipelineStageRef(sourceHandle))
+            topology.stages.append(SupervisedStage(sourceHandle))
             topology.drainSource = { sourceHandle.send(.drain) }
             topology.startSource = { sourceHandle.setDemandMode(.forward) }
             if self.components.batchers.isEmpty {
@@ -410,7 +410,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 in: &group
             )
             handles.append(handle)
-            topology.stages.append(PipelineStageRef(handle))
+            topology.stages.append(SupervisedStage(handle))
             topology.pokes.append { handle.send(.tokens) }
         }
         return handles
@@ -446,7 +446,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
             subscribeTo: subscriptions,
             in: &group
         )
-        topology.stages.append(PipelineStageRef(batcherHandle))
+        topology.stages.append(SupervisedStage(batcherHandle))
         // Batches a batch processor asks for: what two processor hand-offs fill, at least 4 and
         // at most 32, re-asked half at a time. Batches then wait while another is handled
         // instead of each waiting on a round trip to the batcher (2 → 4 batches measured about
@@ -459,7 +459,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
                 subscribeTo: [SubscribeTo(batcherHandle, options: SubscriptionOptions(maxDemand: batchDemand, minDemand: batchDemand / 2))],
                 in: &group
             )
-            topology.stages.append(PipelineStageRef(handle))
+            topology.stages.append(SupervisedStage(handle))
         }
     }
 
@@ -561,34 +561,7 @@ public final class Pipeline<Source: PipelineSource>: Service, Sendable {
     }
 
     /// The stages of the current run, or of the last one once it ended, upstream first.
-    package var stages: [PipelineStageRef] {
+    package var stages: [SupervisedStage] {
         self.running.withLock { $0.current?.stages ?? $0.lastStages }
     }
-}
-
-/// A stage of a pipeline's run with its type erased: how the run stops it, and how it ended.
-@usableFromInline
-package struct PipelineStageRef: Sendable {
-    /// The stage's name.
-    @usableFromInline
-    package let name: String
-    @usableFromInline let stop: @Sendable (StopReason) async -> StopReason
-    @usableFromInline let kill: @Sendable () async -> StopReason
-    @usableFromInline let wait: @Sendable () async -> StopReason
-    @usableFromInline let reason: @Sendable () -> StopReason?
-
-    @usableFromInline
-    init<S: Stage>(_ handle: StageHandle<S>) {
-        self.name = handle.name
-        self.stop = { await handle.stop($0) }
-        self.kill = { await handle.kill() }
-        self.wait = { await handle.waitForTermination() }
-        self.reason = { handle.stopReason }
-    }
-
-    /// Why the stage ended, or `nil` while it runs.
-    package var stopReason: StopReason? { self.reason() }
-
-    /// Waits until the stage ends and returns why.
-    package func waitForTermination() async -> StopReason { await self.wait() }
 }

@@ -41,22 +41,33 @@ public struct RestartPolicy: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A running child of a supervisor, with its stage type erased.
+/// A running stage with its type erased: a child of a supervisor, or a stage of a pipeline.
 public struct SupervisedStage: Sendable {
     @usableFromInline let id: StageID
+    /// The stage's name.
+    public let name: String
     @usableFromInline let stop: @Sendable (StopReason) async -> StopReason
     @usableFromInline let kill: @Sendable () async -> StopReason
     @usableFromInline let wait: @Sendable () async -> StopReason
+    @usableFromInline let reason: @Sendable () -> StopReason?
     @usableFromInline let handle: any Sendable
 
     /// Wraps a running stage.
     public init<S: Stage>(_ handle: StageHandle<S>) {
         self.id = handle.id
+        self.name = handle.name
         self.stop = { await handle.stop($0) }
         self.kill = { await handle.kill() }
         self.wait = { await handle.waitForTermination() }
+        self.reason = { handle.stopReason }
         self.handle = handle
     }
+
+    /// Why the stage ended, or `nil` while it runs.
+    public var stopReason: StopReason? { self.reason() }
+
+    /// Waits until the stage ends and returns why.
+    public func waitForTermination() async -> StopReason { await self.wait() }
 }
 
 /// How to start (and restart) one child of a supervisor.
