@@ -176,13 +176,18 @@ final class RedisLink: ConnectionDriver {
             now = .now
             self.periodic[index].due = now + self.periodic[index].interval
         }
-        let untilPeriodic = self.periodic.map(\.due).min().map { $0 - now }
+        let untilPeriodic = self.periodic.lazy.map(\.due).min().map { $0 - now }
         guard let step = self.step else { return .wait(socket: nil, timeout: untilPeriodic) }
         switch step(self) {
         case .again:
             return .again
         case .wait(let socket, let timeout):
-            let soonest = [untilPeriodic, timeout].compactMap { $0 }.min()
+            // The sooner of the two, without building an array each turn.
+            let soonest = switch (untilPeriodic, timeout) {
+            case (let periodic?, let step?): min(periodic, step)
+            case (let periodic?, nil): periodic
+            case (nil, let step): step
+            }
             return .wait(socket: socket, timeout: soonest)
         }
     }

@@ -106,6 +106,7 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// - Parameters:
     ///   - guarantee: What the source's mode promises.
     ///   - timeLimit: The longest a check may take (at least a second).
+    /// - Throws: ``Sluice/SluiceError`` `invalidOption` for a time limit under a second.
     ///   - logger: The logger for the sources and pipelines the checks run.
     ///   - probe: The broker, seen from outside the source.
     ///   - makeSource: Makes a source on the probe's key; called once per run (the
@@ -116,9 +117,12 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
         logger: Logger,
         probe: BrokerProbe,
         makeSource: @escaping @Sendable () throws -> Source
-    ) {
+    ) throws(SluiceError) {
+        guard timeLimit >= .seconds(1) else {
+            throw SluiceError(.invalidOption, "invalid option timeLimit=\(timeLimit): must be at least 1 second")
+        }
         self.guarantee = guarantee
-        self.timeLimit = max(timeLimit, .seconds(1))
+        self.timeLimit = timeLimit
         self.logger = logger
         self.probe = probe
         self.makeSource = makeSource
@@ -340,7 +344,7 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
                 Processors(concurrency: 2, maxDemand: 100) { message in handled.add(text(message)) }
             }
             try await withRunningPipeline(second.pipeline, timeLimit: self.timeLimit) {
-                try await waitFor("everything handled") { handled.keys.count >= total }
+                try await waitFor("everything handled") { handled.distinctCount >= total }
             }
             let missing = Set(all.map { String(decoding: $0, as: UTF8.self) }).subtracting(handled.keys)
             if !missing.isEmpty { problems.append("\(missing.count) messages were lost, e.g. \(missing.first!)") }
@@ -426,10 +430,15 @@ func duplicates(_ texts: [String]) -> [String] {
     return seen.filter { $0.value > 1 }.map { "\($0.key) was delivered \($0.value) times" }.sorted()
 }
 
-/// Polls `condition` every 5 ms until it holds (the check's time limit bounds the wait).
+/// Polls `condition` every 5 ms until it holds. The check's time limit bounds the wait, by
+/// cancelling it: the wait then fails naming `what` it waited for.
 func waitFor(_ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
     while try await !condition() {
-        try await Task.sleep(for: .milliseconds(5))
+        do {
+            try await Task.sleep(for: .milliseconds(5))
+        } catch {
+            throw ConformanceFailure(check: "wait", problems: ["gave up waiting for \(what)"])
+        }
     }
 }
 
@@ -467,6 +476,8 @@ final class Tally: Sendable {
     var count: Int { self.seen.withLock { $0.total } }
     /// The distinct texts.
     var keys: Set<String> { self.seen.withLock { Set($0.counts.keys) } }
+    /// How many distinct texts were added (cheaper than ``keys`` for polling).
+    var distinctCount: Int { self.seen.withLock { $0.counts.count } }
     /// Texts added more than once.
     var repeated: [String: Int] { self.seen.withLock { $0.counts.filter { $0.value > 1 } } }
 }

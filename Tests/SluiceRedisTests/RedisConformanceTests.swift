@@ -61,7 +61,7 @@ struct RedisConformanceTests {
         let logger = Logger(label: "sluice.test.conformance")
         let client = RedisClient(configuration: configuration, logger: logger)
         try await client.connect()
-        let kit = SourceConformance(
+        let kit = try SourceConformance(
             guarantee: mode == .list ? .atMostOnce : .atLeastOnce,
             logger: logger,
             probe: Self.probe(client, configuration)
