@@ -32,22 +32,27 @@ final class RedisSingleReader: RedisModeReader {
 
     func step(_ link: RedisLink) -> ServiceOutcome {
         guard let count = self.session.reserveReads(slots: 1).first else { return self.session.readerIdle() }
+        var messages: [Message<RedisMetadata>] = []
+        var failure: RedisError?
         do {
-            let messages = try link.perform { context throws(RedisError) in
+            messages = try link.perform { context throws(RedisError) in
                 try self.source.read(context, count: count, session: self.session)
             }
-            self.session.completeRead(asked: count, messages: messages)
-        } catch where error.code == .shutDown {
-            // Stopping while waiting for the acknowledgement connection.
-            self.session.completeRead(asked: count, messages: [])
-            self.session.stopReading()
-        } catch where error.isTransient {
-            self.session.completeRead(asked: count, messages: [])
-            self.source.connectionBroke()
-            _ = link.backOff(after: error)
         } catch {
-            self.session.completeRead(asked: count, messages: [])
-            self.session.readFailed(error)
+            failure = error
+        }
+        // The read is complete (its unused credit given back) before any failure is handled.
+        self.session.completeRead(asked: count, messages: messages)
+        if let failure {
+            if failure.code == .shutDown {
+                // Stopping while waiting for the acknowledgement connection.
+                self.session.stopReading()
+            } else if failure.isTransient {
+                self.source.connectionBroke()
+                _ = link.backOff(after: failure)
+            } else {
+                self.session.readFailed(failure)
+            }
         }
         return .again
     }
