@@ -109,6 +109,28 @@ struct EngineSuite {
         var stream: Double
     }
 
+    /// One A→B→C row, printing every run's rate as well as the medians.
+    func studyRow(maxDemand demand: Int) async {
+        let total = self.total(for: demand)
+        let bodies: [() async -> Int] = [
+            { await self.sluiceABC(maxDemand: demand, total: total, executor: .sluice) },
+            { await self.sluiceABC(maxDemand: demand, total: total, executor: .global) },
+            { await self.streamABC(batch: demand, total: total) },
+        ]
+        for body in bodies { _ = await body() }
+        let clock = ContinuousClock()
+        for _ in 0..<self.repetitions {
+            var line = ""
+            for body in bodies {
+                var moved = 0
+                let elapsed = await clock.measure { moved = await body() }
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                line += pad(formatRate(Double(moved) / seconds), 12)
+            }
+            print(line)
+        }
+    }
+
     private func abcRow(maxDemand demand: Int) async -> Rates {
         let total = self.total(for: demand)
         let rates = await self.rates(

@@ -40,6 +40,10 @@ for suite in selected {
     case "profile-pipeline":
         // Only the sync-handler pipeline at maxDemand 1000, for profilers.
         await PipelineSuite(quick: true).profile()
+    case "engine-row":
+        // One A→B→C row (maxDemand from `SLUICE_MAX_DEMAND`, default 1000), for studying it.
+        let maxDemand = ProcessInfo.processInfo.environment["SLUICE_MAX_DEMAND"].flatMap { Int($0) } ?? 1000
+        await EngineSuite(quick: quick).studyRow(maxDemand: maxDemand)
     case "redis": await RedisSuite(quick: quick).run()
     default:
         print("unknown suite \(suite); known: engine, pipeline, redis")

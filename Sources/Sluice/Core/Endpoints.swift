@@ -85,7 +85,13 @@ package final class EventSink<Input: Sendable>: Sendable {
     /// Delivers a batch of events on `subscription`; never more than was asked.
     @inlinable
     package func deliver(_ events: consuming [Input], on subscription: SubscriptionID) {
-        self.deliverOperation(consume events, subscription)
+        if events.count &* MemoryLayout<Input>.stride >= StageExecutor.localHandOffBytes {
+            // Moved through the closure, so the consumer still gets the only reference.
+            var batch: [Input]? = consume events
+            StageExecutor.handingOffLarge { self.deliverOperation(batch.take()!, subscription) }
+        } else {
+            self.deliverOperation(consume events, subscription)
+        }
     }
 
     /// `subscription` ended: cancelled by either side, or its producer ended.

@@ -55,6 +55,15 @@ public struct StageExecutorPreference: Sendable {
 /// runs first), and its polling budget shrinks each time polling ends empty or the worker
 /// finds it was preempted, and grows back when polling finds work.
 ///
+/// A stage that hands a consumer a large batch (see ``StageExecutor/localHandOffBytes``) readies
+/// the consumer on its own worker: the consumer runs there next, while the batch is still in
+/// that processor's cache, instead of on whichever worker is idle. Moving a batch between
+/// processors costs more than most per-event work, so a pipeline of cheap stages runs fastest
+/// on one processor. An idle worker takes such a job only once it has waited
+/// ``SpinPolicy/handOffGrace`` (its worker is busy), so stages with real work still spread
+/// over every worker. Small hand-offs (demand, single events) go to the shared queue, where
+/// any idle worker takes them at once.
+///
 /// Stages run on ``StageExecutor/shared`` by default; choose ``StageExecutorPreference/global``
 /// in ``StageOptions/executor`` to keep them on the cooperative pool. Blocking code must not
 /// run here, exactly as on the cooperative pool.
@@ -74,6 +83,10 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     /// The longest ``spinDuration`` an executor accepts.
     public static let maximumSpinDuration = Duration.milliseconds(1)
 
+    /// The smallest batch, in bytes of its events' inline storage, whose consumer runs next on
+    /// the worker that delivered it (below it, moving the batch costs less than waiting).
+    public static let localHandOffBytes = 2048
+
     private struct Queue: ~Copyable {
         var jobs = Deque<UnownedJob>()
         var stopped = false
@@ -81,8 +94,41 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    /// One worker's own queue: jobs readied by the jobs it ran, with when each was readied.
+    private final class Worker: @unchecked Sendable {
+        // @unchecked: `keepsHandOff` is read and written only on the worker's own thread.
+        struct Local: ~Copyable {
+            var jobs = Deque<UnownedJob>()
+            var readied = Deque<ContinuousClock.Instant>()
+        }
+
+        let local = Mutex(Local())
+        /// The ``StageExecutor/identity`` of the executor this worker belongs to.
+        let owner: Int
+        /// Set while this worker's job delivers a large batch: the consumer it readies stays.
+        var keepsHandOff = false
+
+        init(owner: Int) {
+            self.owner = owner
+        }
+    }
+
+    /// The ``Worker`` a thread runs as, if it is one.
+    private static let workerKey: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    /// Tells this executor's workers from other executors' (a thread-local names the worker).
+    private let identity: Int
+    private static let identities = Atomic<Int>(0)
+
     private let queue = Mutex(Queue())
     private let queued = Atomic<Int>(0)
+    private let workers: [Worker]
+    /// Jobs in the workers' own queues.
+    private let kept = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     /// Workers executing a job now: only a running job can hand an idle worker its next one
     /// soon, so only then is polling long worth a processor.
@@ -117,9 +163,12 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.parkCondition = .allocate(capacity: 1)
         pthread_mutex_init(self.parkMutex, nil)
         pthread_cond_init(self.parkCondition, nil)
+        let identity = Self.identities.wrappingAdd(1, ordering: .relaxed).oldValue
+        self.identity = identity
+        self.workers = (0..<threads).map { _ in Worker(owner: identity) }
         self.queue.withLock { $0.liveWorkers = threads }
-        for _ in 0..<threads {
-            self.startWorker()
+        for worker in self.workers {
+            self.startWorker(worker)
         }
     }
 
@@ -133,10 +182,23 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
 
     /// Queues a job; an idle worker picks it up (a parked one is woken).
     ///
-    /// After ``shutdown()`` jobs go to the global concurrent executor, so tasks that still
-    /// prefer this executor finish there.
+    /// A job readied while a worker's job delivers a large batch goes to that worker's own
+    /// queue instead. After ``shutdown()`` jobs go to the global concurrent executor, so tasks
+    /// that still prefer this executor finish there.
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
+        if let worker = Self.currentWorker, worker.keepsHandOff, worker.owner == self.identity,
+            !self.stopping.load(ordering: .relaxed)
+        {
+            let now = ContinuousClock.now
+            worker.local.withLock { local in
+                local.jobs.append(unowned)
+                local.readied.append(now)
+            }
+            self.kept.add(1, ordering: .sequentiallyConsistent)
+            self.wakeSleeper()
+            return
+        }
         let accepted = self.queue.withLock { queue -> Bool in
             if queue.stopped { return false }
             queue.jobs.append(unowned)
@@ -147,11 +209,23 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
             return
         }
         self.queued.add(1, ordering: .sequentiallyConsistent)
-        if self.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-            pthread_mutex_lock(self.parkMutex)
-            pthread_cond_signal(self.parkCondition)
-            pthread_mutex_unlock(self.parkMutex)
-        }
+        self.wakeSleeper()
+    }
+
+    /// Runs `deliver`, which hands a consumer a batch of `bytes` bytes; on a worker of any
+    /// ``StageExecutor``, a batch of at least ``localHandOffBytes`` keeps the consumer's task
+    /// on this worker (see the type's discussion).
+    @usableFromInline
+    static func handingOffLarge(_ deliver: () -> Void) {
+        guard let worker = Self.currentWorker else { return deliver() }
+        worker.keepsHandOff = true
+        deliver()
+        worker.keepsHandOff = false
+    }
+
+    private static var currentWorker: Worker? {
+        guard let raw = pthread_getspecific(Self.workerKey) else { return nil }
+        return Unmanaged<Worker>.fromOpaque(raw).takeUnretainedValue()
     }
 
     /// Stops the workers once the jobs already queued have run, and returns when every worker
@@ -183,6 +257,14 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.queue.withLock { $0.liveWorkers }
     }
 
+    private func wakeSleeper() {
+        if self.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(self.parkMutex)
+            pthread_cond_signal(self.parkCondition)
+            pthread_mutex_unlock(self.parkMutex)
+        }
+    }
+
     private func next() -> UnownedJob? {
         guard self.queued.load(ordering: .relaxed) > 0 else { return nil }
         let job = self.queue.withLock { $0.jobs.popFirst() }
@@ -190,39 +272,86 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         return job
     }
 
-    /// Whether the worker may end: shut down, and nothing left that was queued before.
-    private func mayEnd() -> Bool {
-        guard self.stopping.load(ordering: .sequentiallyConsistent) else { return false }
-        return self.queue.withLock { $0.jobs.isEmpty }
+    /// The oldest job in `worker`'s own queue, if it has one readied before `cutoff` (`nil`:
+    /// any).
+    private func takeKept(from worker: Worker, readiedBefore cutoff: ContinuousClock.Instant? = nil) -> UnownedJob? {
+        guard self.kept.load(ordering: .relaxed) > 0 else { return nil }
+        let job = worker.local.withLock { local -> UnownedJob? in
+            guard let readied = local.readied.first else { return nil }
+            if let cutoff, readied > cutoff { return nil }
+            local.readied.removeFirst()
+            return local.jobs.removeFirst()
+        }
+        if job != nil { self.kept.subtract(1, ordering: .relaxed) }
+        return job
     }
 
-    private func work() {
+    /// A job that another worker kept for longer than ``SpinPolicy/handOffGrace``: that worker
+    /// is busy, so the job is better run here than later there.
+    private func steal(for me: Worker, clock: ContinuousClock) -> UnownedJob? {
+        guard self.kept.load(ordering: .relaxed) > 0 else { return nil }
+        let cutoff = clock.now.advanced(by: .zero - SpinPolicy.handOffGrace)
+        for other in self.workers where other !== me {
+            if let job = self.takeKept(from: other, readiedBefore: cutoff) { return job }
+        }
+        return nil
+    }
+
+    /// Whether the worker may end: shut down, and nothing left that was queued before.
+    private func mayEnd(_ me: Worker) -> Bool {
+        guard self.stopping.load(ordering: .sequentiallyConsistent) else { return false }
+        return self.queue.withLock { $0.jobs.isEmpty } && me.local.withLock { $0.jobs.isEmpty }
+    }
+
+    private func work(as me: Worker) {
+        pthread_setspecific(Self.workerKey, Unmanaged.passUnretained(me).toOpaque())
+        defer { pthread_setspecific(Self.workerKey, nil) }
         let executor = self.asUnownedTaskExecutor()
         let clock = ContinuousClock()
         var policy = SpinPolicy(longest: self.spinDuration)
+        var keptInARow = 0
         while true {
-            if let job = self.next() {
-                self.running.add(1, ordering: .relaxed)
-                job.runSynchronously(on: executor)
-                self.running.subtract(1, ordering: .relaxed)
+            // Its own jobs first (their batches are in this processor's cache), but not
+            // forever: every so often the shared queue goes first, so stages handing each other
+            // large batches cannot keep this worker from everything else.
+            let job: UnownedJob?
+            if keptInARow < SpinPolicy.keptRun, let own = self.takeKept(from: me) {
+                keptInARow += 1
+                job = own
+            } else {
+                keptInARow = 0
+                job = self.next() ?? self.takeKept(from: me) ?? self.steal(for: me, clock: clock)
+            }
+            if let job {
+                self.run(job, on: executor)
                 continue
             }
-            if self.mayEnd() { break }
+            if self.mayEnd(me) { break }
             let budget = policy.budget(partnerRunning: self.running.load(ordering: .relaxed) > 0)
-            let outcome = self.spin(for: budget, clock: clock)
+            let (outcome, stolen) = self.spin(for: budget, clock: clock, me: me)
             policy.record(outcome)
+            if let stolen {
+                self.run(stolen, on: executor)
+                continue
+            }
             if outcome.foundWork { continue }
             self.park()
         }
         self.workerEnded()
     }
 
+    private func run(_ job: UnownedJob, on executor: UnownedTaskExecutor) {
+        self.running.add(1, ordering: .relaxed)
+        job.runSynchronously(on: executor)
+        self.running.subtract(1, ordering: .relaxed)
+    }
+
     /// Polls the queue for at most `budget`, yielding the processor between polls: when the
     /// machine is idle the yield returns at once; when it is oversubscribed, the threads that
     /// wait for a processor (perhaps the very stage about to hand this worker a batch) run
     /// first. A gap between two polls much longer than a poll takes means another thread had
-    /// this processor.
-    private func spin(for budget: Duration, clock: ContinuousClock) -> SpinPolicy.Outcome {
+    /// this processor. A job another worker kept past the grace is taken while polling.
+    private func spin(for budget: Duration, clock: ContinuousClock, me: Worker) -> (SpinPolicy.Outcome, UnownedJob?) {
         let start = clock.now
         let deadline = start.advanced(by: budget)
         var last = start
@@ -230,26 +359,30 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         var polls = 0
         while true {
             if self.queued.load(ordering: .relaxed) > 0 {
-                return SpinPolicy.Outcome(foundWork: true, preempted: preempted)
+                return (SpinPolicy.Outcome(foundWork: true, preempted: preempted), nil)
+            }
+            if let stolen = self.steal(for: me, clock: clock) {
+                return (SpinPolicy.Outcome(foundWork: true, preempted: preempted), stolen)
             }
             sched_yield()
             polls &+= 1
             if polls & 7 == 0 {
                 let now = clock.now
                 if now - last > SpinPolicy.preemptionGap { preempted = true }
-                if now >= deadline { return SpinPolicy.Outcome(foundWork: false, preempted: preempted) }
+                if now >= deadline { return (SpinPolicy.Outcome(foundWork: false, preempted: preempted), nil) }
                 last = now
             }
         }
     }
 
-    /// Parks until a job is queued or the executor shuts down. The sleeper count is raised
-    /// before the last check, so an enqueue either sees the sleeper and signals under the
-    /// mutex, or this check sees its job.
+    /// Parks until a job is queued (in the shared queue or kept by a worker) or the executor
+    /// shuts down. The sleeper count is raised before the last check, so an enqueue either sees
+    /// the sleeper and signals under the mutex, or this check sees its job.
     private func park() {
         pthread_mutex_lock(self.parkMutex)
         self.sleepers.add(1, ordering: .sequentiallyConsistent)
         while self.queued.load(ordering: .sequentiallyConsistent) == 0
+            && self.kept.load(ordering: .sequentiallyConsistent) == 0
             && !self.stopping.load(ordering: .sequentiallyConsistent)
         {
             pthread_cond_wait(self.parkCondition, self.parkMutex)
@@ -268,21 +401,32 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func startWorker() {
-        let box = Unmanaged.passRetained(self).toOpaque()
+    private func startWorker(_ worker: Worker) {
+        let box = Unmanaged.passRetained(WorkerStart(executor: self, worker: worker)).toOpaque()
         var thread = pthread_t()
         let result = pthread_create(
             &thread,
             nil,
             { argument in
-                let executor = Unmanaged<StageExecutor>.fromOpaque(argument!).takeRetainedValue()
-                executor.work()
+                let start = Unmanaged<WorkerStart>.fromOpaque(argument!).takeRetainedValue()
+                start.executor.work(as: start.worker)
                 return nil
             },
             box
         )
         precondition(result == 0, "pthread_create failed: \(result)")
         pthread_detach(thread)
+    }
+
+    /// What a worker thread starts with; it holds the executor until the thread ends.
+    private final class WorkerStart {
+        let executor: StageExecutor
+        let worker: Worker
+
+        init(executor: StageExecutor, worker: Worker) {
+            self.executor = executor
+            self.worker = worker
+        }
     }
 
     private static func activeProcessorCount() -> Int {
@@ -306,6 +450,12 @@ struct SpinPolicy: Sendable, Equatable {
         /// The worker was descheduled while polling.
         var preempted: Bool
     }
+
+    /// How long a job a worker kept for itself waits before an idle worker may take it.
+    static let handOffGrace = Duration.microseconds(20)
+
+    /// How many of its own kept jobs in a row a worker runs before looking at the shared queue.
+    static let keptRun = 32
 
     /// A gap between two polls longer than this means the poller was descheduled.
     static let preemptionGap = Duration.microseconds(100)

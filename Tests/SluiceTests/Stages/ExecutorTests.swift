@@ -104,6 +104,72 @@ struct ExecutorTests {
         #expect(executor.liveThreadCount == 0)
     }
 
+    /// When each batch's handling started and ended.
+    struct Handling: Sendable {
+        var started: [ContinuousClock.Instant] = []
+        var ended: [ContinuousClock.Instant] = []
+    }
+
+    /// Emits whatever was asked.
+    struct OnesProducer: Producer {
+        mutating func handleDemand(_ demand: Int, context: inout StageContext<Int>) {
+            context.emit(Array(repeating: 1, count: demand))
+        }
+    }
+
+    /// Busy for `busy` per batch: a stage with real work, holding its worker.
+    struct BusyConsumer: Consumer {
+        typealias Input = Int
+        let handling: Observed<Handling>
+        let busy: Duration
+        mutating func handleEvents(_ events: [Int], from subscription: SubscriptionID, context: inout StageContext<Never>) {
+            let clock = ContinuousClock()
+            let start = clock.now
+            while clock.now - start < self.busy {}
+            self.handling.update {
+                $0.started.append(start)
+                $0.ended.append(clock.now)
+            }
+        }
+    }
+
+    @Test("a job its worker kept is taken by an idle worker while that worker is busy")
+    func keptJobIsStolenFromABusyWorker() async throws {
+        let executor = try StageExecutor(threads: 2)
+        let handling = Observed(Handling())
+        let options = SubscriptionOptions<Int>(maxDemand: 1000, minDemand: 0)
+        try #require(1000 * MemoryLayout<Int>.stride >= StageExecutor.localHandOffBytes)
+        let producer = try await StageHandle.start(
+            OnesProducer(),
+            options: .init(demandMode: .accumulate, executor: .custom(executor))
+        )
+        // Two consumers, each busy 300 ms per batch: one dispatch hands both a large batch, so
+        // both are kept by the producer's worker, which then runs one of them for 300 ms.
+        var consumers: [StageHandle<BusyConsumer>] = []
+        for _ in 0..<2 {
+            consumers.append(
+                try await StageHandle.start(
+                    BusyConsumer(handling: handling, busy: .milliseconds(300)),
+                    options: .init(executor: .custom(executor)),
+                    subscribeTo: [.init(producer, options: options)]
+                )
+            )
+        }
+        producer.setDemandMode(.forward)
+        // A batch is recorded when its handling ends: the first two recorded are the first
+        // batches of both consumers if they ran side by side, or two in a row otherwise.
+        let value = try await handling.wait("two batches to be handled") { $0.started.count >= 2 }
+        for consumer in consumers { await consumer.stop() }
+        await producer.stop()
+        await executor.shutdown()
+        // The second consumer started while the first was still busy: it did not wait for the
+        // worker that kept it.
+        let batches = zip(value.started, value.ended).prefix(2).sorted { $0.0 < $1.0 }
+        let first = batches[0]
+        let second = batches[1].0
+        #expect(second < first.1, "the second batch waited for the first (started \(second - first.0) after it)")
+    }
+
     @Test(
         "executor options outside their range are rejected with a typed error",
         arguments: [(0, 50), (StageExecutor.maximumThreadCount + 1, 50), (1, -1), (1, 1001)]
