@@ -41,6 +41,7 @@ for suite in selected {
         // Only the sync-handler pipeline at maxDemand 1000, for profilers.
         await PipelineSuite(quick: true).profile()
     case "redis": await RedisSuite(quick: quick).run()
+    case "wordcount": await WordCountSuite(quick: quick).run()
     default:
         print("unknown suite \(suite); known: engine, pipeline, redis")
         exit(2)

@@ -105,12 +105,7 @@ struct WordCount: AsyncParsableCommand {
 
     /// Counts words with a Flow: per stage while reading, then partitioned by word and merged.
     static func countWords(_ lines: Flow<TextLine>, stages: Int) async throws -> [Word: Int] {
-        let pairs = try await lines
-            .words()
-            .reduceByKey(key: { $0 }, value: { _ in 1 }, +=)
-            .partition(stages: stages) { $0.key }
-            .reduceByKey(key: { $0.key }, value: { $0.value }, +=)
-            .collect()
+        let pairs = try await lines.words().frequencies(stages: stages).collect()
         var counts: [Word: Int] = [:]
         counts.reserveCapacity(pairs.count)
         for pair in pairs { counts[pair.key, default: 0] += pair.value }

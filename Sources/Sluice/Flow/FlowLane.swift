@@ -109,8 +109,15 @@ final class FlowAccumulator<Value> {
     // dynamic exclusivity checks would cost a good part of a reducing loop.
     @exclusivity(unchecked) @usableFromInline
     var value: Value
+    /// Elements reduced since the last trigger fired (or the window started).
     @exclusivity(unchecked) @usableFromInline
     var sinceTrigger = 0
+    /// Elements reduced since the last result was emitted.
+    @exclusivity(unchecked) @usableFromInline
+    var sinceResult = 0
+    /// Whether a result was ever emitted.
+    @exclusivity(unchecked) @usableFromInline
+    var emittedAny = false
 
     @inlinable
     init(_ value: Value) {
@@ -148,7 +155,11 @@ final class FlowOutbox<Element> {
 
 extension FlowOps {
     /// A reducer: folds each element into a per-stage accumulator and emits `output(accumulator)`
-    /// when the window ends, at each trigger and when the input ends.
+    /// at each trigger, when a fixed window ends, and when the input ends.
+    ///
+    /// A window in which nothing was reduced emits nothing, and neither does the end when
+    /// nothing was reduced since the last result; but a reducer that never emitted emits its
+    /// initial accumulator when the input ends (one result per stage, even for no input).
     @inlinable
     static func reducing<Accumulator>(
         window: FlowWindow,
@@ -157,35 +168,40 @@ extension FlowOps {
         output: @escaping @Sendable (Accumulator, (Output) -> Void) -> Void
     ) -> FlowOps<Input, Output> {
         FlowOps { downstream, setup in
-            let accumulator = FlowAccumulator(initial())
+            let state = FlowAccumulator(initial())
             var timer: Int?
             if case .fixed(let interval, let clock) = window.kind {
                 timer = setup.addTimer(interval: interval, clock: clock)
             }
             let trigger = window.triggers
             let push = downstream.push
-            let emit = { output(accumulator.value, push) }
+            let emit = {
+                state.sinceResult = 0
+                state.emittedAny = true
+                output(state.value, push)
+            }
             return FlowLane(
                 push: { element in
-                    combine(&accumulator.value, element)
+                    combine(&state.value, element)
+                    state.sinceResult &+= 1
                     guard let trigger else { return }
-                    accumulator.sinceTrigger += 1
-                    if accumulator.sinceTrigger == trigger.count {
-                        accumulator.sinceTrigger = 0
+                    state.sinceTrigger &+= 1
+                    if state.sinceTrigger == trigger.count {
+                        state.sinceTrigger = 0
                         emit()
-                        if trigger.accumulation == .reset { accumulator.value = initial() }
+                        if trigger.accumulation == .reset { state.value = initial() }
                     }
                 },
                 tick: { id in
                     if id == timer {
-                        emit()
-                        accumulator.value = initial()
-                        accumulator.sinceTrigger = 0
+                        if state.sinceResult > 0 { emit() }
+                        state.value = initial()
+                        state.sinceTrigger = 0
                     }
                     downstream.tick(id)
                 },
                 end: {
-                    emit()
+                    if state.sinceResult > 0 || !state.emittedAny { emit() }
                     downstream.end()
                 }
             )

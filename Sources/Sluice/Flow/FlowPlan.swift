@@ -136,18 +136,24 @@ protocol FlowPlan<Element>: Sendable {
     func start(in run: FlowRun, dispatcher: Dispatcher<Element>?) async throws -> [ProducerRef<Element>]
 }
 
-/// How a phase's stages subscribe to their input.
+/// How a phase's stages take their input.
 @usableFromInline
 struct FlowDemand: Sendable {
     @usableFromInline
     let maxDemand: Int
     @usableFromInline
     let minDemand: Int?
+    /// Whether each stage gives its thread way after every batch: for inputs whose every event
+    /// is milliseconds of work (file chunks), so that the source and its reads, on the same
+    /// executor, run while all stages are busy instead of only when one runs dry.
+    @usableFromInline
+    let givesWay: Bool
 
     @inlinable
-    init(maxDemand: Int, minDemand: Int?) {
+    init(maxDemand: Int, minDemand: Int?, givesWay: Bool = false) {
         self.maxDemand = maxDemand
         self.minDemand = minDemand
+        self.givesWay = givesWay
     }
 }
 
@@ -235,7 +241,8 @@ struct FlowPhase<Input: Sendable, Element: Sendable>: FlowPlan {
                 name: "flow-\(index)",
                 dispatcher: dispatcher,
                 subscriptions: subscriptions,
-                settle: upstream.settle
+                settle: upstream.settle,
+                givesWay: self.demand.givesWay
             )
             run.register(handle)
             producers.append(handle.producer)
@@ -249,7 +256,8 @@ struct FlowPhase<Input: Sendable, Element: Sendable>: FlowPlan {
         name: String,
         dispatcher: Dispatcher<Element>?,
         subscriptions: [SubscribeTo<Input>],
-        settle: (@Sendable ([Input]) -> Void)?
+        settle: (@Sendable ([Input]) -> Void)?,
+        givesWay: Bool
     ) async throws -> StageHandle<FlowStage<Input, Element>> {
         var setup = FlowLaneSetup()
         let outbox = FlowOutbox<Element>()
@@ -259,7 +267,8 @@ struct FlowPhase<Input: Sendable, Element: Sendable>: FlowPlan {
             outbox: outbox,
             timers: setup.timers,
             upstreamCount: subscriptions.count,
-            settle: settle
+            settle: settle,
+            givesWay: givesWay
         )
         return try await StageHandle.start(
             stage,

@@ -44,6 +44,9 @@ struct FlowStage<Input: Sendable, Output: Sendable>: ProducerConsumer {
     /// Called with each batch once the operations ran on it (acknowledges a broker's messages).
     @usableFromInline
     let settle: (@Sendable ([Input]) -> Void)?
+    /// Whether to yield the thread after each batch (see ``FlowDemand/givesWay``).
+    @usableFromInline
+    let givesWay: Bool
 
     @inlinable
     init(
@@ -51,8 +54,10 @@ struct FlowStage<Input: Sendable, Output: Sendable>: ProducerConsumer {
         outbox: FlowOutbox<Output>,
         timers: [FlowTimer],
         upstreamCount: Int,
-        settle: (@Sendable ([Input]) -> Void)?
+        settle: (@Sendable ([Input]) -> Void)?,
+        givesWay: Bool
     ) {
+        self.givesWay = givesWay
         self.lane = lane
         self.outbox = outbox
         self.timers = timers
@@ -75,11 +80,12 @@ struct FlowStage<Input: Sendable, Output: Sendable>: ProducerConsumer {
     }
 
     @inlinable
-    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) {
+    mutating func handleEvents(_ events: [Input], from subscription: SubscriptionID, context: inout StageContext<Output>) async {
         let push = self.lane.push
         for event in events { push(event) }
         self.settle?(events)
         self.emit(&context)
+        if self.givesWay { await Task.yield() }
     }
 
     @inlinable
