@@ -235,7 +235,7 @@ struct FlowTests {
             read += chunk.bytes
         }
         #expect(read == text + text)
-        let lines = try await Flow.lines(ofFiles: [path], chunkSize: 4096, stages: 1).map(\.string).collect()
+        let lines = try await Flow.lines(ofFiles: [path], chunkSize: 4096, stages: 1).map { $0.string }.collect()
         #expect(lines == ["short", String(decoding: longLine, as: UTF8.self), "end", "no newline"])
     }
 
