@@ -26,7 +26,7 @@ struct WordCountSuite {
         }
         let bytes = text.count
         print("suite wordcount: \(megabytes) MB file in the page cache, 10 000-word Zipf vocabulary, ~12 words a line")
-        print("(MB/s, median of \(repetitions) interleaved runs)")
+        print("(median of \(repetitions) interleaved runs)")
 
         // Every way must count the same words before any is timed.
         let expected = Self.plainCount(path: path)
@@ -37,22 +37,49 @@ struct WordCountSuite {
                 exit(1)
             }
         }
-        let rates = await interleavedMedianRates(
-            repetitions: repetitions,
-            [
-                { _ = try! await Self.flowCount(path: path, stages: 1); return bytes },
-                { _ = try! await Self.flowCount(path: path, stages: 2); return bytes },
-                { _ = Self.plainCount(path: path); return bytes },
-            ]
-        )
-        let flow1 = rates[0] / 1e6
-        let flow2 = rates[1] / 1e6
-        let plain = rates[2] / 1e6
-        print(pad("configuration", 50) + "MB/s")
-        print(pad("Flow, 1 stage per phase", 50) + String(format: "%.1f", flow1))
-        print(pad("Flow, 2 stages per phase", 50) + String(format: "%.1f", flow2))
-        print(pad("plain single-threaded loop, [Word: Int]", 50) + String(format: "%.1f", plain))
+        let runs: [(name: String, body: () async -> Void)] = [
+            ("Flow, 1 stage per phase", { _ = try! await Self.flowCount(path: path, stages: 1) }),
+            ("Flow, 2 stages per phase", { _ = try! await Self.flowCount(path: path, stages: 2) }),
+            ("plain single-threaded loop, [Word: Int]", { _ = Self.plainCount(path: path) }),
+        ]
+        // Interleaved (one of each per round, after a warm-up round), so that the load of a
+        // shared machine falls on every row alike; the CPU time shows how much of the machine
+        // each row had.
+        var seconds = [[Double]](repeating: [], count: runs.count)
+        var cpu = [[Double]](repeating: [], count: runs.count)
+        for round in 0...repetitions {
+            for (index, run) in runs.enumerated() {
+                let clock = ContinuousClock()
+                let cpuBefore = processCPUTime()
+                let elapsed = await clock.measure { await run.body() }
+                let cpuUsed = processCPUTime() - cpuBefore
+                if round > 0 {
+                    seconds[index].append(Self.seconds(elapsed))
+                    cpu[index].append(Self.seconds(cpuUsed))
+                }
+            }
+        }
+        print(pad("configuration", 44) + pad("MB/s", 10) + pad("cores busy", 12) + "CPU ns/byte")
+        var rates: [Double] = []
+        for (index, run) in runs.enumerated() {
+            let order = seconds[index].indices.sorted { seconds[index][$0] < seconds[index][$1] }
+            let median = order[order.count / 2]
+            let rate = Double(bytes) / seconds[index][median] / 1e6
+            rates.append(rate)
+            print(
+                pad(run.name, 44) + pad(String(format: "%.1f", rate), 10)
+                    + pad(String(format: "%.2f", cpu[index][median] / seconds[index][median]), 12)
+                    + String(format: "%.2f", cpu[index][median] / Double(bytes) * 1e9)
+            )
+        }
+        let flow1 = rates[0]
+        let flow2 = rates[1]
+        let plain = rates[2]
         print(String(format: "RESULT wordcount mb_per_s=%.1f speedup_2=%.2f vs_plain=%.2f", flow2, flow2 / flow1, flow2 / plain))
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// The word count as `sluice wordcount` runs it.

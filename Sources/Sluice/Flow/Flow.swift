@@ -302,14 +302,14 @@ extension Flow where Element: Hashable & SendableMetatype {
     /// ```
     @inlinable
     public func frequencies(stages: Int = Flow.defaultStageCount) -> Flow<(key: Element, value: Int)> {
-        // The per-element count is `reduceByKey(key: { $0 }, value: { _ in 1 }, +=)` without the
-        // three closure calls per element: this is the hot loop of a word count.
+        // The per-element count is `reduceByKey(key: { $0 }, value: { _ in 1 }, +=)` without its
+        // closure calls per element: this is the hot loop of a word count.
         let counted = Flow<(key: Element, value: Int)>(
             plan: self.plan.appending(
                 FlowOps<Element, (key: Element, value: Int)>.reducing(
                     window: .global,
                     initial: { [Element: Int]() },
-                    combine: { counts, element in counts[element, default: 0] += 1 },
+                    combiner: FlowCounter<Element>(),
                     output: { counts, emit in
                         for (key, value) in counts { emit((key: key, value: value)) }
                     }

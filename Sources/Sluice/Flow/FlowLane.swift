@@ -167,6 +167,18 @@ extension FlowOps {
         combine: @escaping @Sendable (inout Accumulator, Input) -> Void,
         output: @escaping @Sendable (Accumulator, (Output) -> Void) -> Void
     ) -> FlowOps<Input, Output> {
+        Self.reducing(window: window, initial: initial, combiner: FlowClosureCombiner(combine), output: output)
+    }
+
+    /// A reducer whose combining step is a value of a concrete type, so that it is inlined into
+    /// the per-element loop (counting does no call per element beyond the lane's own).
+    @inlinable
+    static func reducing<Combiner: FlowCombiner>(
+        window: FlowWindow,
+        initial: @escaping @Sendable () -> Combiner.Accumulator,
+        combiner: Combiner,
+        output: @escaping @Sendable (Combiner.Accumulator, (Output) -> Void) -> Void
+    ) -> FlowOps<Input, Output> where Combiner.Element == Input {
         FlowOps { downstream, setup in
             let state = FlowAccumulator(initial())
             var timer: Int?
@@ -182,7 +194,7 @@ extension FlowOps {
             }
             return FlowLane(
                 push: { element in
-                    combine(&state.value, element)
+                    combiner.combine(&state.value, element)
                     state.sinceResult &+= 1
                     guard let trigger else { return }
                     state.sinceTrigger &+= 1
@@ -206,5 +218,43 @@ extension FlowOps {
                 }
             )
         }
+    }
+}
+
+/// The step of a reducer that folds one element into the accumulator.
+@usableFromInline
+protocol FlowCombiner<Accumulator, Element>: Sendable {
+    associatedtype Accumulator
+    associatedtype Element
+
+    func combine(_ accumulator: inout Accumulator, _ element: Element)
+}
+
+/// A combining step given as a closure.
+@usableFromInline
+struct FlowClosureCombiner<Accumulator, Element>: FlowCombiner {
+    @usableFromInline
+    let body: @Sendable (inout Accumulator, Element) -> Void
+
+    @inlinable
+    init(_ body: @escaping @Sendable (inout Accumulator, Element) -> Void) {
+        self.body = body
+    }
+
+    @inlinable
+    func combine(_ accumulator: inout Accumulator, _ element: Element) {
+        self.body(&accumulator, element)
+    }
+}
+
+/// Counts equal elements.
+@usableFromInline
+struct FlowCounter<Element: Hashable>: FlowCombiner {
+    @inlinable
+    init() {}
+
+    @inlinable
+    func combine(_ counts: inout [Element: Int], _ element: Element) {
+        counts[element, default: 0] += 1
     }
 }
