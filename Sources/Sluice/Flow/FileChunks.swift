@@ -24,6 +24,7 @@ import Darwin
 /// Reads run on a dispatch queue the sequence owns, never on the cooperative pool; each
 /// `next()` reads one chunk.
 public struct FileChunks: AsyncSequence, Sendable {
+    /// Each element is a chunk of whole lines.
     public typealias Element = TextChunk
 
     /// The smallest chunk size accepted.

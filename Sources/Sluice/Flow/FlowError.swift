@@ -9,7 +9,9 @@
 /// An error of a ``Flow``'s input: a file that cannot be opened or read.
 ///
 /// Invalid options (a stage count or demand out of range) are ``SluiceError``s with code
-/// ``SluiceError/Code-swift.struct/invalidOption``, like everywhere else in the engine.
+/// ``SluiceError/Code-swift.struct/invalidOption``, like everywhere else in the engine. Input
+/// failures are a type of their own, shaped like ``SluiceError`` as every module's error is, so
+/// that the engine's codes stay about stages and subscriptions.
 public struct FlowError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure this is; more codes may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -26,6 +28,7 @@ public struct FlowError: Error, Sendable, Hashable, CustomStringConvertible {
         /// Reading an open file failed.
         public static let readFailed = Code(.readFailed)
 
+        /// The code's name.
         public var description: String { self.base.rawValue }
     }
 
@@ -40,5 +43,6 @@ public struct FlowError: Error, Sendable, Hashable, CustomStringConvertible {
         self.message = message
     }
 
+    /// The code and the message.
     public var description: String { "FlowError.\(self.code): \(self.message)" }
 }

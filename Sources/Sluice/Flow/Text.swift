@@ -143,6 +143,7 @@ public struct Word: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// The word decoded as UTF-8 (invalid sequences become U+FFFD).
     public var description: String { String(decoding: self.bytes, as: UTF8.self) }
 
+    /// Whether both words have the same bytes.
     @inlinable
     public static func == (lhs: Word, rhs: Word) -> Bool {
         lhs.low == rhs.low && lhs.high == rhs.high && lhs.length == rhs.length && lhs.tail == rhs.tail
@@ -153,6 +154,7 @@ public struct Word: Sendable, Hashable, Comparable, CustomStringConvertible {
         lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
     }
 
+    /// Hashes the word's bytes.
     @inlinable
     public func hash(into hasher: inout Hasher) {
         hasher.combine(self.mixed(seed: 0))
