@@ -45,6 +45,7 @@ for suite in selected {
         let maxDemand = ProcessInfo.processInfo.environment["SLUICE_MAX_DEMAND"].flatMap { Int($0) } ?? 1000
         await EngineSuite(quick: quick).studyRow(maxDemand: maxDemand)
     case "redis": await RedisSuite(quick: quick).run()
+    case "wordcount": await WordCountSuite(quick: quick).run()
     default:
         print("unknown suite \(suite); known: engine, pipeline, redis")
         exit(2)

@@ -18,7 +18,7 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Move messages from brokers through Sluice pipelines.",
-        subcommands: [Drain.self]
+        subcommands: [Drain.self, WordCount.self]
     )
 }
 
