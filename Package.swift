@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
+        .library(name: "SluiceRabbitMQ", targets: ["SluiceRabbitMQ"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
@@ -147,6 +148,30 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceTestKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        // MARK: RabbitMQ
+        .target(
+            name: "SluiceRabbitMQ",
+            dependencies: [
+                "Sluice",
+                "SluiceConnector",
+                "CRabbit",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "SluiceRabbitMQTests",
+            dependencies: [
+                "Sluice",
+                "SluiceRabbitMQ",
                 "SluiceTestKit",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
