@@ -85,11 +85,12 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceRabbitMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        .testTarget(name: "SluiceCLITests", dependencies: ["sluice"]),
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceRabbitMQ"]),
 
         // MARK: Examples
         .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),
