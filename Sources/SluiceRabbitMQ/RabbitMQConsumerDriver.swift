@@ -171,7 +171,7 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         let generation = self.generation
         self.connection = nil
         self.tracker = AckTracker(generation: 0)
-        if error.message.contains("delivery acknowledgement on channel") && error.message.contains("timed out") {
+        if error.isConsumerTimeout {
             self.logger.error(
                 """
                 RabbitMQ closed the channel because a delivery was not acknowledged within its consumer_timeout; \
@@ -182,7 +182,7 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             )
         } else {
             self.logger.warning(
-                "lost the RabbitMQ channel; reconnecting",
+                "lost the RabbitMQ connection or channel; reconnecting",
                 metadata: [RabbitMQLogKey.error: "\(error)", RabbitMQLogKey.generation: "\(generation)"]
             )
         }

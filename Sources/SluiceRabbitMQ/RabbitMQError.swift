@@ -96,5 +96,12 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
         self.code == .connectionLost || self.code == .connectionFailed || self.code == .channelClosed
     }
 
+    /// Whether the broker closed the channel because a delivery was not acknowledged within
+    /// its `consumer_timeout`.
+    package var isConsumerTimeout: Bool {
+        self.code == .preconditionFailed && self.message.contains("delivery acknowledgement on channel")
+            && self.message.contains("timed out")
+    }
+
     public var description: String { "RabbitMQError.\(self.code): \(self.message)" }
 }
