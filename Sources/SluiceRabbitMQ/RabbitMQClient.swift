@@ -33,15 +33,9 @@ package final class RabbitMQClient: Sendable {
     package func publish(_ payloads: [[UInt8]], exchange: String = "", routingKey: String? = nil) async throws(RabbitMQError) {
         let key = routingKey ?? self.configuration.queue
         try await self.run { connection throws(RabbitMQError) in
-            var strings = CStrings()
-            defer { strings.release() }
-            let exchangeBytes = strings.bytes(exchange)
-            let keyBytes = strings.bytes(key)
+            let route = AMQPRoute(exchange: exchange, routingKey: key)
             for payload in payloads {
-                try connection.publish(
-                    exchange: exchangeBytes, routingKey: keyBytes, mandatory: false, persistent: false, messageID: nil,
-                    body: Payload(payload)
-                )
+                try connection.publish(Payload(payload), route: route, mandatory: false, persistent: false, messageID: nil)
             }
         }
     }

@@ -316,15 +316,9 @@ final class AMQPConnection {
         try self.sent(amqp_basic_reject(self.state, self.channel, tag, requeue ? 1 : 0), "basic.reject \(tag)")
     }
 
-    /// `basic.publish` of `body`.
-    func publish(
-        exchange: amqp_bytes_t,
-        routingKey: amqp_bytes_t,
-        mandatory: Bool,
-        persistent: Bool,
-        messageID: UInt64?,
-        body: Payload
-    ) throws(RabbitMQError) {
+    /// `basic.publish` of `body` along `route`; `messageID` (if any) is sent as
+    /// `sluice-<messageID>`.
+    func publish(_ body: Payload, route: AMQPRoute, mandatory: Bool, persistent: Bool, messageID: UInt64?) throws(RabbitMQError) {
         var properties = amqp_basic_properties_t()
         if persistent {
             properties._flags |= deliveryModeFlag
@@ -338,7 +332,7 @@ final class AMQPConnection {
             }
             return body.withUnsafeBytes { bytes in
                 amqp_basic_publish(
-                    self.state, self.channel, exchange, routingKey, mandatory ? 1 : 0, 0, &properties,
+                    self.state, self.channel, route.exchange, route.routingKey, mandatory ? 1 : 0, 0, &properties,
                     amqp_bytes_t(len: bytes.count, bytes: UnsafeMutableRawPointer(mutating: bytes.baseAddress))
                 )
             }
@@ -458,6 +452,25 @@ final class AMQPConnection {
 
 @available(*, unavailable)
 extension AMQPConnection: Sendable {}
+
+/// An exchange and routing key to publish along, as librabbitmq wants them (made once).
+final class AMQPRoute {
+    private var strings = CStrings()
+    let exchange: amqp_bytes_t
+    let routingKey: amqp_bytes_t
+
+    init(exchange: String, routingKey: String) {
+        self.exchange = self.strings.bytes(exchange)
+        self.routingKey = self.strings.bytes(routingKey)
+    }
+
+    deinit {
+        self.strings.release()
+    }
+}
+
+@available(*, unavailable)
+extension AMQPRoute: Sendable {}
 
 /// C strings made for one librabbitmq call, freed together after it.
 struct CStrings {
