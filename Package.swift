@@ -75,7 +75,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
 

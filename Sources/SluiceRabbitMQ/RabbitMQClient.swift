@@ -50,6 +50,70 @@ package final class RabbitMQClient: Sendable {
         try await self.run { connection throws(RabbitMQError) in try connection.delete(queue: queue, exchange: exchange) }
     }
 
+    /// A raw librabbitmq consumer loop, for benchmarks: consumes `count` messages of `queue`
+    /// on a connection of its own with prefetch `prefetch`, copying each body into an array,
+    /// and acknowledges with `multiple=true` every `ackEvery` messages. Returns the seconds it
+    /// took (from `basic.consume` until the last acknowledgement went out).
+    package func rawConsume(_ queue: String, count: Int, prefetch: Int, ackEvery: Int) async throws(RabbitMQError) -> Double {
+        var consumer = self.configuration
+        consumer.queue = queue
+        consumer.topology = RabbitMQConfiguration.Topology()
+        let configuration = consumer
+        return try await self.run { _ throws(RabbitMQError) in
+            let connection = try AMQPConnection.open(configuration)
+            let start = ContinuousClock.now
+            _ = try connection.consume(configuration, prefetch: prefetch)
+            var received = 0
+            var bytes = 0
+            var lastTag: UInt64 = 0
+            while received < count {
+                guard case .delivery(let delivery) = try connection.next(waiting: .seconds(10)) else {
+                    throw RabbitMQError(.connectionLost, "the raw consumer waited 10 s for a delivery after \(received)")
+                }
+                bytes &+= delivery.body.count
+                received += 1
+                lastTag = delivery.deliveryTag
+                if received % ackEvery == 0 { try connection.ack(lastTag, multiple: true) }
+            }
+            if received % ackEvery != 0 { try connection.ack(lastTag, multiple: true) }
+            let elapsed = ContinuousClock.now - start
+            precondition(bytes > 0 || count == 0)
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
+    }
+
+    /// A raw librabbitmq publisher loop with confirms, for benchmarks: publishes `count` copies
+    /// of `payload` to `queue` keeping at most `outstanding` unconfirmed. Returns the seconds
+    /// it took until the last confirm.
+    package func rawPublish(_ queue: String, count: Int, payload: [UInt8], outstanding: Int) async throws(RabbitMQError) -> Double {
+        let configuration = self.configuration
+        return try await self.run { _ throws(RabbitMQError) in
+            let connection = try AMQPConnection.open(configuration)
+            try connection.selectConfirms()
+            let route = AMQPRoute(exchange: "", routingKey: queue)
+            let body = Payload(payload)
+            let start = ContinuousClock.now
+            var published = 0
+            var confirmed: UInt64 = 0
+            while confirmed < UInt64(count) {
+                while published < count && UInt64(published) - confirmed < UInt64(outstanding) {
+                    try connection.publish(body, route: route, mandatory: false, persistent: false, messageID: nil)
+                    published += 1
+                }
+                switch try connection.next(waiting: .seconds(10)) {
+                case .confirm(_, let tag, let multiple):
+                    confirmed = multiple ? max(confirmed, tag) : confirmed + 1
+                case .idle:
+                    throw RabbitMQError(.connectionLost, "the raw publisher waited 10 s for a confirm")
+                default:
+                    continue
+                }
+            }
+            let elapsed = ContinuousClock.now - start
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
+    }
+
     /// Closes the connection.
     package func close() async {
         let loop = self.loop

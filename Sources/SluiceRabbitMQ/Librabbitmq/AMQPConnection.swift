@@ -226,16 +226,16 @@ final class AMQPConnection {
 
     // MARK: Traffic
 
-    /// Reads the next event without waiting: a delivery, a confirm, a return, or ``AMQPEvent/idle``.
+    /// Reads the next event, waiting at most `waiting` (by default not at all): a delivery, a confirm, a return, or ``AMQPEvent/idle``.
     /// Heartbeats are sent and checked inside librabbitmq's reads.
     ///
     /// - Throws: ``RabbitMQError`` when the broker closed the channel or connection, or the
     ///   connection broke.
-    func next() throws(RabbitMQError) -> AMQPEvent {
+    func next(waiting: Duration = .zero) throws(RabbitMQError) -> AMQPEvent {
         amqp_maybe_release_buffers(self.state)
         var envelope = amqp_envelope_t()
-        var immediately = timeval(tv_sec: 0, tv_usec: 0)
-        let reply = amqp_consume_message(self.state, &envelope, &immediately, 0)
+        var timeout = waiting == .zero ? timeval(tv_sec: 0, tv_usec: 0) : timeval(waiting)
+        let reply = amqp_consume_message(self.state, &envelope, &timeout, 0)
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             defer { amqp_destroy_envelope(&envelope) }
