@@ -9,7 +9,9 @@
 import Foundation
 
 extension RabbitMQConfiguration {
-    /// Reads a URL: `amqp://[user[:password]@]host[:port][/vhost]?queue=NAME[&…]`.
+    /// Reads a URL: `amqp://[user[:password]@]host[:port][/vhost]?queue=NAME[&…]`, or
+    /// `amqps://…?queue=NAME&cacertfile=PATH[&certfile=PATH&keyfile=PATH][&verify=verify_none]`
+    /// for TLS (default port 5671).
     ///
     /// An empty path (`…:5672` or `…:5672/`) means the vhost `/`; `%2F` decodes to `/`. User
     /// and password may be percent-encoded.
@@ -29,31 +31,17 @@ extension RabbitMQConfiguration {
             RabbitMQError(.invalidURL, "invalid AMQP URL \(shown): \(text); expected amqp://[user:password@]host[:port][/vhost]?queue=NAME")
         }
         guard let components = URLComponents(string: url) else { throw fail("not a URL") }
+        let secure: Bool
         switch components.scheme?.lowercased() {
-        case "amqp": break
-        case "amqps": throw fail("amqps:// (TLS) is not supported by this version; use amqp://")
-        case let scheme: throw fail("the scheme must be amqp, not \(scheme ?? "missing")")
+        case "amqp": secure = false
+        case "amqps": secure = true
+        case let scheme: throw fail("the scheme must be amqp or amqps, not \(scheme ?? "missing")")
         }
         var query: [String: String] = [:]
         for item in components.queryItems ?? [] {
             guard query[item.name] == nil else { throw fail("parameter \(item.name) given twice") }
             query[item.name] = item.value ?? ""
         }
-        guard let queue = query.removeValue(forKey: "queue"), !queue.isEmpty else { throw fail("missing queue=NAME") }
-        self.init(queue: queue)
-        guard let host = components.host, !host.isEmpty else { throw fail("missing host") }
-        self.host = host
-        if let port = components.port { self.port = port }
-        // The percent-encoded path, so that %2F in a vhost name is not taken for a separator.
-        let path = String(components.percentEncodedPath.dropFirst())
-        if !path.isEmpty {
-            guard !path.contains("/") else { throw fail("the path must be one vhost name (write / inside it as %2F)") }
-            guard let vhost = path.removingPercentEncoding else { throw fail("the vhost is not valid percent-encoding") }
-            self.virtualHost = vhost
-        }
-        if let user = components.user, !user.isEmpty { self.username = user }
-        if let password = components.password { self.password = password }
-
         func integer(_ name: String) throws(RabbitMQError) -> Int? {
             guard let text = query.removeValue(forKey: name) else { return nil }
             guard let value = Int(text), value >= 0 else { throw fail("\(name) must be a whole number, not \(text)") }
@@ -67,6 +55,39 @@ extension RabbitMQConfiguration {
             default: throw fail("\(name) must be true or false, not \(text)")
             }
         }
+        guard let queue = query.removeValue(forKey: "queue"), !queue.isEmpty else { throw fail("missing queue=NAME") }
+        self.init(queue: queue)
+        guard let host = components.host, !host.isEmpty else { throw fail("missing host") }
+        self.host = host
+        if secure {
+            guard let ca = query.removeValue(forKey: "cacertfile"), !ca.isEmpty else {
+                throw fail("amqps:// needs cacertfile=PATH (the CA that signed the broker's certificate)")
+            }
+            var tls = TLS(caCertificatePath: ca)
+            tls.certificatePath = query.removeValue(forKey: "certfile")
+            tls.keyPath = query.removeValue(forKey: "keyfile")
+            if let verify = query.removeValue(forKey: "verify") {
+                switch verify {
+                case "verify_peer": tls.verifyPeer = true
+                case "verify_none": tls.verifyPeer = false
+                default: throw fail("verify must be verify_peer or verify_none, not \(verify)")
+                }
+            }
+            if let check = try boolean("verify_hostname") { tls.verifyHostname = check }
+            self.tls = tls
+            self.port = 5671
+        }
+        if let port = components.port { self.port = port }
+        // The percent-encoded path, so that %2F in a vhost name is not taken for a separator.
+        let path = String(components.percentEncodedPath.dropFirst())
+        if !path.isEmpty {
+            guard !path.contains("/") else { throw fail("the path must be one vhost name (write / inside it as %2F)") }
+            guard let vhost = path.removingPercentEncoding else { throw fail("the vhost is not valid percent-encoding") }
+            self.virtualHost = vhost
+        }
+        if let user = components.user, !user.isEmpty { self.username = user }
+        if let password = components.password { self.password = password }
+
         if let prefetch = try integer("prefetch") { self.prefetch = prefetch }
         if let heartbeat = try integer("heartbeat") { self.heartbeat = .seconds(heartbeat) }
         if let timeout = try integer("connect_timeout_ms") { self.connectTimeout = .milliseconds(timeout) }

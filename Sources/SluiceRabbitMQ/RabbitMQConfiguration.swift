@@ -46,6 +46,28 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// The longest wait between reconnection attempts. Default 5 s.
     public var maximumReconnectBackoff: Duration = .seconds(5)
 
+    /// TLS settings for an `amqps://` connection (librabbitmq's OpenSSL socket).
+    public struct TLS: Sendable, Hashable {
+        /// A PEM file with the certificate authorities that may sign the broker's certificate.
+        public var caCertificatePath: String
+        /// A PEM client certificate, for brokers that ask for one (with ``keyPath``).
+        public var certificatePath: String?
+        /// The PEM private key of ``certificatePath``.
+        public var keyPath: String?
+        /// Whether the broker's certificate chain is checked against the CA. Default `true`.
+        public var verifyPeer: Bool = true
+        /// Whether the broker's certificate must name ``RabbitMQConfiguration/host``. Default `true`.
+        public var verifyHostname: Bool = true
+
+        /// TLS that trusts the CAs in `caCertificatePath`.
+        public init(caCertificatePath: String) {
+            self.caCertificatePath = caCertificatePath
+        }
+    }
+
+    /// TLS settings (`nil`: plain TCP). Default `nil`; `amqps://` URLs set it.
+    public var tls: TLS?
+
     // MARK: Consuming
 
     /// The queue a source consumes (and, with the default exchange, the routing key a sink
@@ -164,7 +186,7 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     public var effectiveRoutingKey: String { self.routingKey ?? self.queue }
 
     public var description: String {
-        var text = "amqp \(self.address) queue \(self.queue) user \(self.username) password ***"
+        var text = "\(self.tls == nil ? "amqp" : "amqps") \(self.address) queue \(self.queue) user \(self.username) password ***"
         if let prefetch = self.prefetch { text += " prefetch \(prefetch)" }
         return text
     }
@@ -196,6 +218,12 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         guard self.ackDelay >= .zero, self.ackDelay <= .seconds(10) else { throw fail("ackDelay must be between 0 and 10 s") }
         if self.topology.deadLetterRoutingKey != nil, self.topology.deadLetterExchange == nil {
             throw fail("deadLetterRoutingKey needs a deadLetterExchange")
+        }
+        if let tls = self.tls {
+            guard !tls.caCertificatePath.isEmpty else { throw fail("tls.caCertificatePath must not be empty") }
+            guard (tls.certificatePath == nil) == (tls.keyPath == nil) else {
+                throw fail("a TLS client certificate needs its key, and a key its certificate")
+            }
         }
         if self.topology.exchange == "" { throw fail("the default exchange cannot be declared or bound; leave exchange nil") }
     }

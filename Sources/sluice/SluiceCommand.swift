@@ -58,7 +58,7 @@ struct Drain: AsyncParsableCommand {
             switch scheme {
             case "redis", "unix":
                 try await self.drain(RedisSource(url: self.url))
-            case "amqp":
+            case "amqp", "amqps":
                 try await self.drain(RabbitMQSource(url: self.url))
             default:
                 throw UnsupportedURL(scheme: scheme)
@@ -113,7 +113,7 @@ struct Drain: AsyncParsableCommand {
 /// A URL whose scheme no connector handles.
 struct UnsupportedURL: Error, CustomStringConvertible {
     let scheme: String
-    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://" }
+    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://, amqps://" }
 }
 
 /// The error of messages taken after the count was reached (they are requeued).

@@ -63,6 +63,18 @@ import Testing
         }
     }
 
+    @Test func amqpsNeedsACAAndDefaultsToPort5671() throws {
+        let configuration = try RabbitMQConfiguration(url: "amqps://h/?queue=q&cacertfile=/ca.pem&certfile=/c.pem&keyfile=/k.pem&verify=verify_none")
+        #expect(configuration.port == 5671)
+        #expect(configuration.tls?.caCertificatePath == "/ca.pem")
+        #expect(configuration.tls?.certificatePath == "/c.pem")
+        #expect(configuration.tls?.keyPath == "/k.pem")
+        #expect(configuration.tls?.verifyPeer == false)
+        #expect(throws: RabbitMQError.self) { try RabbitMQConfiguration(url: "amqps://h/?queue=q") }
+        #expect(throws: RabbitMQError.self) { try RabbitMQConfiguration(url: "amqps://h/?queue=q&cacertfile=/ca.pem&certfile=/c.pem") }
+        #expect(throws: RabbitMQError.self) { try RabbitMQConfiguration(url: "amqp://h/?queue=q&cacertfile=/ca.pem") }
+    }
+
     @Test func passwordsNeverShow() throws {
         let url = "amqp://admin:s3cr3t@h:5672/?queue=q&prefetch=0"
         #expect(RabbitMQConfiguration.redacted(url) == "amqp://admin:***@h:5672/?queue=q&prefetch=0")

@@ -95,9 +95,12 @@ final class AMQPConnection {
         guard let state = amqp_new_connection() else {
             throw RabbitMQError(.connectionFailed, "librabbitmq could not allocate a connection for \(address)")
         }
-        guard let socket = amqp_tcp_socket_new(state) else {
+        let socket: OpaquePointer
+        do throws(RabbitMQError) {
+            socket = try Self.socket(state, configuration)
+        } catch {
             _ = amqp_destroy_connection(state)
-            throw RabbitMQError(.connectionFailed, "librabbitmq could not create a TCP socket for \(address)")
+            throw error
         }
         var timeout = timeval(configuration.connectTimeout)
         let status = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &timeout)
@@ -105,8 +108,9 @@ final class AMQPConnection {
             _ = amqp_destroy_connection(state)
             throw RabbitMQError(
                 .connectionFailed,
-                "cannot connect to RabbitMQ at \(configuration.host):\(configuration.port): \(Self.describe(status)); "
-                    + "check that the broker runs there"
+                "cannot connect to RabbitMQ at \(configuration.host):\(configuration.port)\(configuration.tls == nil ? "" : " over TLS"): "
+                    + "\(Self.describe(status)); check that the broker runs there"
+                    + (configuration.tls == nil ? "" : ", speaks TLS, and has a certificate the CA signed for that host")
             )
         }
         _ = amqp_set_handshake_timeout(state, &timeout)
@@ -131,6 +135,33 @@ final class AMQPConnection {
         _ = amqp_channel_open(state, connection.channel)
         try connection.check(amqp_get_rpc_reply(state), "opening a channel")
         return connection
+    }
+
+    /// A TCP socket, or a TLS one set up as `configuration.tls` says.
+    private static func socket(_ state: amqp_connection_state_t, _ configuration: RabbitMQConfiguration) throws(RabbitMQError) -> OpaquePointer {
+        guard let tls = configuration.tls else {
+            guard let socket = amqp_tcp_socket_new(state) else {
+                throw RabbitMQError(.connectionFailed, "librabbitmq could not create a TCP socket for \(configuration.address)")
+            }
+            return socket
+        }
+        guard let socket = amqp_ssl_socket_new(state) else {
+            throw RabbitMQError(.connectionFailed, "librabbitmq could not create a TLS socket for \(configuration.address)")
+        }
+        amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
+        amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+        guard amqp_ssl_socket_set_cacert(socket, tls.caCertificatePath) == AMQP_STATUS_OK.rawValue else {
+            throw RabbitMQError(.invalidConfiguration, "cannot read the CA certificate \(tls.caCertificatePath) (a PEM file is expected)")
+        }
+        if let certificate = tls.certificatePath, let key = tls.keyPath {
+            guard amqp_ssl_socket_set_key(socket, certificate, key) == AMQP_STATUS_OK.rawValue else {
+                throw RabbitMQError(
+                    .invalidConfiguration,
+                    "cannot read the client certificate \(certificate) with key \(key) (PEM files that belong together are expected)"
+                )
+            }
+        }
+        return socket
     }
 
     /// Declares what `configuration` asks for, or checks that the queue exists.
