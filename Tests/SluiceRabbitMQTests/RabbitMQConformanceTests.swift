@@ -41,7 +41,7 @@ struct RabbitMQConformanceTests {
         let probe = BrokerProbe(
             push: { payloads in try await client.publish(payloads) },
             held: { try await client.readyCount(queue) },
-            pending: { try RabbitControl.counts(queue).unacknowledged }
+            pending: { try await RabbitControl.counts(queue).unacknowledged }
         )
         let kit = try SourceConformance(guarantee: .atLeastOnce, logger: logger, probe: probe) {
             RabbitMQSource(configuration: configuration)

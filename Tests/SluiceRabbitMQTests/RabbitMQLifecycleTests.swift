@@ -39,9 +39,9 @@ struct RabbitMQLifecycleTests {
         var during = (ready: 0, unacknowledged: 0)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
-            try await waitUntil("the window was delivered") { try RabbitControl.counts(queue).unacknowledged == 5 }
+            try await waitUntil("the window was delivered") { try await RabbitControl.counts(queue).unacknowledged == 5 }
             try await Task.sleep(for: .seconds(5))
-            during = try RabbitControl.counts(queue)
+            during = try await RabbitControl.counts(queue)
             release.store(true, ordering: .relaxed)
             try await waitUntil("everything handled") { handled.load(ordering: .relaxed) >= 50 }
             pipeline.drain()
@@ -77,7 +77,7 @@ struct RabbitMQLifecycleTests {
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
-        let counts = try RabbitControl.counts(queue)
+        let counts = try await RabbitControl.counts(queue)
         #expect(counts.unacknowledged == 0)
         #expect(handled.count < 2000, "the shutdown came too late")
         #expect(Set(handled.all).count == handled.count, "a message was handled twice")

@@ -67,12 +67,12 @@ struct RabbitMQReconnectTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("30 handled") { handled.count >= 30 }
-            try RabbitControl.closeConsumerConnection(of: queue)
+            try await RabbitControl.closeConsumerConnection(of: queue)
             try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
             reconnected.store(true, ordering: .relaxed)
             try await waitUntil("every message handled") { Set(handled.all).count >= 1000 }
             try await waitUntil("every message acknowledged") {
-                let counts = try RabbitControl.counts(queue)
+                let counts = try await RabbitControl.counts(queue)
                 return counts.ready == 0 && counts.unacknowledged == 0
             }
             pipeline.drain()

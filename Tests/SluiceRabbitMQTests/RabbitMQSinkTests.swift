@@ -60,7 +60,7 @@ struct RabbitMQSinkTests {
     @Test func nackedMessagesFail() async throws {
         let configuration = try RabbitTestEnvironment.configuration("nack")
         let policy = configuration.queue + "-policy"
-        _ = try RabbitControl.run([
+        _ = try await RabbitControl.run([
             "set_policy", "--apply-to", "queues", policy, "^\(configuration.queue)$", #"{"max-length":1,"overflow":"reject-publish"}"#,
         ])
         let client = RabbitMQClient(configuration: configuration)
@@ -80,7 +80,7 @@ struct RabbitMQSinkTests {
         let failed = messages.filter(\.isFailed)
         #expect(failed.allSatisfy { ($0.failure?.error as? RabbitMQError)?.code == .nacked })
         #expect(try await client.readyCount(configuration.queue) == 1)
-        _ = try RabbitControl.run(["clear_policy", policy])
+        _ = try await RabbitControl.run(["clear_policy", policy])
         await sink.close()
         try await client.delete(queue: configuration.queue)
         await client.close()

@@ -31,7 +31,7 @@ struct RabbitMQSourceTests {
             group.addTask { try await pipeline.run() }
             try await waitUntil("1000 handled") { seen.count >= 1000 }
             try await waitUntil("every message acknowledged") {
-                let counts = try RabbitControl.counts(configuration.queue)
+                let counts = try await RabbitControl.counts(configuration.queue)
                 return counts.ready == 0 && counts.unacknowledged == 0
             }
             pipeline.drain()
@@ -72,7 +72,7 @@ struct RabbitMQSourceTests {
             group.addTask { try await pipeline.run() }
             try await waitUntil("the first messages handled") { handled.load(ordering: .relaxed) >= 5 }
             for _ in 0..<4 {
-                samples.append(try RabbitControl.counts(queue))
+                samples.append(try await RabbitControl.counts(queue))
             }
             pipeline.drain()
             try await group.waitForAll()
@@ -91,19 +91,8 @@ struct RabbitMQSourceTests {
     /// exchange's queue, `.drop` is acknowledged.
     @Test func requeueAndDeadLetterRoutes() async throws {
         var configuration = try RabbitTestEnvironment.configuration("routes")
-        let deadQueue = configuration.queue + "-dead"
-        let deadExchange = configuration.queue + "-dlx"
-        configuration.topology.deadLetterExchange = deadExchange
-        var dead = RabbitMQConfiguration(queue: deadQueue)
-        dead.host = configuration.host
-        dead.port = configuration.port
-        dead.topology.declare = true
-        dead.topology.durable = false
-        dead.topology.exchange = deadExchange
-        dead.topology.exchangeType = .fanout
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(dead)
-        try await client.declare(configuration)
+        let (deadQueue, deadExchange) = Self.withDeadLetters(&configuration)
+        let client = try await Self.declared(configuration, deadQueue: deadQueue)
         try await client.publish([Array("requeue".utf8), Array("dead".utf8), Array("drop".utf8), Array("ok".utf8)])
         let seen = Recorder<(String, Bool)>()
         let pipeline = Pipeline(
@@ -127,7 +116,7 @@ struct RabbitMQSourceTests {
             try await waitUntil("the dead letter arrived") { try await client.readyCount(deadQueue) == 1 }
             let queue = configuration.queue
             try await waitUntil("the queue is settled") {
-                let counts = try RabbitControl.counts(queue)
+                let counts = try await RabbitControl.counts(queue)
                 return counts.ready == 0 && counts.unacknowledged == 0
             }
             pipeline.drain()
@@ -147,19 +136,8 @@ struct RabbitMQSourceTests {
         var configuration = try RabbitTestEnvironment.configuration("quorum")
         configuration.topology.durable = true
         configuration.topology.queueType = .quorum
-        let deadQueue = configuration.queue + "-dead"
-        let deadExchange = configuration.queue + "-dlx"
-        configuration.topology.deadLetterExchange = deadExchange
-        var dead = RabbitMQConfiguration(queue: deadQueue)
-        dead.host = configuration.host
-        dead.port = configuration.port
-        dead.topology.declare = true
-        dead.topology.durable = false
-        dead.topology.exchange = deadExchange
-        dead.topology.exchangeType = .fanout
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(dead)
-        try await client.declare(configuration)
+        let (deadQueue, deadExchange) = Self.withDeadLetters(&configuration)
+        let client = try await Self.declared(configuration, deadQueue: deadQueue)
         try await client.publish([Array("poison".utf8)])
         let counts = Recorder<Int>()
         let pipeline = Pipeline(
@@ -185,5 +163,29 @@ struct RabbitMQSourceTests {
         try await client.delete(queue: configuration.queue)
         try await client.delete(queue: deadQueue, exchange: deadExchange)
         await client.close()
+    }
+
+    /// Gives `configuration`'s queue a dead-letter exchange of its own; returns the queue the
+    /// exchange routes to and the exchange.
+    static func withDeadLetters(_ configuration: inout RabbitMQConfiguration) -> (queue: String, exchange: String) {
+        let exchange = configuration.queue + "-dlx"
+        configuration.topology.deadLetterExchange = exchange
+        return (configuration.queue + "-dead", exchange)
+    }
+
+    /// A client that declared the dead-letter exchange with `deadQueue` bound to it, then
+    /// `configuration`'s queue.
+    static func declared(_ configuration: RabbitMQConfiguration, deadQueue: String) async throws -> RabbitMQClient {
+        var dead = RabbitMQConfiguration(queue: deadQueue)
+        dead.host = configuration.host
+        dead.port = configuration.port
+        dead.topology.declare = true
+        dead.topology.durable = false
+        dead.topology.exchange = configuration.topology.deadLetterExchange
+        dead.topology.exchangeType = .fanout
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(dead)
+        try await client.declare(configuration)
+        return client
     }
 }

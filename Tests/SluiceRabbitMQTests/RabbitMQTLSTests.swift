@@ -136,7 +136,8 @@ struct RabbitMQTLSTests {
     /// test's CA signed.
     @Test func consumesOverTLS() async throws {
         let plain = try RabbitTestEnvironment.configuration("tls")
-        let front = try TLSFrontEnd(upstreamPort: plain.port)
+        let port = plain.port
+        let front = try await offPool { try TLSFrontEnd(upstreamPort: port) }
         defer { front.stop() }
         let client = RabbitMQClient(configuration: plain)
         try await client.declare(plain)
@@ -153,7 +154,7 @@ struct RabbitMQTLSTests {
             group.addTask { try await pipeline.run() }
             try await waitUntil("100 handled") { seen.count >= 100 }
             try await waitUntil("every message acknowledged") {
-                let counts = try RabbitControl.counts(queue)
+                let counts = try await RabbitControl.counts(queue)
                 return counts.ready == 0 && counts.unacknowledged == 0
             }
             pipeline.drain()
@@ -167,7 +168,8 @@ struct RabbitMQTLSTests {
     /// A certificate another CA signed is refused at start, with a typed error.
     @Test func anUntrustedCertificateFailsAtStart() async throws {
         let plain = try RabbitTestEnvironment.configuration("tls-untrusted")
-        let front = try TLSFrontEnd(upstreamPort: plain.port)
+        let port = plain.port
+        let front = try await offPool { try TLSFrontEnd(upstreamPort: port) }
         defer { front.stop() }
         var configuration = try RabbitMQConfiguration(url: "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.otherCAPath)")
         configuration.topology.declare = true

@@ -83,12 +83,26 @@ extension Message where Metadata == RabbitMQMetadata {
     var text: String { String(decoding: self.payload, as: UTF8.self) }
 }
 
-/// `rabbitmqctl` against the test node.
+/// Runs `body` on a thread of its own and returns its result: blocking work (a child
+/// process, key generation) never holds one of the cooperative pool's few threads.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// `rabbitmqctl` against the test node (on a thread of its own: each call takes about half a
+/// second).
 enum RabbitControl {
-    static func run(_ arguments: [String]) throws -> String {
+    static func run(_ arguments: [String]) async throws -> String {
+        let node = try RabbitTestEnvironment.node()
+        return try await offPool { try Self.runBlocking(arguments, node: node) }
+    }
+
+    private static func runBlocking(_ arguments: [String], node: String) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
-        process.arguments = ["-n", try RabbitTestEnvironment.node(), "-q"] + arguments
+        process.arguments = ["-n", node, "-q"] + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = Pipe()
@@ -102,8 +116,8 @@ enum RabbitControl {
     }
 
     /// Ready and unacknowledged messages of `queue` (0 and 0 before it exists).
-    static func counts(_ queue: String) throws -> (ready: Int, unacknowledged: Int) {
-        let text = try self.run(["list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
+    static func counts(_ queue: String) async throws -> (ready: Int, unacknowledged: Int) {
+        let text = try await self.run(["list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: "\t")
             guard fields.count == 3, fields[0] == queue else { continue }
@@ -113,19 +127,19 @@ enum RabbitControl {
     }
 
     /// Closes the broker connection that consumes `queue` (no other).
-    static func closeConsumerConnection(of queue: String) throws {
-        let consumers = try self.run(["list_consumers", "--no-table-headers", "queue_name", "channel_pid"])
+    static func closeConsumerConnection(of queue: String) async throws {
+        let consumers = try await self.run(["list_consumers", "--no-table-headers", "queue_name", "channel_pid"])
         let channels = consumers.split(separator: "\n").compactMap { line -> Substring? in
             let fields = line.split(separator: "\t")
             return fields.count == 2 && fields[0] == queue ? fields[1] : nil
         }
         guard let channel = channels.first else { throw TestFailure("no consumer on \(queue)") }
-        let list = try self.run(["list_channels", "--no-table-headers", "pid", "connection"])
+        let list = try await self.run(["list_channels", "--no-table-headers", "pid", "connection"])
         let connection = list.split(separator: "\n").compactMap { line -> Substring? in
             let fields = line.split(separator: "\t")
             return fields.count == 2 && fields[0] == channel ? fields[1] : nil
         }.first
         guard let connection else { throw TestFailure("no connection for channel \(channel)") }
-        _ = try self.run(["close_connection", String(connection), "closed by a Sluice test"])
+        _ = try await self.run(["close_connection", String(connection), "closed by a Sluice test"])
     }
 }
