@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
+        .library(name: "SluiceRabbitMQ", targets: ["SluiceRabbitMQ"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
@@ -74,7 +75,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
 
@@ -84,11 +85,12 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceRabbitMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        .testTarget(name: "SluiceCLITests", dependencies: ["sluice"]),
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceRabbitMQ"]),
 
         // MARK: Examples
         .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),
@@ -147,6 +149,30 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceTestKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        // MARK: RabbitMQ
+        .target(
+            name: "SluiceRabbitMQ",
+            dependencies: [
+                "Sluice",
+                "SluiceConnector",
+                "CRabbit",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "SluiceRabbitMQTests",
+            dependencies: [
+                "Sluice",
+                "SluiceRabbitMQ",
                 "SluiceTestKit",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

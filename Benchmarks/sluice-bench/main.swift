@@ -46,8 +46,9 @@ for suite in selected {
         await EngineSuite(quick: quick).studyRow(maxDemand: maxDemand)
     case "redis": await RedisSuite(quick: quick).run()
     case "wordcount": await WordCountSuite(quick: quick).run()
+    case "rabbitmq": await RabbitMQSuite(quick: quick).run()
     default:
-        print("unknown suite \(suite); known: engine, pipeline, redis")
+        print("unknown suite \(suite); known: engine, pipeline, redis, rabbitmq, wordcount")
         exit(2)
     }
 }

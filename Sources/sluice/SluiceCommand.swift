@@ -9,6 +9,7 @@
 import ArgumentParser
 import Foundation
 import Sluice
+import SluiceRabbitMQ
 import SluiceRedis
 import Synchronization
 
@@ -28,7 +29,8 @@ struct Drain: AsyncParsableCommand {
         abstract: "Consume and acknowledge N messages from a broker URL through a pipeline, discarding them.",
         discussion: """
             Supported URLs: redis://[user:password@]host[:port][/db]?key=KEY[&mode=list|reliable|stream][&group=G][&consumer=C] \
-            and unix:///path/to/redis.sock?key=KEY. Messages taken beyond N are given back to the broker.
+            and unix:///path/to/redis.sock?key=KEY; amqp://[user:password@]host[:port][/vhost]?queue=QUEUE[&prefetch=P]. \
+            Messages taken beyond N are given back to the broker.
             """
     )
 
@@ -56,6 +58,8 @@ struct Drain: AsyncParsableCommand {
             switch scheme {
             case "redis", "unix":
                 try await self.drain(RedisSource(url: self.url))
+            case "amqp", "amqps":
+                try await self.drain(RabbitMQSource(url: self.url))
             default:
                 throw UnsupportedURL(scheme: scheme)
             }
@@ -109,7 +113,7 @@ struct Drain: AsyncParsableCommand {
 /// A URL whose scheme no connector handles.
 struct UnsupportedURL: Error, CustomStringConvertible {
     let scheme: String
-    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://" }
+    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://, amqps://" }
 }
 
 /// The error of messages taken after the count was reached (they are requeued).

@@ -1,0 +1,205 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import CoreMetrics
+import Logging
+import Sluice
+import SluiceConnector
+import Synchronization
+
+/// One running source: its connection loop (which owns every librabbitmq call), the
+/// deliveries waiting for demand, and the stage they go to.
+final class RabbitMQSession: Sendable {
+    let configuration: RabbitMQConfiguration
+    let logger: Logger
+    /// The prefetch in effect (explicit, or the pipeline's window).
+    let prefetch: Int
+    let loop: ConnectionLoop<RabbitMQConsumerDriver>
+    let counters = RabbitMQCounters()
+
+    private let deliveries = Mutex(DeliveryBuffer<Message<RabbitMQMetadata>>())
+    private let stage = Mutex<StageHandle<RabbitMQSourceStage>?>(nil)
+    /// The channel generation deliveries currently come from (0 before the first channel).
+    private let currentGeneration = Atomic<UInt64>(0)
+    private let staleMetric: Counter
+    private let refusedMetric: Counter
+
+    init(configuration: RabbitMQConfiguration, prefetch: Int, logger: Logger) {
+        var logger = logger
+        logger[metadataKey: RabbitMQLogKey.address] = "\(configuration.address)"
+        logger[metadataKey: RabbitMQLogKey.queue] = "\(configuration.queue)"
+        self.configuration = configuration
+        self.prefetch = prefetch
+        self.logger = logger
+        let driverLogger = logger
+        let dimensions = [("queue", configuration.queue)]
+        self.staleMetric = Counter(label: "sluice_amqp_stale_settlements", dimensions: dimensions)
+        self.refusedMetric = Counter(label: "sluice_amqp_unsent_settlements", dimensions: dimensions)
+        let box = SessionBox()
+        self.loop = ConnectionLoop(name: "sluice-amqp") {
+            RabbitMQConsumerDriver(configuration: configuration, prefetch: prefetch, logger: driverLogger, session: box)
+        }
+        box.session.withLock { $0 = self }
+    }
+
+    // MARK: Start and stop
+
+    /// Connects, declares the topology and starts consuming; throws what the broker refused.
+    func start() async throws(RabbitMQError) {
+        let result: Result<Void, RabbitMQError> = await withCheckedContinuation { continuation in
+            let queued = self.loop.enqueue(.start { continuation.resume(returning: $0) })
+            if !queued { continuation.resume(returning: .failure(RabbitMQError(.shutDown, "the RabbitMQ source was shut down"))) }
+        }
+        try result.get()
+    }
+
+    /// Sends the settlements still queued and deferred, then closes the channel and the
+    /// connection (the broker requeues every delivery left unacknowledged).
+    func shutdown() async {
+        self.loop.enqueue(.flush)
+        let stopTimeout = self.configuration.connectTimeout * 2 + self.configuration.maximumReconnectBackoff
+        // A cancelled pipeline shuts its source down from a cancelled task: wait in a task of
+        // its own, so that the wait is not cut short and the channel is closed when this returns.
+        let loop = self.loop
+        if !(await Task.detached { await loop.stopAndWait(timeout: stopTimeout) }.value) {
+            self.logger.warning("the RabbitMQ connection did not close within \(stopTimeout); its thread ends when librabbitmq returns")
+        }
+    }
+
+    // MARK: The stage's side
+
+    func attach(_ handle: StageHandle<RabbitMQSourceStage>) {
+        self.stage.withLock { $0 = handle }
+    }
+
+    func request(_ demand: Int) -> [Message<RabbitMQMetadata>] {
+        self.deliveries.withLock { $0.request(demand) }
+    }
+
+    /// What the stage can emit after an `arrived` note, and whether nothing more will come.
+    func takeDemanded() -> (messages: [Message<RabbitMQMetadata>], drained: Bool) {
+        self.deliveries.withLock { buffer in (buffer.takeDemanded(), buffer.isDrained) }
+    }
+
+    /// Whether the consumer was cancelled and every delivery was emitted.
+    var isDrained: Bool { self.deliveries.withLock { $0.isDrained } }
+
+    /// Drain: `basic.cancel`; deliveries that arrived are still handed out as asked.
+    func drain() {
+        if !self.loop.enqueue(.cancel) { self.finished() }
+    }
+
+    /// The stage ended: deliveries it never emitted go back to the queue.
+    func stageEnded() {
+        let unemitted = self.deliveries.withLock { buffer in
+            _ = buffer.finish()
+            return buffer.takeAll()
+        }
+        guard !unemitted.isEmpty else { return }
+        self.settle(Settlement(failed: unemitted.map { ($0, FailureDisposition.requeue) }))
+    }
+
+    // MARK: Settling (any thread)
+
+    /// Queues a settlement for the connection's thread; never blocks.
+    func settle(_ settlement: Settlement<RabbitMQMetadata>) {
+        guard !settlement.isEmpty else { return }
+        var batches: [UInt64: RabbitMQConsumerDriver.SettleBatch] = [:]
+        for message in settlement.acknowledged {
+            batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(message.metadata.deliveryTag)
+        }
+        for (message, disposition) in settlement.failed {
+            let tag = message.metadata.deliveryTag
+            switch disposition {
+            case .requeue: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, true))
+            case .deadLetter: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, false))
+            default: batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(tag)
+            }
+        }
+        for (generation, batch) in batches where !self.loop.enqueue(.settle(generation: generation, batch)) {
+            self.unsent(batch.count, generation: generation, reason: "the source was already shut down")
+        }
+    }
+
+    // MARK: The connection's side (its thread)
+
+    /// A channel of `generation` started consuming.
+    func channelOpened(generation: UInt64) {
+        self.currentGeneration.store(generation, ordering: .relaxed)
+    }
+
+    /// Deliveries arrived.
+    func arrived(_ messages: [Message<RabbitMQMetadata>]) {
+        guard !messages.isEmpty else { return }
+        if self.deliveries.withLock({ $0.arrived(messages) }) == .notifyStage { self.post(.arrived) }
+    }
+
+    /// The channel of `generation` closed: its deliveries not yet emitted are dropped (the
+    /// broker requeued them).
+    func channelClosed(generation: UInt64) {
+        let dropped = self.deliveries.withLock { buffer in
+            buffer.removeAll { $0.metadata.channelGeneration == generation }
+        }
+        if dropped > 0 {
+            self.logger.debug("dropped deliveries of a closed channel (the broker requeued them)", metadata: [
+                RabbitMQLogKey.count: "\(dropped)", RabbitMQLogKey.generation: "\(generation)",
+            ])
+        }
+    }
+
+    /// The consumer was cancelled (drain) or the connection is gone for good: nothing more
+    /// arrives.
+    func finished() {
+        if self.deliveries.withLock({ $0.finish() }) == .notifyStage { self.post(.arrived) }
+    }
+
+    /// Settlements of an older generation than the channel's: dropped, never sent.
+    func stale(_ count: Int, generation: UInt64, current: UInt64) {
+        self.counters.staleCount.add(count, ordering: .relaxed)
+        self.staleMetric.increment(by: Int64(count))
+        self.logger.info(
+            "dropped settlements of a closed channel; the broker redelivers those messages",
+            metadata: [RabbitMQLogKey.count: "\(count)", RabbitMQLogKey.generation: "\(generation) (now \(current))"]
+        )
+    }
+
+    /// Settlements that could not be sent (the connection broke before they went out).
+    func unsent(_ count: Int, generation: UInt64, reason: String) {
+        self.counters.unsentCount.add(count, ordering: .relaxed)
+        self.refusedMetric.increment(by: Int64(count))
+        self.logger.warning(
+            "settlements were not sent: \(reason); the broker redelivers those messages",
+            metadata: [RabbitMQLogKey.count: "\(count)", RabbitMQLogKey.generation: "\(generation)"]
+        )
+    }
+
+    private func post(_ kind: RabbitMQSourceInfo.Kind) {
+        let handle = self.stage.withLock { $0 }
+        handle?.send(RabbitMQSourceInfo(kind))
+    }
+}
+
+/// Counts a source keeps for its tests and logs.
+package final class RabbitMQCounters: Sendable {
+    let staleCount = Atomic<Int>(0)
+    let unsentCount = Atomic<Int>(0)
+    let reconnectCount = Atomic<Int>(0)
+
+    /// Settlements dropped because their channel had closed.
+    package var stale: Int { self.staleCount.load(ordering: .relaxed) }
+    /// Settlements that could not be sent.
+    package var unsent: Int { self.unsentCount.load(ordering: .relaxed) }
+    /// Channels opened after the first (reconnects).
+    package var reconnects: Int { self.reconnectCount.load(ordering: .relaxed) }
+}
+
+/// The session, for its driver (made before the session finished initializing).
+final class SessionBox: Sendable {
+    let session = Mutex<RabbitMQSession?>(nil)
+    var value: RabbitMQSession? { self.session.withLock { $0 } }
+}

@@ -1,0 +1,87 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import SluiceRabbitMQ
+import Testing
+
+@Suite struct AckTrackerTests {
+    let now = ContinuousClock.now
+
+    @Test func aContiguousRunIsOneMultipleAck() {
+        var tracker = AckTracker(generation: 1)
+        #expect(tracker.settle(acknowledged: Array(1...500), now: self.now) == [.ack(500, multiple: true)])
+        #expect(tracker.settle(acknowledged: Array(501...502), now: self.now) == [.ack(502, multiple: true)])
+        #expect(tracker.deferredCount == 0)
+    }
+
+    @Test func acksAboveAGapWaitUntilItCloses() {
+        var tracker = AckTracker(generation: 1)
+        #expect(tracker.settle(acknowledged: Array(11...20), now: self.now).isEmpty)
+        #expect(tracker.deferredCount == 10)
+        #expect(tracker.deferredSince == self.now)
+        #expect(tracker.settle(acknowledged: Array(1...10), now: self.now) == [.ack(20, multiple: true)])
+        #expect(tracker.deferredCount == 0)
+        #expect(tracker.deferredSince == nil)
+    }
+
+    @Test func rejectionsGoAtOnceAndAMultipleAckSkipsThem() {
+        var tracker = AckTracker(generation: 1)
+        let frames = tracker.settle(acknowledged: [1, 2, 4], rejected: [(3, true)], now: self.now)
+        #expect(frames == [.reject(3, requeue: true), .ack(4, multiple: true)])
+        // A rejection at the top of a run: the ack covers only up to the last acknowledged tag.
+        #expect(tracker.settle(acknowledged: [5], rejected: [(6, false)], now: self.now) == [.reject(6, requeue: false), .ack(5, multiple: true)])
+        #expect(tracker.settle(acknowledged: [7], now: self.now) == [.ack(7, multiple: true)])
+    }
+
+    @Test func aFlushSendsDeferredAcksAloneAndTheFloorPassesThem() {
+        var tracker = AckTracker(generation: 1)
+        _ = tracker.settle(acknowledged: [3, 4], now: self.now)
+        #expect(tracker.flushDeferred() == [.ack(3, multiple: false), .ack(4, multiple: false)])
+        #expect(tracker.settle(acknowledged: [1, 2], now: self.now) == [.ack(2, multiple: true)])
+        #expect(tracker.settle(acknowledged: [5], now: self.now) == [.ack(5, multiple: true)])
+    }
+
+    @Test func aTagIsSettledOnce() {
+        var tracker = AckTracker(generation: 1)
+        #expect(tracker.settle(acknowledged: [1], now: self.now) == [.ack(1, multiple: true)])
+        #expect(tracker.settle(acknowledged: [1], rejected: [(1, true)], now: self.now).isEmpty)
+    }
+}
+
+@Suite struct DeliveryBufferTests {
+    @Test func deliveriesBeyondDemandWaitAndDemandBeyondDeliveriesWaits() {
+        var buffer = DeliveryBuffer<Int>()
+        #expect(buffer.arrived([1, 2, 3]) == .none)
+        #expect(buffer.request(2) == [1, 2])
+        #expect(buffer.count == 1)
+        #expect(buffer.request(3) == [3])
+        #expect(buffer.pendingDemand == 2)
+        #expect(buffer.arrived([4]) == .notifyStage)
+        // One note covers every arrival until the stage takes.
+        #expect(buffer.arrived([5, 6]) == .none)
+        #expect(buffer.takeDemanded() == [4, 5])
+        #expect(buffer.count == 1)
+        #expect(buffer.pendingDemand == 0)
+    }
+
+    @Test func finishingTellsTheStageOnceAndDrainsAfterTheLastTake() {
+        var buffer = DeliveryBuffer<Int>()
+        _ = buffer.arrived([1, 2])
+        #expect(buffer.finish() == .notifyStage)
+        #expect(!buffer.isDrained)
+        #expect(buffer.takeAll() == [1, 2])
+        #expect(buffer.isDrained)
+    }
+
+    @Test func staleDeliveriesAreRemoved() {
+        var buffer = DeliveryBuffer<Int>()
+        _ = buffer.arrived([1, 2, 3, 4])
+        #expect(buffer.removeAll { $0 % 2 == 0 } == 2)
+        #expect(buffer.request(10) == [1, 3])
+    }
+}

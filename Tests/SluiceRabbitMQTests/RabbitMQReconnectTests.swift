@@ -1,0 +1,99 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import Sluice
+import SluiceRabbitMQ
+import Synchronization
+import Testing
+
+/// A source that keeps its acknowledger, so a test can read the source's counters.
+struct CapturingSource: PipelineSource {
+    typealias Metadata = RabbitMQMetadata
+    final class Box: Sendable {
+        let acknowledger = Mutex<RabbitMQAcknowledger?>(nil)
+    }
+
+    let base: RabbitMQSource
+    let box = Box()
+
+    var maximumInFlight: Int? { self.base.maximumInFlight }
+
+    func makeParts(context: SourceContext) async throws -> SourceParts<RabbitMQSourceStage, RabbitMQAcknowledger> {
+        let parts = try await self.base.makeParts(context: context)
+        self.box.acknowledger.withLock { $0 = parts.acknowledger }
+        return parts
+    }
+
+    func shutdown(_ acknowledger: RabbitMQAcknowledger) async {
+        await self.base.shutdown(acknowledger)
+    }
+
+    var counters: RabbitMQCounters? { self.box.acknowledger.withLock { $0?.counters } }
+}
+
+@Suite("RabbitMQ reconnect", .timeLimit(.minutes(1)))
+struct RabbitMQReconnectTests {
+    let logger = Logger(label: "sluice.test.amqp.reconnect")
+
+    /// The broker closes the consumer's connection while messages are in flight: the source
+    /// reconnects (declaring the queue again), the in-flight settlements of the closed channel
+    /// are dropped and counted (never sent on the new channel, which would close it with an
+    /// unknown delivery tag), and every message is handled and acknowledged in the end.
+    @Test func brokerClosingTheConnectionLosesNothing() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("close")
+        configuration.reconnectBackoff = .milliseconds(20)
+        let queue = configuration.queue
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        try await client.publish(payloads(1000))
+        let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
+        let handled = Recorder<String>()
+        let reconnected = Atomic<Bool>(false)
+        let pipeline = Pipeline("close", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: 25) { message in
+                // Hold the first window's handlers until the channel they came on is gone.
+                while message.metadata.channelGeneration == 1 && handled.count >= 30 && !reconnected.load(ordering: .relaxed) {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                handled.append(message.text)
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("30 handled") { handled.count >= 30 }
+            try await RabbitControl.closeConsumerConnection(of: queue)
+            try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
+            reconnected.store(true, ordering: .relaxed)
+            try await waitUntil("every message handled") { Set(handled.all).count >= 1000 }
+            try await waitUntil("every message acknowledged") {
+                let counts = try await RabbitControl.counts(queue)
+                return counts.ready == 0 && counts.unacknowledged == 0
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        let counters = try #require(source.counters)
+        #expect(counters.reconnects == 1, "a second reconnect means the new channel was closed too (a stale tag?)")
+        #expect(counters.stale > 0, "the held messages' settlements belong to the closed channel")
+        #expect(Set(handled.all) == Set((0..<1000).map { "m\($0)" }))
+        try await client.delete(queue: queue)
+        await client.close()
+    }
+
+    /// The consumer-timeout channel close is recognised by its text.
+    @Test func recognisesAConsumerTimeout() {
+        let error = RabbitMQError(
+            .preconditionFailed,
+            "the broker closed the channel to 127.0.0.1:5672/: 406 PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. "
+                + "Timeout value used: 1800000 ms. This timeout value can be configured, see consumers doc guide to learn more"
+        )
+        #expect(error.isConsumerTimeout)
+        #expect(!RabbitMQError(.preconditionFailed, "406 PRECONDITION_FAILED - unknown delivery tag 7").isConsumerTimeout)
+    }
+}

@@ -1,0 +1,191 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import Sluice
+import SluiceRabbitMQ
+import Synchronization
+import Testing
+
+@Suite("RabbitMQ source against the broker", .timeLimit(.minutes(1)))
+struct RabbitMQSourceTests {
+    let logger = Logger(label: "sluice.test.amqp")
+
+    /// Publishes, consumes through a pipeline, and checks that everything was acknowledged
+    /// (nothing ready, nothing unacknowledged) with the metadata of each delivery.
+    @Test func endToEndWithAcks() async throws {
+        let configuration = try RabbitTestEnvironment.configuration("e2e")
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        try await client.publish(payloads(1000))
+        let seen = Recorder<Message<RabbitMQMetadata>>()
+        let pipeline = Pipeline("e2e", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: 100) { message in seen.append(message) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("1000 handled") { seen.count >= 1000 }
+            try await waitUntil("every message acknowledged") {
+                let counts = try await RabbitControl.counts(configuration.queue)
+                return counts.ready == 0 && counts.unacknowledged == 0
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        let messages = seen.all
+        #expect(Set(messages.map(\.text)) == Set((0..<1000).map { "m\($0)" }))
+        #expect(messages.count == 1000)
+        let first = try #require(messages.first)
+        #expect(first.metadata.routingKey == configuration.queue)
+        #expect(first.metadata.exchange == "")
+        #expect(!first.metadata.redelivered)
+        #expect(first.metadata.deliveryCount == 1)
+        #expect(first.metadata.channelGeneration == 1)
+        #expect(Set(messages.map(\.metadata.deliveryTag)).count == 1000)
+        try await client.delete(queue: configuration.queue)
+        await client.close()
+    }
+
+    /// Prefetch 20 and a slow consumer: the broker never has more than 20 unacknowledged, and
+    /// the rest stays ready in the queue.
+    @Test func backPressureHoldsThePrefetch() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("backpressure")
+        configuration.prefetch = 20
+        let queue = configuration.queue
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        try await client.publish(payloads(200))
+        let handled = Atomic<Int>(0)
+        let pipeline = Pipeline("slow", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: 5) { _ in
+                try await Task.sleep(for: .milliseconds(20))
+                handled.add(1, ordering: .relaxed)
+            }
+        }
+        var samples: [(ready: Int, unacknowledged: Int)] = []
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("the first messages handled") { handled.load(ordering: .relaxed) >= 5 }
+            for _ in 0..<4 {
+                samples.append(try await RabbitControl.counts(queue))
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        for sample in samples {
+            #expect(sample.unacknowledged <= 20, "the broker reports \(sample.unacknowledged) unacknowledged")
+            #expect(sample.ready + sample.unacknowledged + 20 >= 200 - handled.load(ordering: .relaxed))
+        }
+        #expect(samples.contains { $0.unacknowledged == 20 }, "the window was never full: \(samples)")
+        #expect(samples.contains { $0.ready > 0 })
+        try await client.delete(queue: configuration.queue)
+        await client.close()
+    }
+
+    /// Failed messages: `.requeue` comes back (redelivered), `.deadLetter` goes to the dead-letter
+    /// exchange's queue, `.drop` is acknowledged.
+    @Test func requeueAndDeadLetterRoutes() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("routes")
+        let (deadQueue, deadExchange) = Self.withDeadLetters(&configuration)
+        let client = try await Self.declared(configuration, deadQueue: deadQueue)
+        try await client.publish([Array("requeue".utf8), Array("dead".utf8), Array("drop".utf8), Array("ok".utf8)])
+        let seen = Recorder<(String, Bool)>()
+        let pipeline = Pipeline(
+            "routes",
+            source: RabbitMQSource(configuration: configuration),
+            configuration: PipelineConfiguration(failurePolicy: FailurePolicy(retry: nil, maxDeliveries: nil), logger: self.logger)
+        ) {
+            Processors(concurrency: 1, maxDemand: 10) { message in
+                seen.append((message.text, message.metadata.redelivered))
+                switch message.text {
+                case "requeue" where !message.metadata.redelivered: message.fail(TestFailure("again"), disposition: .requeue)
+                case "dead": message.fail(TestFailure("poison"), disposition: .deadLetter)
+                case "drop": message.fail(TestFailure("unwanted"), disposition: .drop)
+                default: break
+                }
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("the requeued message came back") { seen.all.contains { $0 == ("requeue", true) } }
+            try await waitUntil("the dead letter arrived") { try await client.readyCount(deadQueue) == 1 }
+            let queue = configuration.queue
+            try await waitUntil("the queue is settled") {
+                let counts = try await RabbitControl.counts(queue)
+                return counts.ready == 0 && counts.unacknowledged == 0
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        #expect(seen.all.filter { $0.0 == "dead" }.count == 1)
+        #expect(seen.all.filter { $0.0 == "drop" }.count == 1)
+        #expect(seen.all.filter { $0.0 == "requeue" }.count == 2)
+        try await client.delete(queue: configuration.queue)
+        try await client.delete(queue: deadQueue, exchange: deadExchange)
+        await client.close()
+    }
+
+    /// A quorum queue counts deliveries (`x-delivery-count`): a message that keeps failing
+    /// with requeue is capped by `maxDeliveries` and dead-lettered.
+    @Test func quorumDeliveryCountCapsAPoisonMessage() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("quorum")
+        configuration.topology.durable = true
+        configuration.topology.queueType = .quorum
+        let (deadQueue, deadExchange) = Self.withDeadLetters(&configuration)
+        let client = try await Self.declared(configuration, deadQueue: deadQueue)
+        try await client.publish([Array("poison".utf8)])
+        let counts = Recorder<Int>()
+        let pipeline = Pipeline(
+            "quorum",
+            source: RabbitMQSource(configuration: configuration),
+            configuration: PipelineConfiguration(
+                failurePolicy: FailurePolicy(retry: nil, disposition: .deadLetter, maxDeliveries: 3),
+                logger: self.logger
+            )
+        ) {
+            Processors(concurrency: 1, maxDemand: 10) { message in
+                counts.append(message.metadata.deliveryCount ?? 0)
+                message.fail(TestFailure("always fails"), disposition: .requeue)
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("the poison message was dead-lettered") { try await client.readyCount(deadQueue) == 1 }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        #expect(counts.all == [1, 2, 3])
+        try await client.delete(queue: configuration.queue)
+        try await client.delete(queue: deadQueue, exchange: deadExchange)
+        await client.close()
+    }
+
+    /// Gives `configuration`'s queue a dead-letter exchange of its own; returns the queue the
+    /// exchange routes to and the exchange.
+    static func withDeadLetters(_ configuration: inout RabbitMQConfiguration) -> (queue: String, exchange: String) {
+        let exchange = configuration.queue + "-dlx"
+        configuration.topology.deadLetterExchange = exchange
+        return (configuration.queue + "-dead", exchange)
+    }
+
+    /// A client that declared the dead-letter exchange with `deadQueue` bound to it, then
+    /// `configuration`'s queue.
+    static func declared(_ configuration: RabbitMQConfiguration, deadQueue: String) async throws -> RabbitMQClient {
+        var dead = RabbitMQConfiguration(queue: deadQueue)
+        dead.host = configuration.host
+        dead.port = configuration.port
+        dead.topology.declare = true
+        dead.topology.durable = false
+        dead.topology.exchange = configuration.topology.deadLetterExchange
+        dead.topology.exchangeType = .fanout
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(dead)
+        try await client.declare(configuration)
+        return client
+    }
+}

@@ -1,0 +1,145 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Sluice
+import SluiceRabbitMQ
+import Synchronization
+import Testing
+
+/// The RabbitMQ the integration tests use, as printed by `scripts/brokers env`.
+enum RabbitTestEnvironment {
+    /// The URL of the shared test broker; fails (never skips) when it is not set.
+    static func url() throws -> String {
+        try self.variable("SLUICE_RABBITMQ_URL")
+    }
+
+    /// The broker's node name, for `rabbitmqctl -n`.
+    static func node() throws -> String {
+        try self.variable("SLUICE_RABBITMQ_NODE")
+    }
+
+    private static func variable(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else {
+            throw TestFailure(
+                """
+                \(name) is not set, so the RabbitMQ integration tests have no broker to talk to. \
+                Start the brokers and export their addresses in the shell that runs the tests: \
+                `scripts/brokers up` and then `eval "$(scripts/brokers env)"` (see docs/brokers.md).
+                """
+            )
+        }
+        return value
+    }
+
+    /// A configuration for the shared broker with a queue no other test uses, declared by
+    /// the source.
+    static func configuration(_ purpose: String, query: String = "") throws -> RabbitMQConfiguration {
+        let base = try url()
+        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(uniqueName(purpose))" + query)
+        configuration.topology.declare = true
+        configuration.topology.durable = false
+        return configuration
+    }
+
+    static func uniqueName(_ purpose: String) -> String {
+        "sluice-test-\(purpose)-\(UUID().uuidString.lowercased().prefix(13))"
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Polls `condition` every 20 ms until it holds; throws after `seconds`.
+func waitUntil(seconds: Double = 20, _ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TestFailure("timed out after \(seconds) s waiting until \(what)")
+}
+
+/// A thread-safe recorder of what handlers saw.
+final class Recorder<Value: Sendable>: Sendable {
+    private let values = Mutex<[Value]>([])
+    func append(_ value: Value) { self.values.withLock { $0.append(value) } }
+    var all: [Value] { self.values.withLock { $0 } }
+    var count: Int { self.values.withLock { $0.count } }
+}
+
+func payloads(_ count: Int, prefix: String = "m") -> [[UInt8]] {
+    (0..<count).map { Array("\(prefix)\($0)".utf8) }
+}
+
+extension Message where Metadata == RabbitMQMetadata {
+    var text: String { String(decoding: self.payload, as: UTF8.self) }
+}
+
+/// Runs `body` on a thread of its own and returns its result: blocking work (a child
+/// process, key generation) never holds one of the cooperative pool's few threads.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// `rabbitmqctl` against the test node (on a thread of its own: each call takes about half a
+/// second).
+enum RabbitControl {
+    static func run(_ arguments: [String]) async throws -> String {
+        let node = try RabbitTestEnvironment.node()
+        return try await offPool { try Self.runBlocking(arguments, node: node) }
+    }
+
+    private static func runBlocking(_ arguments: [String], node: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.arguments = ["-n", node, "-q"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = Pipe()
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestFailure("rabbitmqctl \(arguments.joined(separator: " ")) failed with status \(process.terminationStatus)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Ready and unacknowledged messages of `queue` (0 and 0 before it exists).
+    static func counts(_ queue: String) async throws -> (ready: Int, unacknowledged: Int) {
+        let text = try await self.run(["list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: "\t")
+            guard fields.count == 3, fields[0] == queue else { continue }
+            return (Int(fields[1]) ?? -1, Int(fields[2]) ?? -1)
+        }
+        return (0, 0)
+    }
+
+    /// Closes the broker connection that consumes `queue` (no other).
+    static func closeConsumerConnection(of queue: String) async throws {
+        let consumers = try await self.run(["list_consumers", "--no-table-headers", "queue_name", "channel_pid"])
+        let channels = consumers.split(separator: "\n").compactMap { line -> Substring? in
+            let fields = line.split(separator: "\t")
+            return fields.count == 2 && fields[0] == queue ? fields[1] : nil
+        }
+        guard let channel = channels.first else { throw TestFailure("no consumer on \(queue)") }
+        let list = try await self.run(["list_channels", "--no-table-headers", "pid", "connection"])
+        let connection = list.split(separator: "\n").compactMap { line -> Substring? in
+            let fields = line.split(separator: "\t")
+            return fields.count == 2 && fields[0] == channel ? fields[1] : nil
+        }.first
+        guard let connection else { throw TestFailure("no connection for channel \(channel)") }
+        _ = try await self.run(["close_connection", String(connection), "closed by a Sluice test"])
+    }
+}
