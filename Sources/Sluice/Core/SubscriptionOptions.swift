@@ -27,6 +27,8 @@ public struct SubscriptionID: Hashable, Sendable, CustomStringConvertible {
 
 /// Identifies a running stage; unique for the life of the process.
 public struct StageID: Hashable, Sendable, CustomStringConvertible {
+    // Same shape as SubscriptionID: separate types (each with its own counter) so a stage id and a
+    // subscription id cannot be mixed up.
     /// The raw value of the identifier.
     public let rawValue: UInt64
 
@@ -147,6 +149,8 @@ public struct SubscriptionOptions<Event: Sendable>: Sendable {
         partition: PartitionKey? = nil,
         selector: (@Sendable (Event) -> Bool)? = nil
     ) {
+        // Field by field (no public memberwise init is synthesized); the inits of PipelineRuntime,
+        // PipelineConfiguration, Batcher and SubscriptionInfo only share the shape.
         self.maxDemand = maxDemand
         self.minDemand = minDemand
         self.cancel = cancel
