@@ -53,6 +53,8 @@ public struct BrokerProbe: Sendable {
 
 /// A source broke a rule of the conformance kit.
 public struct ConformanceFailure: Error, CustomStringConvertible {
+    // Same shape as UnknownBatcher (PipelineRuntime.swift) only: a two-field error with a
+    // description; the two report unrelated failures.
     /// The check that failed.
     public let check: String
     /// What went wrong, one line each.
@@ -261,6 +263,8 @@ public struct SourceConformance<Source: PipelineSource>: Sendable {
     /// hang; every acknowledgement must be of a message whose handler returned, and (for an
     /// at-least-once mode) the broker must still have every other message.
     public func checkAcknowledgesOnlyProcessed() async throws {
+        // Same opening as checkSettlesEveryMessageOnce (bounded run, pipeline, processors): the shared
+        // parts are already helpers; what follows is each check's own scenario.
         try await self.bounded("acknowledges only processed messages", pushing: 200) { problems, pushed in
             let (total, handled) = (pushed.total, pushed.handled)
             let run = self.pipeline("ack-processed", source: try self.makeSource()) {

@@ -28,6 +28,8 @@ package final class EventSource<Output: Sendable>: Sendable {
         ask: @escaping @Sendable (Int, SubscriptionID) -> Void,
         cancel: @escaping @Sendable (SubscriptionID, CancelReason) -> Void
     ) {
+        // A class gets no memberwise init; RetryPolicy.init and Processors' internal init only share
+        // the shape.
         self.stageID = stageID
         self.stageName = stageName
         self.subscribeOperation = subscribe

@@ -12,6 +12,8 @@
 /// where it helps, what to do about it. New codes may be added in future releases, so switch
 /// over codes with a `default` branch.
 public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
+    // Same shape as RedisError: each module owns its error type, whose Code grows with that
+    // module alone (STYLE habit 7), so the two are not one generic error.
     /// A kind of ``SluiceError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {

@@ -27,6 +27,8 @@ public struct SubscriptionID: Hashable, Sendable, CustomStringConvertible {
 
 /// Identifies a running stage; unique for the life of the process.
 public struct StageID: Hashable, Sendable, CustomStringConvertible {
+    // Same shape as SubscriptionID: separate types (each with its own counter) so a stage id and a
+    // subscription id cannot be mixed up.
     /// The raw value of the identifier.
     public let rawValue: UInt64
 
@@ -40,34 +42,50 @@ public struct StageID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "stage#\(self.rawValue)" }
 }
 
-/// What a consumer does when the producer of one of its subscriptions goes away.
-public struct CancelMode: Hashable, Sendable, CustomStringConvertible {
-    private enum Base: Hashable, Sendable { case permanent, transient, temporary }
-    private let base: Base
+/// Which stop reasons a `permanent`, `transient` or `temporary` setting reacts to: the one rule
+/// behind ``CancelMode`` (does the consumer end?) and ``RestartPolicy`` (is the child restarted?).
+enum EndingRule: Hashable, Sendable {
+    /// Reacts to every reason.
+    case permanent
+    /// Reacts to a crash or a kill, not to ``StopReason/normal`` or ``StopReason/shutdown``.
+    case transient
+    /// Reacts to no reason.
+    case temporary
 
-    /// The consumer ends whenever the producer ends, whatever the reason (the default).
-    public static let permanent = CancelMode(base: .permanent)
-    /// The consumer ends unless the producer ended normally or was shut down.
-    public static let transient = CancelMode(base: .transient)
-    /// The consumer keeps running; only the subscription is removed.
-    public static let temporary = CancelMode(base: .temporary)
-
-    /// Whether a consumer with this mode ends when its producer ended for `reason`.
-    public func endsConsumer(for reason: StopReason) -> Bool {
-        switch self.base {
+    /// Whether a setting with this rule reacts to a stage that ended for `reason`.
+    func applies(to reason: StopReason) -> Bool {
+        switch self {
         case .permanent: return true
         case .transient: return !reason.isNormalOrShutdown
         case .temporary: return false
         }
     }
 
-    public var description: String {
-        switch self.base {
+    /// The rule's name, as its setting describes itself.
+    var name: String {
+        switch self {
         case .permanent: return "permanent"
         case .transient: return "transient"
         case .temporary: return "temporary"
         }
     }
+}
+
+/// What a consumer does when the producer of one of its subscriptions goes away.
+public struct CancelMode: Hashable, Sendable, CustomStringConvertible {
+    private let rule: EndingRule
+
+    /// The consumer ends whenever the producer ends, whatever the reason (the default).
+    public static let permanent = CancelMode(rule: .permanent)
+    /// The consumer ends unless the producer ended normally or was shut down.
+    public static let transient = CancelMode(rule: .transient)
+    /// The consumer keeps running; only the subscription is removed.
+    public static let temporary = CancelMode(rule: .temporary)
+
+    /// Whether a consumer with this mode ends when its producer ended for `reason`.
+    public func endsConsumer(for reason: StopReason) -> Bool { self.rule.applies(to: reason) }
+
+    public var description: String { self.rule.name }
 }
 
 /// How a consumer asks for events on a subscription.
@@ -131,6 +149,8 @@ public struct SubscriptionOptions<Event: Sendable>: Sendable {
         partition: PartitionKey? = nil,
         selector: (@Sendable (Event) -> Bool)? = nil
     ) {
+        // Field by field (no public memberwise init is synthesized); the inits of PipelineRuntime,
+        // PipelineConfiguration, Batcher and SubscriptionInfo only share the shape.
         self.maxDemand = maxDemand
         self.minDemand = minDemand
         self.cancel = cancel

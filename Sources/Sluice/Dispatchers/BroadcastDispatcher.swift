@@ -61,6 +61,8 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         }
     }
 
+    // Same shape as DemandDispatcher's entries, init, name, counts and contains: each dispatcher
+    // keeps its own bookkeeping inline so its hot path stays specialized.
     @usableFromInline
     var entries: [Entry] = []
     /// Demand passed upstream and not yet satisfied by emitted events.

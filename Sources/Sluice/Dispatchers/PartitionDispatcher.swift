@@ -87,6 +87,8 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     @inlinable
     var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
 
+    // The signature is EventDispatcher.subscribe's, hence its likeness to DemandDispatcher.subscribe
+    // and BroadcastDispatcher.subscribe; the bodies differ (a partition must be named and free).
     @usableFromInline
     mutating func subscribe(
         _ subscription: SubscriptionID,
@@ -187,6 +189,8 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
                 }
                 self.place(event, in: index, outgoing: &outgoing)
             }
+        // Same loop as the .hash case above, kept apart: running hash through a transform closure
+        // would add a closure call and a tuple per event on the dispatch hot path.
         case .transform(let transform):
             outgoing = [[Event]](repeating: [], count: self.partitions.count)
             events.reverseMoving()

@@ -244,6 +244,8 @@ struct BatcherStage<Source: PipelineSource>: ProducerConsumer {
 /// message of the batch.
 @usableFromInline
 struct BatchProcessorStage<Source: PipelineSource>: Consumer {
+    // Same typealias header as BatcherStage: each Stage conformance names its own Input (and
+    // Output, Info).
     @usableFromInline
     typealias Metadata = Source.Metadata
     @usableFromInline

@@ -29,6 +29,8 @@ public struct RetryPolicy: Hashable, Sendable {
         multiplier: Double = 2,
         jitter: Double = 0.2
     ) {
+        // Field by field (no public memberwise init is synthesized); Processors' internal init only
+        // shares the shape.
         self.maxAttempts = maxAttempts
         self.initialBackoff = initialBackoff
         self.maxBackoff = maxBackoff

@@ -37,6 +37,8 @@ public struct PipelineConfiguration: Sendable {
         logger: Logger? = nil,
         metricsFactory: (any MetricsFactory)? = nil
     ) {
+        // Field by field (no public memberwise init is synthesized); Batcher.init and
+        // SubscriptionInfo.init only share the shape.
         self.failurePolicy = failurePolicy
         self.shutdownTimeout = shutdownTimeout
         self.rateLimit = rateLimit

@@ -68,6 +68,8 @@ public struct Processors<Metadata: Sendable>: Sendable {
         minDemand: Int? = nil,
         handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
     ) {
+        // Same parameters as the async init above: a closure without `await` picks this overload, so
+        // each handler kind needs its own public init; both forward to the internal init.
         self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: nil, handler: .sync(handler))
     }
 
@@ -81,6 +83,7 @@ public struct Processors<Metadata: Sendable>: Sendable {
         partitionBy key: @escaping @Sendable (Message<Metadata>) -> Key,
         handler: @escaping @Sendable (inout Message<Metadata>) throws -> Void
     ) {
+        // The synchronous twin of the async partitionBy init above, for the same overload reason.
         self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: { message in key(message).hashValue }, handler: .sync(handler))
     }
 
@@ -150,6 +153,8 @@ public struct Batcher<Metadata: Sendable>: Sendable {
         batchKey: (@Sendable (Message<Metadata>) -> String?)? = nil,
         handler: nonisolated(nonsending) @escaping @Sendable (inout [Message<Metadata>]) async throws -> Void
     ) {
+        // Field by field (no public memberwise init is synthesized); SubscriptionInfo.init only
+        // shares the shape.
         self.name = name
         self.size = size
         self.timeout = timeout

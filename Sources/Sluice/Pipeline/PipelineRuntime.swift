@@ -12,6 +12,8 @@ public import Synchronization
 
 /// Counts of a pipeline's messages, by outcome.
 public struct PipelineStatistics: Hashable, Sendable {
+    // Same shape as StageStatistics (StageOptions.swift): both are plain public counters, but of
+    // different things (a pipeline's messages by outcome; a stage's events and subscriptions).
     /// Messages the processors received from the source.
     public var received = 0
     /// Messages acknowledged after successful processing.
@@ -41,6 +43,8 @@ public struct PipelineStatistics: Hashable, Sendable {
 /// Metric labels Sluice reports through swift-metrics (dimensions: `pipeline`, and `stage` for
 /// per-stage metrics).
 public enum SluiceMetricLabel {
+    // Same shape as SluiceLogKey and RedisLogKey: lists of string constants, each for its own
+    // purpose (metric labels here, log metadata keys there).
     /// Counter: messages received by processors.
     public static let received = "sluice_messages_received_total"
     /// Counter: messages acknowledged.
@@ -113,6 +117,8 @@ final class PipelineRuntime<Source: PipelineSource>: Sendable {
         batcherNames: [String],
         metricsFactory: (any MetricsFactory)?
     ) {
+        // A class gets no memberwise init; the inits of PipelineConfiguration, Batcher and
+        // SubscriptionInfo only share the shape of these assignments.
         self.name = name
         self.acknowledger = acknowledger
         self.policy = policy
@@ -344,6 +350,8 @@ final class PipelineTimers: Sendable {
 
 /// The error a message gets when its delivery count exceeds ``FailurePolicy/maxDeliveries``.
 public struct PoisonMessage: Error, Hashable, Sendable, CustomStringConvertible {
+    // Same shape as RedisEntryID (RedisMetadata.swift) only: two stored numbers and their public
+    // init; the values are unrelated.
     /// The broker's delivery count.
     public let deliveryCount: Int
     /// The policy's cap.

@@ -374,6 +374,8 @@ struct ProcessorStage<Source: PipelineSource>: ProducerConsumer, ProcessorStageS
 /// A processor that settles its messages itself (the pipeline has no batcher).
 @usableFromInline
 struct TerminalProcessorStage<Source: PipelineSource>: Consumer, ProcessorStageShape {
+    // Same shape as ProcessorStage: a Consumer (StageContext<Never>) and a ProducerConsumer are
+    // separate conformances; what they share lives in ProcessorStageShape and ProcessorCore.
     @usableFromInline
     typealias Input = Message<Source.Metadata>
     @usableFromInline

@@ -52,6 +52,8 @@ public struct SubscriberInfo<Event: Sendable>: Sendable {
 
 /// The role of a stage in a pipeline.
 public enum StageRole: Hashable, Sendable {
+    // With SubscriberInfo's init above, this looks like ReadCredit.Window's init and Phase
+    // (SluiceConnector) by shape only: assignments followed by a three-case enum.
     /// Receives demand and emits at most that many events.
     case producer
     /// Receives events, emits transformed events; demand flows through it.

@@ -44,6 +44,9 @@ public struct StageOptions<Output: Sendable>: Sendable {
         logger: Logger? = nil,
         executor: StageExecutorPreference = .sluice
     ) {
+        // Field by field, as Swift synthesizes no public memberwise init. The same-shape runs in the
+        // inits of SubscriptionOptions, PipelineConfiguration, Batcher, SubscriptionInfo,
+        // PipelineRuntime, EventSource and RetryPolicy assign those types' own fields.
         self.name = name
         self.dispatcher = dispatcher
         self.bufferSize = bufferSize
@@ -110,6 +113,8 @@ public struct SubscribeTo<Event: Sendable>: Sendable {
 
 /// Metadata keys Sluice puts on log messages.
 public enum SluiceLogKey {
+    // Same shape as RedisLogKey: the Redis module keeps its sluice.redis.* keys in its own enum
+    // (STYLE habit 8: a module's log keys in one enum).
     /// The name of the stage logging.
     public static let stageName = "sluice.stage.name"
     /// The identifier of the stage logging.

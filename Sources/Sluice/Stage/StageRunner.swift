@@ -224,6 +224,8 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             await self.callHandleInfo(info)
 
         case .infoBehindEvents(let info, let reply):
+            // Same queue-behind-input step as .upstreamEnded above, kept inline: a shared helper would take
+            // the direct branch as a closure in the runner's mail loop.
             if S.role == .producerConsumer && !self.queuedInput.isEmpty {
                 self.queuedInput.append(.info(info, reply))
                 await self.handleQueuedInput()

@@ -11,34 +11,22 @@ import Synchronization
 
 /// When a supervisor restarts a child that ended.
 ///
-/// Built like ``CancelMode`` (OTP and GenStage use the same three words), but a separate type:
-/// the two answer different questions and differ for a shutdown.
+/// Decided by the same rule as ``CancelMode`` (OTP and GenStage use the same three words), but
+/// a separate type: the two answer different questions (is a child restarted, does a consumer
+/// end) and are set in different places.
 public struct RestartPolicy: Hashable, Sendable, CustomStringConvertible {
-    private enum Base: Hashable, Sendable { case permanent, transient, temporary }
-    private let base: Base
+    private let rule: EndingRule
 
     /// Always restarted, whatever the reason (the default).
-    public static let permanent = RestartPolicy(base: .permanent)
-    /// Restarted only if it crashed (ended with a ``StopReason/failure(_:)``).
-    public static let transient = RestartPolicy(base: .transient)
+    public static let permanent = RestartPolicy(rule: .permanent)
+    /// Restarted only if it crashed (ended with a ``StopReason/failure(_:)``) or was killed.
+    public static let transient = RestartPolicy(rule: .transient)
     /// Never restarted.
-    public static let temporary = RestartPolicy(base: .temporary)
+    public static let temporary = RestartPolicy(rule: .temporary)
 
-    func restarts(after reason: StopReason) -> Bool {
-        switch self.base {
-        case .permanent: return true
-        case .transient: return !reason.isNormalOrShutdown
-        case .temporary: return false
-        }
-    }
+    func restarts(after reason: StopReason) -> Bool { self.rule.applies(to: reason) }
 
-    public var description: String {
-        switch self.base {
-        case .permanent: return "permanent"
-        case .transient: return "transient"
-        case .temporary: return "temporary"
-        }
-    }
+    public var description: String { self.rule.name }
 }
 
 /// A running stage with its type erased: a child of a supervisor, or a stage of a pipeline.
