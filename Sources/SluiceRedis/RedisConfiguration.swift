@@ -91,6 +91,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most payload bytes read and not yet settled: no read starts while this many are
     /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
     public var maxInFlightBytes: Int = 256 << 20
+    /// The most payload bytes one read takes; an item larger than it comes alone. Reliable
+    /// mode holds each read to it exactly (its move script counts each item's bytes); list
+    /// and stream replies cannot be cut by bytes in Redis, so those modes size each read by
+    /// the items seen so far.
+    /// Default 4 MiB; 1 KiB to 1 GiB.
+    public var maxReadBytes: Int = 4 << 20
     /// How long one blocking read waits on an empty list or stream before it looks again.
     /// New data wakes it at once and a drain ends it at once (`CLIENT UNBLOCK` from the other
     /// connection), so this only bounds a drain when that cannot reach Redis. Default 100 ms.
@@ -169,6 +175,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         }
         guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
             throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
+        }
+        guard (1024...(1 << 30)).contains(self.maxReadBytes) else {
+            throw fail("maxReadBytes \(self.maxReadBytes) must be between 1024 and 1073741824")
         }
         guard self.blockTimeout >= .milliseconds(1) else { throw fail("blockTimeout must be at least 1 ms") }
         guard self.connectTimeout > .zero, self.commandTimeout > .zero else { throw fail("timeouts must be positive") }

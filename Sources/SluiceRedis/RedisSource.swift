@@ -147,7 +147,8 @@ public struct RedisSourceStage: Producer, Sendable {
 }
 
 /// Settles a ``RedisSource``'s messages on its acknowledgement connection, in batches
-/// (pipelined `XACK`, or one script per 1000 list items).
+/// (pipelined `XACK`, or one trim of the processing list's head per run of up to 1000
+/// contiguous settled items).
 public struct RedisAcknowledger: Acknowledger {
     let session: RedisSession
 
