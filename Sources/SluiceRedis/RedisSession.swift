@@ -80,7 +80,10 @@ final class RedisSession: Sendable {
         self.readClientID = readClientID
         self.fetch = Fetch(
             FetchState(
-                credit: ReadCredit(window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes)),
+                credit: ReadCredit(
+                    window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes),
+                    limit: configuration.limit
+                ),
                 // Until the first items show their size, a read asks for few: a full first
                 // read of large items could be one reply of gigabytes.
                 readCap: min(configuration.batchSize, 64)
@@ -201,13 +204,14 @@ final class RedisSession: Sendable {
 
     /// Hands the stage every batch read so far. `finished` is `true` once the source is
     /// draining and no read is in flight any more, so nothing else will arrive; otherwise the
-    /// reader posts `fetched` or `fetcherStopped` later.
-    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool) {
+    /// reader posts `fetched` or `fetcherStopped` later. `exhausted`: the source took its
+    /// ``RedisConfiguration/limit`` and drains by itself.
+    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool, exhausted: Bool) {
         self.fetch.state.withLock { state in
             let batches = state.outbox
             state.outbox = []
             state.notified = false
-            return (batches, state.credit.isEnding && state.credit.readsInFlight == 0)
+            return (batches, state.credit.isEnding && state.credit.readsInFlight == 0, state.credit.isExhausted)
         }
     }
 

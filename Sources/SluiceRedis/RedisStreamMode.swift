@@ -109,8 +109,25 @@ struct RedisStreamMode: RedisMode {
         return work
     }
 
-    /// Nothing to give back: unsettled entries stay pending and are read again.
-    func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async {}
+    /// Nothing to give back: unsettled entries stay pending and are read again. A consumer
+    /// that holds nothing pending is removed from the group (a drain's random name would
+    /// otherwise stay in the group for ever); one with pending entries stays, so that they can
+    /// be re-read or claimed.
+    func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async {
+        let configuration = self.configuration
+        _ = try? await acks.run { link throws(RedisError) in
+            try link.perform { context throws(RedisError) in
+                var pending = RedisCommand("XPENDING")
+                for argument in [configuration.key, configuration.group, "-", "+", "1", configuration.consumer] { pending.append(argument) }
+                let holds = try context.command(pending) { reply throws(RedisError) in reply.kind == .array && reply.count > 0 }
+                guard !holds else { return }
+                var remove = RedisCommand("XGROUP")
+                for argument in ["DELCONSUMER", configuration.key, configuration.group, configuration.consumer] { remove.append(argument) }
+                try context.command(remove) { _ throws(RedisError) in }
+                logger.debug("removed the consumer from the group: it holds nothing pending")
+            }
+        }
+    }
 
     /// Reads the group's entries. Used only on the read connection's thread.
     final class Reader: RedisBatchSource {
