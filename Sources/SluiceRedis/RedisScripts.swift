@@ -45,6 +45,21 @@ enum RedisScripts {
         return items
         """
 
+    /// The Lua function both ``trim`` and ``untail`` end with: for each removed item and its
+    /// operation, `k` pushes it back to the head of the source KEYS[3], `r` to its tail, `d`
+    /// to the dead-letter list KEYS[4]; `a` and `x` leave it removed. O(#items).
+    private static let dispose = """
+        local function dispose(items, ops)
+          for i = 1, #items do
+            local op = string.sub(ops, i, i)
+            if op == 'k' then redis.call('LPUSH', KEYS[3], items[i])
+            elseif op == 'r' then redis.call('RPUSH', KEYS[3], items[i])
+            elseif op == 'd' then redis.call('RPUSH', KEYS[4], items[i]) end
+          end
+        end
+
+        """
+
     /// Removes a settled run from the head of the processing list KEYS[1]: ARGV[2] is the
     /// run's first position and ARGV[3] one operation per item (`a` acknowledged, `x`
     /// dropped, `r` pushed back to the tail of the source KEYS[3], `d` pushed to the
@@ -53,7 +68,7 @@ enum RedisScripts {
     /// nothing. Returns how many items it removed, 0 if that was done already, -1 if the list
     /// is not where the run expects it (another epoch, or Redis lost writes: the reader
     /// resets). O(run length).
-    static let trim = """
+    static let trim = dispose + """
         local h = redis.call('HMGET', KEYS[2], 'epoch', 'trimmed', 'moved')
         if tonumber(h[1] or '-1') ~= tonumber(ARGV[1]) then return -1 end
         local trimmed = tonumber(h[2] or '0')
@@ -63,12 +78,7 @@ enum RedisScripts {
         if trimmed >= base + n then return 0 end
         if trimmed ~= base or tonumber(h[3] or '0') < base + n then return -1 end
         if string.find(ops, '[rd]') then
-          local items = redis.call('LPOP', KEYS[1], n) or {}
-          for i = 1, #items do
-            local op = string.sub(ops, i, i)
-            if op == 'r' then redis.call('RPUSH', KEYS[3], items[i])
-            elseif op == 'd' then redis.call('RPUSH', KEYS[4], items[i]) end
-          end
+          dispose(redis.call('LPOP', KEYS[1], n) or {}, ops)
         else
           redis.call('LTRIM', KEYS[1], n, -1)
         end
@@ -82,7 +92,7 @@ enum RedisScripts {
     /// back keeps its order there; `r`, `d`, `a`, `x` as in ``trim``). Returns how many it
     /// removed, 0 if that was done already, -1 if the list is not where it expects it.
     /// O(ARGV[3]'s length).
-    static let untail = """
+    static let untail = dispose + """
         local h = redis.call('HMGET', KEYS[2], 'epoch', 'moved', 'trimmed')
         if tonumber(h[1] or '-1') ~= tonumber(ARGV[1]) then return -1 end
         local moved = tonumber(h[2] or '0')
@@ -91,13 +101,7 @@ enum RedisScripts {
         local n = #ops
         if moved == top - n then return 0 end
         if moved ~= top or tonumber(h[3] or '0') > top - n then return -1 end
-        local items = redis.call('RPOP', KEYS[1], n) or {}
-        for i = 1, #items do
-          local op = string.sub(ops, i, i)
-          if op == 'k' then redis.call('LPUSH', KEYS[3], items[i])
-          elseif op == 'r' then redis.call('RPUSH', KEYS[3], items[i])
-          elseif op == 'd' then redis.call('RPUSH', KEYS[4], items[i]) end
-        end
+        dispose(redis.call('RPOP', KEYS[1], n) or {}, ops)
         redis.call('HSET', KEYS[2], 'moved', top - n)
         return n
         """

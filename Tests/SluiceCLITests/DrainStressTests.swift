@@ -15,13 +15,8 @@ import Glibc
 
 /// The `sluice` executable, started and left running (for signals and timing).
 func startSluice(_ arguments: [String], environment: [String: String] = [:]) throws -> (process: Process, output: Pipe, error: Pipe) {
-    let bundle = Bundle.main.bundleURL.deletingLastPathComponent()
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("sluice").path) {
-        directory = bundle
-    }
     let process = Process()
-    process.executableURL = directory.appendingPathComponent("sluice")
+    process.executableURL = sluiceExecutable()
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let output = Pipe()
@@ -295,5 +290,39 @@ struct DrainStressTests {
         }
         // The push itself is a redis-cli process (a few ms); what is measured after it is the exit.
         #expect(best < .milliseconds(60), "the drain exited \(best) after the push")
+    }
+}
+
+/// A reliable drain killed with `kill -9` leaves at most its window in its processing list
+/// (what would be delivered again), and a drain restarted under the same consumer name gives
+/// those back first and finishes the list: nothing is lost.
+@Suite("sluice drain killed", .timeLimit(.minutes(1)))
+struct DrainKilledTests {
+    @Test func aKilledReliableDrainLeavesAtMostTheWindow() throws {
+        let base = try redisURL()
+        let key = "sluice-cli-kill-\(UUID().uuidString.prefix(8))"
+        defer { _ = try? runRedis(base, ["EVAL", "return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])", "5", key, "\(key):processing:killme", "\(key):positions:killme", "\(key):alive:killme", "\(key):consumers"]) }
+        let total = 300_000
+        _ = try runRedis(base, ["EVAL", "for i = 1, tonumber(ARGV[1]) do redis.call('RPUSH', KEYS[1], i) end return 1", "1", key, "\(total)"])
+        let url = "\(base)/0?key=\(key)&mode=reliable&consumer=killme&max_in_flight=500&batch=100"
+        let started = try startSluice(["drain", url, "--count", "1000000", "--max-demand", "200"])
+        var most = 0
+        var left = total
+        while left > total * 3 / 4 {
+            usleep(1000)
+            left = Int(try runRedis(base, ["LLEN", key]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? total
+            most = max(most, Int(try runRedis(base, ["LLEN", "\(key):processing:killme"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0)
+        }
+        kill(started.process.processIdentifier, SIGKILL)
+        _ = finish(started)
+        let stranded = Int(try runRedis(base, ["LLEN", "\(key):processing:killme"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(stranded >= 0 && stranded <= 500, "\(stranded) items to deliver again against a window of 500")
+        #expect(most <= 500, "the processing list held \(most) while running")
+        left = Int(try runRedis(base, ["LLEN", key]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(left > 0, "killed before it finished")
+        let again = try runSluice(["drain", url, "--count", "\(left + stranded)"])
+        #expect(again.status == 0, "\(again.error)")
+        #expect(try runRedis(base, ["LLEN", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        #expect(try runRedis(base, ["LLEN", "\(key):processing:killme"]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 }

@@ -43,9 +43,18 @@ final class ThrowawayRedis: @unchecked Sendable {
         configuration.port = self.port
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.close() } }
-        try await waitUntil(seconds: 10, "redis-server on \(self.port) answers") {
-            (try? await client.command(["PING"]))?.text == "PONG"
+        try await waitUntil(seconds: 20, "redis-server on \(self.port) answers") {
+            guard process.isRunning else { throw TestFailure("redis-server on \(self.port) exited at start (is the port taken?)") }
+            return (try? await client.command(["PING"]))?.text == "PONG"
         }
+    }
+
+    /// A configuration for this server with a key no other test uses.
+    func configuration(_ purpose: String, mode: RedisConfiguration.Mode) -> RedisConfiguration {
+        var configuration = RedisConfiguration(key: RedisTestEnvironment.uniqueKey(purpose))
+        configuration.port = self.port
+        configuration.mode = mode
+        return configuration
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

@@ -18,19 +18,24 @@ import Testing
 /// at the head is slow, and large items are read within a byte budget.
 @Suite("Redis reliable mode under stress", .serialized, .timeLimit(.minutes(2)))
 struct RedisStressTests {
+    /// A Redis of the test's own, keeping nothing (only where a test must not load the shared
+    /// one, or must read its statistics alone); the shared one must be set up all the same.
+    private static func privateRedis() async throws -> ThrowawayRedis {
+        _ = try RedisTestEnvironment.url()
+        let server = try ThrowawayRedis(persistent: false)
+        try await server.start()
+        return server
+    }
+
     /// A processing list of 200 000 items: trimming a run of 1000 from its head, and the
     /// same trim retried (its first reply lost), each cost Redis well under a millisecond or
     /// so (its own batch), and the retry removes nothing. (Settling by value, `LREM` per item,
     /// scanned the whole list for each retried value: seconds.) Timed inside Redis
     /// (`INFO commandstats`) on a Redis of its own, so the machine's load does not count.
     @Test func aRetriedTrimIsIdempotentAndCostsItsBatchOnly() async throws {
-        _ = try RedisTestEnvironment.url()
-        let server = try ThrowawayRedis(persistent: false)
+        let server = try await Self.privateRedis()
         defer { server.stop() }
-        try await server.start()
-        var base = RedisConfiguration(key: RedisTestEnvironment.uniqueKey("trim"))
-        base.port = server.port
-        let configuration = base
+        let configuration = server.configuration("trim", mode: .reliable)
         let keys = RedisKeys(configuration)
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.close() } }
@@ -160,14 +165,9 @@ struct RedisStressTests {
     /// hold 600 MB.
     @Test(arguments: [RedisConfiguration.Mode.reliable, .list, .stream])
     func sixHundredItemsOfOneMegabyteDrainQuickly(mode: RedisConfiguration.Mode) async throws {
-        _ = try RedisTestEnvironment.url()
-        let server = try ThrowawayRedis(persistent: false)
+        let server = try await Self.privateRedis()
         defer { server.stop() }
-        try await server.start()
-        var base = RedisConfiguration(key: RedisTestEnvironment.uniqueKey("large"))
-        base.port = server.port
-        base.mode = mode
-        let configuration = base
+        let configuration = server.configuration("large", mode: mode)
         var loader = configuration
         loader.commandTimeout = .seconds(60)
         let client = RedisClient(configuration: loader)
