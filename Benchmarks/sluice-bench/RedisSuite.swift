@@ -61,7 +61,7 @@ struct RedisSuite {
         )
         print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
         print(pad("sluice list (pipelined LPOP, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
-        print(pad("sluice reliable (Lua move + LTRIM by position)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
+        print(pad("sluice reliable (move script + LTRIM)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
         print(pad("raw XREADGROUP COUNT 1000 + XACK", 44) + pad(formatRate(rawStream), 14))
         print(pad("sluice stream (XREADGROUP + batched XACK)", 44) + pad(formatRate(stream), 14) + String(format: "%.2f×", stream / rawStream))
         print(

@@ -18,28 +18,38 @@
 /// removed from its head in this epoch), so `LLEN P == moved - trimmed`. An item's position is
 /// the value of `moved` before it was moved in: the head of `P` is position `trimmed`.
 enum RedisScripts {
-    /// Moves items from the head of KEYS[1] (source) to the tail of KEYS[2] (processing list)
-    /// one `LMOVE` at a time: at most ARGV[2] items and at most ARGV[3] payload bytes (an item
-    /// that would pass the budget goes back to the head, unless it is the first: an item
-    /// larger than the budget moves alone). Counts them in KEYS[3]'s `moved`. Returns the
+    /// Moves items from the head of KEYS[1] (source) to the tail of KEYS[2] (processing list):
+    /// at most ARGV[2] items and at most ARGV[3] payload bytes (an item larger than the budget
+    /// moves alone). It looks at the list a chunk at a time (`LRANGE`: 16 items first, then as
+    /// many as the sizes seen so far leave room for), takes the prefix within the budget and
+    /// moves it with `LTRIM` and `RPUSH`. Counts the items in KEYS[3]'s `moved`. Returns the
     /// items, or -1 when KEYS[3]'s epoch is not ARGV[1] (Redis lost writes: the reader
-    /// resets). O(ARGV[2]).
+    /// resets). O(ARGV[2]) items, and at most one chunk beyond the budget in bytes.
     static let move = """
         if tonumber(redis.call('HGET', KEYS[3], 'epoch') or '-1') ~= tonumber(ARGV[1]) then return -1 end
         local limit = tonumber(ARGV[2])
         local budget = tonumber(ARGV[3])
         local items = {}
         local bytes = 0
-        while #items < limit do
-          local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-          if not item then break end
-          if #items > 0 and bytes + #item > budget then
-            redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
-            break
+        local chunk = math.min(limit, 16)
+        while #items < limit and bytes < budget do
+          local seen = redis.call('LRANGE', KEYS[1], 0, chunk - 1)
+          if #seen == 0 then break end
+          local taken = 0
+          for i = 1, #seen do
+            local size = #seen[i]
+            if #items > 0 and bytes + size > budget then break end
+            items[#items + 1] = seen[i]
+            bytes = bytes + size
+            taken = taken + 1
+            if #items == limit or bytes >= budget then break end
           end
-          items[#items + 1] = item
-          bytes = bytes + #item
-          if bytes >= budget then break end
+          if taken == 0 then break end
+          redis.call('LTRIM', KEYS[1], taken, -1)
+          redis.call('RPUSH', KEYS[2], unpack(seen, 1, taken))
+          if taken < #seen or #seen < chunk then break end
+          local average = math.max(1, math.floor(bytes / #items))
+          chunk = math.max(1, math.min(limit - #items, 1000, math.floor((budget - bytes) / average)))
         end
         if #items > 0 then redis.call('HINCRBY', KEYS[3], 'moved', #items) end
         return items
