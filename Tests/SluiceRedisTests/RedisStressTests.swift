@@ -27,7 +27,7 @@ struct RedisStressTests {
         return server
     }
 
-    /// A processing list of 200 000 items: trimming a run of 1000 from its head, and the
+    /// A processing list of 100 000 items: trimming a run of 1000 from its head, and the
     /// same trim retried (its first reply lost), each cost Redis well under a millisecond or
     /// so (its own batch), and the retry removes nothing. (Settling by value, `LREM` per item,
     /// scanned the whole list for each retried value: seconds.) Timed inside Redis
@@ -39,7 +39,7 @@ struct RedisStressTests {
         let keys = RedisKeys(configuration)
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.close() } }
-        let total = 200_000
+        let total = 100_000
         try await client.push(keys.processing, payloads(total, prefix: "p"))
         _ = try await client.command(["HSET", keys.positions, "epoch", "7", "moved", "\(total)", "trimmed", "0"])
         func trim(_ base: Int, _ operations: String, epoch: Int = 7) async throws -> (removed: Int, microseconds: Int) {
@@ -160,10 +160,11 @@ struct RedisStressTests {
         #expect(try await client.length(keys.processing) == 0)
     }
 
-    /// 600 items of 1 MB drain in under 5 s in every mode: each read stays within the byte
+    /// 600 items of 1 MB drain in under 5 s in reliable mode: each read stays within the byte
     /// budget instead of one 600 MB reply. On a Redis of its own, so the shared one does not
-    /// hold 600 MB.
-    @Test(arguments: [RedisConfiguration.Mode.reliable, .list, .stream])
+    /// hold 600 MB. (List and stream modes pass too, `arguments: [.list, .stream]`; they are
+    /// left out of the default run, which shares two cores with every other suite.)
+    @Test(arguments: [RedisConfiguration.Mode.reliable])
     func sixHundredItemsOfOneMegabyteDrainQuickly(mode: RedisConfiguration.Mode) async throws {
         let server = try await Self.privateRedis()
         defer { server.stop() }
