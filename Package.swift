@@ -75,9 +75,11 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", "CRedisRawLoops", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
+        // The raw baselines of `sluice-bench redis`: plain hiredis loops in C.
+        .target(name: "CRedisRawLoops", path: "Benchmarks/CRedisRawLoops", linkerSettings: [.linkedLibrary("hiredis")]),
 
         // MARK: Command-line tool
         .executableTarget(

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import CRedisRawLoops
 import Foundation
 import Sluice
 @_spi(Internal) import SluiceRedis
@@ -38,7 +39,7 @@ struct RedisSuite {
         print("suite redis: \(self.total) items of 100 bytes, median of \(self.repetitions) runs (raw and sluice runs alternate)")
         print("pipeline: RedisSource batchSize 1000 → Processors(concurrency: \(self.processors), maxDemand: \(self.maxDemand)) discarding")
         print("timed: from Pipeline.run() (connecting included) until every message was handled and settled")
-        print("raw: one hiredis connection, LPOP key 1000 / XREADGROUP COUNT 1000 + XACK, each payload copied into [UInt8]")
+        print("raw: a C loop on one hiredis connection, LPOP key 1000 / XREADGROUP COUNT 1000 + XACK, payloads counted, not copied")
         print(pad("consumer", 44) + pad("msgs/s", 14) + "vs raw")
         var base = try RedisConfiguration(url: url + (url.contains("?") ? "&" : "?") + "key=bench")
         base.batchSize = 1000
@@ -60,7 +61,7 @@ struct RedisSuite {
         )
         print(pad("raw LPOP key 1000", 44) + pad(formatRate(rawList), 14))
         print(pad("sluice list (pipelined LPOP, at most once)", 44) + pad(formatRate(list), 14) + String(format: "%.2f×", list / rawList))
-        print(pad("sluice reliable (Lua move + Lua LREM ack)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
+        print(pad("sluice reliable (move script + LTRIM)", 44) + pad(formatRate(reliable), 14) + String(format: "%.2f× list raw", reliable / rawList))
         print(pad("raw XREADGROUP COUNT 1000 + XACK", 44) + pad(formatRate(rawStream), 14))
         print(pad("sluice stream (XREADGROUP + batched XACK)", 44) + pad(formatRate(stream), 14) + String(format: "%.2f×", stream / rawStream))
         print(
@@ -120,50 +121,41 @@ struct RedisSuite {
     }
 
     private func rawList(_ base: RedisConfiguration) async throws -> (Int, Double) {
-        try await self.raw(base, mode: .list) { configuration, send throws(RedisError) in
-            var items = 0
-            while true {
-                let got = try send(["LPOP", configuration.key, "1000"], true).items
-                if got == 0 { break }
-                items += got
-            }
-            return items
+        try await self.raw(base, mode: .list) { configuration in
+            sluice_redis_raw_lpop(configuration.host, Int32(configuration.port), configuration.password, Int32(configuration.database), configuration.key, 1000)
         }
     }
 
     private func rawStream(_ base: RedisConfiguration) async throws -> (Int, Double) {
-        try await self.raw(base, mode: .stream) { configuration, send throws(RedisError) in
-            let (key, group) = (configuration.key, configuration.group)
-            var items = 0
-            while true {
-                let (got, ids) = try send(["XREADGROUP", "GROUP", group, "raw", "COUNT", "1000", "STREAMS", key, ">"], true)
-                if got == 0 { break }
-                _ = try send(["XACK", key, group] + ids, false)
-                items += got
-            }
-            return items
+        try await self.raw(base, mode: .stream) { configuration in
+            sluice_redis_raw_xreadgroup(
+                configuration.host, Int32(configuration.port), configuration.password, Int32(configuration.database),
+                configuration.key, configuration.group, "raw", 1000
+            )
         }
     }
 
-    /// Preloads a fresh key for `mode`, times `loop` on one raw hiredis connection, then deletes
-    /// the key; returns the items the loop consumed and the seconds it took.
+    /// Preloads a fresh key for `mode`, runs the C `loop` on a thread of its own (it blocks),
+    /// then deletes the key; returns the items the loop consumed and the seconds it took (as
+    /// the loop timed itself).
     private func raw(
         _ base: RedisConfiguration,
         mode: RedisConfiguration.Mode,
-        _ loop: @escaping @Sendable (
-            RedisConfiguration,
-            (_ arguments: [String], _ copy: Bool) throws(RedisError) -> (items: Int, ids: [String])
-        ) throws(RedisError) -> Int
+        _ loop: @escaping @Sendable (RedisConfiguration) -> sluice_redis_raw_result
     ) async throws -> (Int, Double) {
         let configuration = self.fresh(base, mode: mode)
         let client = RedisClient(configuration: configuration)
         try await self.preload(client, configuration)
-        let start = ContinuousClock.now
-        let items = try await client.withRawLoop { send throws(RedisError) in try loop(configuration, send) }
-        let seconds = (ContinuousClock.now - start).inSeconds
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<sluice_redis_raw_result, Never>) in
+            Thread { continuation.resume(returning: loop(configuration)) }.start()
+        }
         _ = try await client.command(["DEL", configuration.key])
         await client.close()
-        return (items, seconds)
+        if result.failed != 0 {
+            let message = withUnsafeBytes(of: result.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw RawLoopFailed(message: message)
+        }
+        return (Int(result.items), result.seconds)
     }
 
     private func sluice(_ base: RedisConfiguration, mode: RedisConfiguration.Mode) async throws -> (Int, Double) {
@@ -188,8 +180,14 @@ struct RedisSuite {
             try await group.waitForAll()
         }
         let seconds = (end - start).inSeconds
-        _ = try await client.command(["DEL", configuration.key, "\(configuration.key):processing:bench-consumer", "\(configuration.key):consumers"])
+        _ = try await client.command(["DEL", configuration.key, "\(configuration.key):processing:bench-consumer", "\(configuration.key):consumers", "\(configuration.key):positions:bench-consumer"])
         await client.close()
         return (total, seconds)
     }
+}
+
+/// A raw C loop failed.
+struct RawLoopFailed: Error, CustomStringConvertible {
+    let message: String
+    var description: String { "raw loop: \(self.message)" }
 }

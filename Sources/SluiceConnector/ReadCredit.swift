@@ -18,6 +18,7 @@
 /// - From a destructive source (`prefetch == 0`): what reads in flight asked for plus what
 ///   was read never exceeds the demand received, so no item is taken that nobody asked for.
 ///   A non-destructive source may run ahead of demand by at most `prefetch` items.
+/// - With a limit, reads in flight and completed never ask for more than it in all.
 /// - What was read but is not yet settled with the broker, plus what reads in flight asked
 ///   for, never exceeds ``Window/count``. When the window rather than demand holds reads
 ///   back, a read waits until a whole read (or a quarter of the window) is free. No read starts while the unsettled bytes reach
@@ -65,6 +66,9 @@ package struct ReadCredit: Sendable {
     package let window: Window
     /// How far a non-destructive source may read ahead of demand (0: destructive).
     package let prefetch: Int
+    /// How many more items reads may bring in all (`nil`: no limit). Reads never ask for more
+    /// than this; once they brought it, the credit drains by itself (``isExhausted``).
+    private(set) package var remainingLimit: Int?
 
     private var phase = Phase.reading
     /// Demand received and not yet served by a completed read.
@@ -86,11 +90,19 @@ package struct ReadCredit: Sendable {
     ///   - window: The bound on items (and bytes) read and not yet settled.
     ///   - prefetch: How many items a non-destructive source may read beyond demand; 0 for a
     ///     destructive source (a list pop), which must never take more than was demanded.
-    package init(window: Window, prefetch: Int = 0) {
+    ///   - limit: The most items all reads together may bring (`nil`: no limit), for a
+    ///     consumer that takes a fixed count and then ends: it never asks for more.
+    package init(window: Window, prefetch: Int = 0, limit: Int? = nil) {
         precondition(prefetch >= 0, "prefetch must not be negative")
+        precondition((limit ?? 0) >= 0, "a limit must not be negative")
         self.window = window
         self.prefetch = prefetch
+        self.remainingLimit = limit
+        if limit == 0 { self.phase = .draining }
     }
+
+    /// Whether reads brought the whole limit, so the credit drains by itself.
+    package var isExhausted: Bool { self.remainingLimit == 0 }
 
     /// Demand received and not yet served by a completed read.
     package var pendingDemand: Int { self.pending }
@@ -139,6 +151,10 @@ package struct ReadCredit: Sendable {
         self.pending = max(0, self.pending - got)
         self.unsettledCount += got
         self.unsettledBytes += bytes
+        if let remaining = self.remainingLimit {
+            self.remainingLimit = remaining - got
+            if remaining == got && self.phase == .reading { self.phase = .draining }
+        }
         return self.readsAction
     }
 
@@ -170,7 +186,8 @@ package struct ReadCredit: Sendable {
     /// TCP window does without silly-window avoidance).
     private func available(cap: Int) -> Int {
         guard self.phase == .reading, self.unsettledBytes < self.window.bytes else { return 0 }
-        let byDemand = self.pending + self.prefetch - self.reserved
+        var byDemand = self.pending + self.prefetch - self.reserved
+        if let remaining = self.remainingLimit { byDemand = min(byDemand, remaining - self.reserved) }
         let byWindow = self.window.count - self.unsettledCount - self.reserved
         if byWindow < byDemand && byWindow < min(cap, max(1, self.window.count / 4)) { return 0 }
         return max(0, min(byDemand, byWindow))

@@ -97,48 +97,6 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Runs `body` on the client's thread with a raw command loop: `send(arguments)` sends
-    /// one command and returns how many bytes of bulk strings its reply held (nested arrays
-    /// included), copying each into a new `[UInt8]` once when `copy` is set. For baselines.
-    public func withRawLoop<T: Sendable>(
-        _ body: @escaping @Sendable (_ send: (_ arguments: [String], _ copy: Bool) throws(RedisError) -> (items: Int, ids: [String])) throws(RedisError) -> T
-    ) async throws(RedisError) -> T {
-        try await self.thread.run { link throws(RedisError) in
-            let context = try link.connected()
-            return try body { arguments, copy throws(RedisError) in
-                var command = RedisCommand(arguments[0])
-                for argument in arguments.dropFirst() { command.append(argument) }
-                return try context.command(command) { reply throws(RedisError) in Self.walk(reply, copy: copy) }
-            }
-        }
-    }
-
-    /// Counts the leaf payloads of `LPOP` (strings) or `XREADGROUP` (entries) replies and
-    /// returns the entry ids seen.
-    private static func walk(_ reply: RedisReplyRef, copy: Bool) -> (items: Int, ids: [String]) {
-        guard reply.kind == .array else { return (reply.kind == .string ? 1 : 0, []) }
-        if reply.count == 1, reply[0].kind == .array, reply[0].count == 2, reply[0][1].kind == .array {
-            // XREADGROUP: [[stream, [[id, [field, value]], …]]]
-            let entries = reply[0][1]
-            var ids: [String] = []
-            ids.reserveCapacity(entries.count)
-            var sink = 0
-            for index in 0..<entries.count {
-                let fields = entries[index][1]
-                if copy, fields.count >= 2 { sink &+= fields[1].bytes.count }
-                ids.append(entries[index][0].text)
-            }
-            _ = sink
-            return (entries.count, ids)
-        }
-        var sink = 0
-        if copy {
-            for index in 0..<reply.count { sink &+= reply[index].bytes.count }
-        }
-        _ = sink
-        return (reply.count, [])
-    }
-
     /// Closes the connection; later commands throw `shutDown`.
     public func close() async {
         await self.connection.close()

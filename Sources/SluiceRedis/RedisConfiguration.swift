@@ -58,21 +58,21 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var port: Int = 6379
     /// A unix socket path to connect to instead of host and port. Default `nil`.
     public var unixSocketPath: String?
-    /// The database number (`SELECT`). Default 0.
+    /// The database number (`SELECT`). Default 0; 0 to 2147483647.
     public var database: Int = 0
     /// The ACL user for `AUTH` (`nil`: the default user). Default `nil`.
     public var username: String?
     /// The password for `AUTH` (`nil`: no `AUTH`). Never logged or shown in errors.
     public var password: String?
-    /// How long connecting may take. Default 5 s.
+    /// How long connecting may take. Default 5 s; 1 ms to 1 hour (URL `connect_timeout_ms`).
     public var connectTimeout: Duration = .seconds(5)
     /// How long a command may wait for its reply (blocking reads get ``blockTimeout`` on
-    /// top). Default 5 s.
+    /// top). Default 5 s; 1 ms to 1 hour (URL `command_timeout_ms`).
     public var commandTimeout: Duration = .seconds(5)
     /// The first wait before reconnecting after a broken connection; it doubles (with
-    /// jitter) up to ``maximumReconnectBackoff``. Default 50 ms.
+    /// jitter) up to ``maximumReconnectBackoff``. Default 50 ms; 1 ms to 1 hour.
     public var reconnectBackoff: Duration = .milliseconds(50)
-    /// The longest wait between reconnection attempts. Default 2 s.
+    /// The longest wait between reconnection attempts. Default 2 s; ``reconnectBackoff`` to 1 hour.
     public var maximumReconnectBackoff: Duration = .seconds(2)
 
     // MARK: Data
@@ -91,9 +91,20 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most payload bytes read and not yet settled: no read starts while this many are
     /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
     public var maxInFlightBytes: Int = 256 << 20
+    /// The most items the source takes in all (`nil`: no limit). It never reads more (reads
+    /// ask for no more than what is still missing), so nothing has to be given back; once it
+    /// took them all it ends by itself, as after a drain. For `sluice drain --count`. Default
+    /// `nil`; 1 or more when set.
+    public var limit: Int?
+    /// The most payload bytes one read takes; an item larger than it comes alone. Reliable
+    /// mode holds each read to it exactly (its move script counts each item's bytes); list
+    /// and stream replies cannot be cut by bytes in Redis, so those modes size each read by
+    /// the items seen so far.
+    /// Default 4 MiB; 1 KiB to 1 GiB.
+    public var maxReadBytes: Int = 4 << 20
     /// How long one blocking read waits on an empty list or stream before it looks again.
     /// New data wakes it at once and a drain ends it at once (`CLIENT UNBLOCK` from the other
-    /// connection), so this only bounds a drain when that cannot reach Redis. Default 100 ms.
+    /// connection), so this only bounds a drain when that cannot reach Redis. Default 100 ms; 1 ms to 60 s (URL `block_ms`).
     public var blockTimeout: Duration = .milliseconds(100)
     /// Where `.deadLetter` sends messages: a list (list modes) or a stream (stream mode).
     /// Default `nil`: `<key>:dead`.
@@ -115,15 +126,17 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     // MARK: Failure handling
 
     /// Reliable mode: how long a consumer's liveness key lives without refresh; it is
-    /// refreshed every third of this. Default 10 s.
+    /// refreshed every third of this. Default 10 s; 100 ms to 1 day (URL `ttl_ms`).
     public var livenessTTL: Duration = .seconds(10)
-    /// Reliable mode: how often the reaper looks for dead consumers. Default 5 s.
+    /// Reliable mode: how often the reaper looks for dead consumers. Default 5 s; 10 ms to 1
+    /// hour (URL `reap_ms`).
     public var reapInterval: Duration = .seconds(5)
     /// Stream mode: how long an entry must have been pending, unacknowledged, before this
     /// consumer claims it with `XAUTOCLAIM` (its consumer is presumed dead, or the entry was
-    /// given back with `.requeue`). Default 30 s.
+    /// given back with `.requeue`). Default 30 s; 0 to 7 days (URL `claim_idle_ms`).
     public var claimMinIdle: Duration = .seconds(30)
-    /// Stream mode: how often to look for stale entries to claim. Default 1 s.
+    /// Stream mode: how often to look for stale entries to claim. Default 1 s; 10 ms to 1 hour
+    /// (URL `claim_interval_ms`).
     public var claimInterval: Duration = .seconds(1)
 
     /// Creates a configuration for `key` on `127.0.0.1:6379`.
@@ -162,7 +175,6 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard !self.key.isEmpty else { throw fail("key must not be empty") }
         guard self.unixSocketPath != nil || !self.host.isEmpty else { throw fail("host must not be empty") }
         guard (1...65535).contains(self.port) else { throw fail("port \(self.port) is not between 1 and 65535") }
-        guard self.database >= 0 else { throw fail("database \(self.database) must not be negative") }
         guard (1...5000).contains(self.batchSize) else { throw fail("batchSize \(self.batchSize) must be between 1 and 5000") }
         guard (1...10_000_000).contains(self.maxInFlight) else {
             throw fail("maxInFlight \(self.maxInFlight) must be between 1 and 10000000")
@@ -170,52 +182,113 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
             throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
         }
-        guard self.blockTimeout >= .milliseconds(1) else { throw fail("blockTimeout must be at least 1 ms") }
-        guard self.connectTimeout > .zero, self.commandTimeout > .zero else { throw fail("timeouts must be positive") }
-        guard self.reconnectBackoff > .zero, self.maximumReconnectBackoff >= self.reconnectBackoff else {
-            throw fail("reconnectBackoff must be positive and at most maximumReconnectBackoff")
+        if let limit = self.limit, limit < 1 { throw fail("limit \(limit) must be at least 1") }
+        guard (1024...(1 << 30)).contains(self.maxReadBytes) else {
+            throw fail("maxReadBytes \(self.maxReadBytes) must be between 1024 and 1073741824")
         }
+        func within(_ name: String, _ value: Duration, _ range: ClosedRange<Duration>, _ text: String) throws(RedisError) {
+            guard range.contains(value) else { throw fail("\(name) must be from \(text)") }
+        }
+        try within("blockTimeout", self.blockTimeout, .milliseconds(1) ... .seconds(60), "1 ms to 60 s")
+        try within("connectTimeout", self.connectTimeout, .milliseconds(1) ... .seconds(3600), "1 ms to 1 hour")
+        try within("commandTimeout", self.commandTimeout, .milliseconds(1) ... .seconds(3600), "1 ms to 1 hour")
+        try within("reconnectBackoff", self.reconnectBackoff, .milliseconds(1) ... .seconds(3600), "1 ms to 1 hour")
+        try within("maximumReconnectBackoff", self.maximumReconnectBackoff, self.reconnectBackoff ... .seconds(3600), "reconnectBackoff to 1 hour")
         guard !self.consumer.isEmpty, !self.group.isEmpty else { throw fail("consumer and group must not be empty") }
-        guard self.livenessTTL >= .milliseconds(100) else { throw fail("livenessTTL must be at least 100 ms") }
-        guard self.reapInterval > .zero, self.claimInterval > .zero, self.claimMinIdle >= .zero else {
-            throw fail("reapInterval and claimInterval must be positive, claimMinIdle not negative")
-        }
+        try within("livenessTTL", self.livenessTTL, .milliseconds(100) ... .seconds(86_400), "100 ms to 1 day")
+        try within("reapInterval", self.reapInterval, .milliseconds(10) ... .seconds(3600), "10 ms to 1 hour")
+        try within("claimInterval", self.claimInterval, .milliseconds(10) ... .seconds(3600), "10 ms to 1 hour")
+        try within("claimMinIdle", self.claimMinIdle, .zero ... .seconds(604_800), "0 to 7 days")
+        guard Self.databaseRange.contains(self.database) else { throw fail("database \(self.database) must be from 0 to \(Self.databaseRange.upperBound)") }
         guard self.effectiveDeadLetterKey != self.key else { throw fail("deadLetterKey must differ from key") }
     }
 }
 
 extension RedisConfiguration {
-    /// Reads a URL: `redis://[user[:password]@]host[:port][/database]?key=…` or
+    /// The numeric URL parameters: name, range, and what each sets.
+    ///
+    /// | parameter | range | sets |
+    /// |---|---|---|
+    /// | `db` (unix URLs; the path of redis URLs) | 0 to 2147483647 | ``database`` |
+    /// | `batch` | 1 to 5000 | ``batchSize`` |
+    /// | `block_ms` | 1 to 60000 | ``blockTimeout`` |
+    /// | `claim_idle_ms` | 0 to 604800000 (7 days) | ``claimMinIdle`` |
+    /// | `claim_interval_ms` | 10 to 3600000 (1 hour) | ``claimInterval`` |
+    /// | `ttl_ms` | 100 to 86400000 (1 day) | ``livenessTTL`` |
+    /// | `reap_ms` | 10 to 3600000 (1 hour) | ``reapInterval`` |
+    /// | `connect_timeout_ms`, `command_timeout_ms` | 1 to 3600000 (1 hour) | ``connectTimeout``, ``commandTimeout`` |
+    /// | `max_in_flight` | 1 to 10000000 | ``maxInFlight`` |
+    /// | `max_in_flight_bytes` | 1024 to 1099511627776 (1 TiB) | ``maxInFlightBytes`` |
+    /// | `max_read_bytes` | 1024 to 1073741824 (1 GiB) | ``maxReadBytes`` |
+    static let numericParameters: [(name: String, range: ClosedRange<Int>)] = [
+        ("batch", 1...5000),
+        ("block_ms", 1...60_000),
+        ("claim_idle_ms", 0...604_800_000),
+        ("claim_interval_ms", 10...3_600_000),
+        ("ttl_ms", 100...86_400_000),
+        ("reap_ms", 10...3_600_000),
+        ("connect_timeout_ms", 1...3_600_000),
+        ("command_timeout_ms", 1...3_600_000),
+        ("max_in_flight", 1...10_000_000),
+        ("max_in_flight_bytes", 1024...(1 << 40)),
+        ("max_read_bytes", 1024...(1 << 30)),
+    ]
+
+    /// The range of a database number.
+    static let databaseRange = 0...Int(Int32.max)
+
+    /// Reads a URL: `redis://[user[:password]@]host[:port][/database]?key=…` (an IPv6 host in
+    /// brackets: `redis://[::1]:6379/0?key=k`) or
     /// `unix:///path/to/socket?key=…[&db=n][&password=…]`.
     ///
     /// Query parameters: `key` (required), `mode` (`list`, `reliable`, `stream`), `group`,
-    /// `consumer`, `batch`, `dead` (dead-letter key), `field` (stream payload field),
-    /// `block_ms`, `claim_idle_ms`, `ttl_ms`, `max_in_flight`, `max_in_flight_bytes`, and for unix sockets `db`, `user`, `password`.
-    /// User and password may be percent-encoded.
+    /// `consumer`, `dead` (dead-letter key), `field` (stream payload field), `password_env`
+    /// (the name of an environment variable holding the password, so that it need not be in
+    /// the URL or `ps`), the numeric parameters below, and for unix sockets `db`, `user`,
+    /// `password`. User and password may be percent-encoded.
+    ///
+    /// Numeric parameters and their ranges (a value outside is a one-line error):
+    /// `batch` 1–5000, `block_ms` 1–60000, `claim_idle_ms` 0–604800000, `claim_interval_ms`
+    /// 10–3600000, `ttl_ms` 100–86400000, `reap_ms` 10–3600000, `connect_timeout_ms` and
+    /// `command_timeout_ms` 1–3600000, `max_in_flight` 1–10000000, `max_in_flight_bytes`
+    /// 1024–1099511627776, `max_read_bytes` 1024–1073741824, `db` 0–2147483647.
     ///
     /// - Throws: ``RedisError`` with code ``RedisError/Code-swift.struct/invalidURL`` naming
-    ///   what is wrong (the password is never repeated).
+    ///   what is wrong, in one line; the URL is shown at most 200 characters long and never
+    ///   with its password.
     public init(url: String) throws(RedisError) {
-        let shown = Self.redacted(url)
+        let shown = Self.shown(url)
         func fail(_ text: String) -> RedisError {
-            RedisError(.invalidURL, "invalid Redis URL \(shown): \(text); expected redis://[user:password@]host[:port][/db]?key=NAME[&mode=list|reliable|stream]")
+            RedisError(.invalidURL, "invalid Redis URL \(shown): \(text); expected redis://host[:port][/db]?key=NAME[&mode=list|reliable|stream], with user and password before the host if needed")
         }
         guard let components = URLComponents(string: url) else { throw fail("not a URL") }
         var query: [String: String] = [:]
         for item in components.queryItems ?? [] {
-            guard query[item.name] == nil else { throw fail("parameter \(item.name) given twice") }
+            guard query[item.name] == nil else { throw fail("parameter \(Self.shown(item.name, limit: 40)) given twice") }
             query[item.name] = item.value ?? ""
         }
         guard let key = query.removeValue(forKey: "key"), !key.isEmpty else { throw fail("missing key=NAME") }
         self.init(key: key)
         switch components.scheme?.lowercased() {
         case "redis":
-            guard let host = components.host, !host.isEmpty else { throw fail("missing host") }
+            guard var host = components.host, !host.isEmpty else { throw fail("missing host") }
+            if host.hasPrefix("[") && host.hasSuffix("]") {
+                // An IPv6 literal: hiredis takes the address without its brackets.
+                host = String(host.dropFirst().dropLast())
+            }
+            guard !host.isEmpty else { throw fail("missing host") }
             self.host = host
-            if let port = components.port { self.port = port }
+            if let port = components.port {
+                guard (1...65535).contains(port) else { throw fail("port \(port) is not between 1 and 65535") }
+                self.port = port
+            } else if components.rangeOfPort.map({ !$0.isEmpty }) ?? false {
+                throw fail("the port must be a number between 1 and 65535")
+            }
             let path = components.path.drop { $0 == "/" }
             if !path.isEmpty {
-                guard let database = Int(path), database >= 0 else { throw fail("the path must be a database number") }
+                guard let database = Int(path), Self.databaseRange.contains(database) else {
+                    throw fail("the path must be a database number between 0 and \(Self.databaseRange.upperBound)")
+                }
                 self.database = database
             }
             if let user = components.user, !user.isEmpty { self.username = user }
@@ -227,34 +300,51 @@ extension RedisConfiguration {
             guard !components.path.isEmpty else { throw fail("missing the socket path") }
             self.unixSocketPath = components.path
             if let database = query.removeValue(forKey: "db") {
-                guard let number = Int(database), number >= 0 else { throw fail("db must be a database number") }
+                guard let number = Int(database), Self.databaseRange.contains(number) else {
+                    throw fail("db must be a database number between 0 and \(Self.databaseRange.upperBound)")
+                }
                 self.database = number
             }
             if let user = query.removeValue(forKey: "user") { self.username = user }
             if let password = query.removeValue(forKey: "password") { self.password = password }
         case let scheme:
-            throw fail("the scheme must be redis or unix, not \(scheme ?? "missing")")
+            throw fail("the scheme must be redis or unix, not \(scheme.map { Self.shown($0, limit: 20) } ?? "missing")")
+        }
+        if let variable = query.removeValue(forKey: "password_env") {
+            guard self.password == nil else { throw fail("give the password once: in the URL or with password_env, not both") }
+            guard !variable.isEmpty, let password = ProcessInfo.processInfo.environment[variable] else {
+                throw fail("password_env names the environment variable \(Self.shown(variable, limit: 60)), which is not set")
+            }
+            self.password = password
         }
         if let mode = query.removeValue(forKey: "mode") {
-            guard let parsed = Mode(mode) else { throw fail("mode must be list, reliable or stream, not \(mode)") }
+            guard let parsed = Mode(mode) else { throw fail("mode must be list, reliable or stream, not \(Self.shown(mode, limit: 40))") }
             self.mode = parsed
         }
         if let group = query.removeValue(forKey: "group") { self.group = group }
         if let consumer = query.removeValue(forKey: "consumer") { self.consumer = consumer }
         if let dead = query.removeValue(forKey: "dead") { self.deadLetterKey = dead }
         if let field = query.removeValue(forKey: "field") { self.payloadField = field }
-        func integer(_ name: String) throws(RedisError) -> Int? {
-            guard let text = query.removeValue(forKey: name) else { return nil }
-            guard let value = Int(text), value >= 0 else { throw fail("\(name) must be a whole number, not \(text)") }
-            return value
+        var numbers: [String: Int] = [:]
+        for (name, range) in Self.numericParameters {
+            guard let text = query.removeValue(forKey: name) else { continue }
+            guard let value = Int(text), range.contains(value) else {
+                throw fail("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \(Self.shown(text, limit: 40))")
+            }
+            numbers[name] = value
         }
-        if let batch = try integer("batch") { self.batchSize = batch }
-        if let block = try integer("block_ms") { self.blockTimeout = .milliseconds(block) }
-        if let idle = try integer("claim_idle_ms") { self.claimMinIdle = .milliseconds(idle) }
-        if let ttl = try integer("ttl_ms") { self.livenessTTL = .milliseconds(ttl) }
-        if let window = try integer("max_in_flight") { self.maxInFlight = window }
-        if let bytes = try integer("max_in_flight_bytes") { self.maxInFlightBytes = bytes }
-        if let unknown = query.keys.sorted().first { throw fail("unknown parameter \(unknown)") }
+        if let value = numbers["batch"] { self.batchSize = value }
+        if let value = numbers["block_ms"] { self.blockTimeout = .milliseconds(value) }
+        if let value = numbers["claim_idle_ms"] { self.claimMinIdle = .milliseconds(value) }
+        if let value = numbers["claim_interval_ms"] { self.claimInterval = .milliseconds(value) }
+        if let value = numbers["ttl_ms"] { self.livenessTTL = .milliseconds(value) }
+        if let value = numbers["reap_ms"] { self.reapInterval = .milliseconds(value) }
+        if let value = numbers["connect_timeout_ms"] { self.connectTimeout = .milliseconds(value) }
+        if let value = numbers["command_timeout_ms"] { self.commandTimeout = .milliseconds(value) }
+        if let value = numbers["max_in_flight"] { self.maxInFlight = value }
+        if let value = numbers["max_in_flight_bytes"] { self.maxInFlightBytes = value }
+        if let value = numbers["max_read_bytes"] { self.maxReadBytes = value }
+        if let unknown = query.keys.sorted().first { throw fail("unknown parameter \(Self.shown(unknown, limit: 40))") }
         do {
             try self.validate()
         } catch {
@@ -262,19 +352,65 @@ extension RedisConfiguration {
         }
     }
 
-    /// The URL with any password replaced by `***`.
-    static func redacted(_ url: String) -> String {
-        var text = url
-        if let at = text.range(of: "@"), let schemeEnd = text.range(of: "://"), schemeEnd.upperBound <= at.lowerBound {
-            let credentials = text[schemeEnd.upperBound..<at.lowerBound]
-            if let colon = credentials.firstIndex(of: ":") {
-                text.replaceSubrange(text.index(after: colon)..<at.lowerBound, with: "***")
+    /// `text` with every password of a Redis URL in it replaced by `***`, for output: the
+    /// password part of any `scheme://user:password@` (up to the last `@`), and the value of
+    /// every `password=` parameter, however many there are and wherever they stand.
+    public static func redacting(_ text: String) -> String {
+        var result = Substring(text)
+        var output = ""
+        while let scheme = result.range(of: "://") {
+            output += result[..<scheme.upperBound]
+            result = result[scheme.upperBound...]
+            // The authority runs to the next whitespace; its credentials to its last "@".
+            let end = result.firstIndex(where: \.isWhitespace) ?? result.endIndex
+            let authority = result[..<end]
+            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+                output += authority[...colon] + "***"
+                result = result[at...]
             }
         }
-        if let range = text.range(of: "password=") {
-            let end = text[range.upperBound...].firstIndex(of: "&") ?? text.endIndex
-            text.replaceSubrange(range.upperBound..<end, with: "***")
+        output += result
+        // Then every parameter whose name ends in "password" (percent-decoded, any case; also
+        // inside another value, as in dead=password=…): its value up to the next & or #.
+        var redacted = ""
+        var name = ""
+        var skipping = false
+        for character in output {
+            if skipping {
+                guard character == "&" || character == "#" || character.isWhitespace else { continue }
+                skipping = false
+            }
+            redacted.append(character)
+            if character == "=" {
+                if (name.removingPercentEncoding ?? name).lowercased().hasSuffix("password") {
+                    redacted += "***"
+                    skipping = true
+                    name = ""
+                } else {
+                    name.append(character)
+                }
+            } else if character == "&" || character == "?" || character == "#" || character.isWhitespace {
+                name = ""
+            } else {
+                name.append(character)
+            }
         }
-        return text
+        return redacted
+    }
+
+    /// A URL (or part of one) as errors show it: redacted (``redacting(_:)``), its percent-
+    /// encoded password values too, and at most `limit` characters long.
+    static func shown(_ text: String, limit: Int = 200) -> String {
+        var redacted = Self.redacting(text)
+        if let components = URLComponents(string: text) {
+            var secrets: [String] = []
+            if let password = components.percentEncodedPassword, !password.isEmpty { secrets.append(password) }
+            for item in components.percentEncodedQueryItems ?? [] where item.name.removingPercentEncoding?.lowercased() == "password" {
+                if let value = item.value, !value.isEmpty { secrets.append(value) }
+            }
+            for secret in secrets { redacted = redacted.replacingOccurrences(of: secret, with: "***") }
+        }
+        guard redacted.count > limit else { return redacted }
+        return String(redacted.prefix(limit)) + "… (\(redacted.count) characters)"
     }
 }

@@ -31,8 +31,9 @@ struct RedisListMode: RedisMode {
     }
 
     /// Acknowledged items are already gone; failed ones are pushed back or to the dead-letter
-    /// list.
-    func settleCommands(_ settlements: [Settlement<RedisMetadata>]) -> [RedisCommand] {
+    /// list. Nothing is released here: list items left the window when they were settled (see
+    /// ``acknowledgementsNeedCommands``).
+    func settleWork(_ settlements: [Settlement<RedisMetadata>]) -> RedisSettleWork {
         var requeue = RedisCommand("RPUSH")
         requeue.append(self.keys.source)
         var dead = RedisCommand("RPUSH")
@@ -46,12 +47,10 @@ struct RedisListMode: RedisMode {
                 }
             }
         }
-        return [requeue, dead].filter { $0.argumentCount > 2 }
+        var work = RedisSettleWork()
+        for command in [requeue, dead] where command.argumentCount > 2 { work.append(command) }
+        return work
     }
-
-    /// Nothing: list items left the window when they were settled (see
-    /// ``acknowledgementsNeedCommands``).
-    func settledItems(_ command: RedisCommand) -> Int { 0 }
 
     /// Pushes batches that were popped but never reached the stage (it ended before taking
     /// them) back to the head of the list, in their order.

@@ -50,13 +50,16 @@ struct RedisListPopper {
     }
 
     /// Messages for the items of a list reply, each holding `key`; their payloads share one
-    /// buffer (see `Payload.packing`).
-    static func messages(_ items: RedisReplyRef, key: String) -> [Message<RedisMetadata>] {
+    /// buffer (see `Payload.packing`). With `first`, the items get consecutive positions from
+    /// it (reliable mode).
+    static func messages(_ items: RedisReplyRef, key: String, first: RedisPosition? = nil) -> [Message<RedisMetadata>] {
         let payloads = Payload.packing((0..<items.count).lazy.map { items[$0].unsafeBytes })
         var messages: [Message<RedisMetadata>] = []
         messages.reserveCapacity(payloads.count)
+        var position = first
         for payload in payloads {
-            messages.append(Message(payload: payload, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: payload)))
+            messages.append(Message(payload: payload, metadata: RedisMetadata(key: key, entryID: nil, deliveryCount: nil, value: payload, position: position)))
+            position?.index += 1
         }
         return messages
     }

@@ -52,16 +52,28 @@ public struct RedisMetadata: MessageMetadata {
     /// The value as read from Redis, kept (shared, not copied) so the acknowledger can find
     /// the item again even if a processor changes the payload.
     let value: Payload
+    /// Reliable mode: where the item sits in the consumer's processing list, so that settling
+    /// removes it by position, never by searching for its value.
+    let position: RedisPosition?
 
     /// Creates metadata.
     public init(key: String, entryID: RedisEntryID? = nil, deliveryCount: Int? = nil) {
         self.init(key: key, entryID: entryID, deliveryCount: deliveryCount, value: Payload())
     }
 
-    init(key: String, entryID: RedisEntryID?, deliveryCount: Int?, value: Payload) {
+    init(key: String, entryID: RedisEntryID?, deliveryCount: Int?, value: Payload, position: RedisPosition? = nil) {
         self.key = key
         self.entryID = entryID
         self.deliveryCount = deliveryCount
         self.value = value
+        self.position = position
     }
+}
+
+/// Where a reliable-mode item sits in its consumer's processing list: the count of items moved
+/// into the list before it in this epoch. An epoch starts whenever the list is reset (at start,
+/// or after Redis lost writes); settling an item of an earlier epoch needs no command.
+struct RedisPosition: Sendable, Hashable {
+    var epoch: Int
+    var index: Int
 }

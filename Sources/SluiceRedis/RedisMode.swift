@@ -28,17 +28,47 @@ protocol RedisMode: Sendable {
     /// The reader; used only on the read connection's thread.
     func makeReader(session: RedisSession) -> any RedisModeReader
 
-    /// The commands that settle `settlements`.
-    func settleCommands(_ settlements: [Settlement<RedisMetadata>]) -> [RedisCommand]
-
-    /// How many messages a command of ``settleCommands(_:)`` settles once Redis answered it
-    /// (reliable mode: items removed from the processing list; stream mode: entries
-    /// acknowledged).
-    func settledItems(_ command: RedisCommand) -> Int
+    /// The commands that settle `settlements`, and what each takes out of the read window
+    /// once Redis answered it. Called on the acknowledgement connection's thread, one batch
+    /// at a time, in order.
+    func settleWork(_ settlements: [Settlement<RedisMetadata>]) -> RedisSettleWork
 
     /// At shutdown, after reads ended and settlements were sent: gives back what was read and
     /// not finished (`unemitted`: batches read that never reached the stage).
     func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async
+}
+
+/// Items and their payload bytes that leave a source's read window.
+struct RedisRelease: Sendable, Equatable {
+    var count = 0
+    var bytes = 0
+
+    /// Adds one message (its bytes as read).
+    mutating func add(_ message: Message<RedisMetadata>) {
+        self.count += 1
+        self.bytes += message.metadata.value.count
+    }
+
+    static func += (lhs: inout RedisRelease, rhs: RedisRelease) {
+        lhs.count += rhs.count
+        lhs.bytes += rhs.bytes
+    }
+}
+
+/// What settling a batch of settlements takes (``RedisMode/settleWork(_:)``).
+struct RedisSettleWork {
+    /// The commands, sent in order (pipelined); every one may be sent again after a lost
+    /// reply, so each must be idempotent.
+    var commands: [RedisCommand] = []
+    /// For each command, what leaves the read window once Redis answered it.
+    var releases: [RedisRelease] = []
+    /// What leaves the read window at once, with no command.
+    var immediate = RedisRelease()
+
+    mutating func append(_ command: RedisCommand, releasing release: RedisRelease = RedisRelease()) {
+        self.commands.append(command)
+        self.releases.append(release)
+    }
 }
 
 /// The read side of a mode: one service turn of the read connection at a time.

@@ -47,6 +47,11 @@ final class RedisSession: Sendable {
         var toldStopped = false
         /// Whether a blocking command is (about to be) waiting for its reply.
         var blocking = false
+        /// The most items the next read asks for: ``RedisConfiguration/batchSize``, or fewer
+        /// when the items seen so far are so large that a full read would exceed
+        /// ``RedisConfiguration/maxReadBytes`` (list and stream replies cannot be cut by
+        /// bytes in Redis; reliable mode's move script also stops at the budget).
+        var readCap: Int
     }
 
     /// The fetch state, shared with the settler's callback.
@@ -73,7 +78,17 @@ final class RedisSession: Sendable {
         self.mode = configuration.makeMode(keys: self.keys)
         let readClientID = ReadClientID()
         self.readClientID = readClientID
-        self.fetch = Fetch(FetchState(credit: ReadCredit(window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes))))
+        self.fetch = Fetch(
+            FetchState(
+                credit: ReadCredit(
+                    window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes),
+                    limit: configuration.limit
+                ),
+                // Until the first items show their size, a read asks for few: a full first
+                // read of large items could be one reply of gigabytes.
+                readCap: min(configuration.batchSize, 64)
+            )
+        )
         self.reads = RedisConnection(
             name: "sluice-redis-read",
             configuration: configuration,
@@ -91,6 +106,12 @@ final class RedisSession: Sendable {
         self.settler = RedisSettler(mode: self.mode, acks: acks, logger: logger) { count, bytes in
             if fetch.state.withLock({ $0.credit.settled(count: count, bytes: bytes) }) == .wakeReader { reads.wake() }
         }
+    }
+
+    /// `count` items of `bytes` payload bytes left the read window without a settlement (the
+    /// reliable processing list was reset: they are back in the list).
+    func releaseWindow(count: Int, bytes: Int) {
+        if self.fetch.state.withLock({ $0.credit.settled(count: count, bytes: bytes) }) == .wakeReader { self.reads.wake() }
     }
 
     // MARK: Start
@@ -183,13 +204,14 @@ final class RedisSession: Sendable {
 
     /// Hands the stage every batch read so far. `finished` is `true` once the source is
     /// draining and no read is in flight any more, so nothing else will arrive; otherwise the
-    /// reader posts `fetched` or `fetcherStopped` later.
-    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool) {
+    /// reader posts `fetched` or `fetcherStopped` later. `exhausted`: the source took its
+    /// ``RedisConfiguration/limit`` and drains by itself.
+    func takeFetched() -> (batches: [[Message<RedisMetadata>]], finished: Bool, exhausted: Bool) {
         self.fetch.state.withLock { state in
             let batches = state.outbox
             state.outbox = []
             state.notified = false
-            return (batches, state.credit.isEnding && state.credit.readsInFlight == 0)
+            return (batches, state.credit.isEnding && state.credit.readsInFlight == 0, state.credit.isExhausted)
         }
     }
 
@@ -198,10 +220,9 @@ final class RedisSession: Sendable {
     /// Reserves credit for up to `slots` reads of at most ``RedisConfiguration/batchSize``.
     func reserveReads(slots: Int) -> [Int] {
         guard slots > 0 else { return [] }
-        let cap = self.configuration.batchSize
         return self.fetch.state.withLock { state in
             var reads: [Int] = []
-            while reads.count < slots, let count = state.credit.nextRead(cap: cap) { reads.append(count) }
+            while reads.count < slots, let count = state.credit.nextRead(cap: state.readCap) { reads.append(count) }
             return reads
         }
     }
@@ -210,8 +231,13 @@ final class RedisSession: Sendable {
     /// outbox, and the stage is told unless a note is on its way already.
     func completeRead(asked: Int, messages: [Message<RedisMetadata>]) {
         let bytes = messages.reduce(0) { $0 + $1.payload.count }
+        let budget = self.configuration.maxReadBytes
+        let batchSize = self.configuration.batchSize
         let notify = self.fetch.state.withLock { state -> Bool in
             state.credit.completed(asked: asked, got: messages.count, bytes: bytes)
+            if !messages.isEmpty {
+                state.readCap = max(1, min(batchSize, budget / max(1, bytes / messages.count)))
+            }
             guard !messages.isEmpty else { return false }
             state.outbox.append(messages)
             guard !state.notified else { return false }

@@ -25,7 +25,6 @@ final class RedisSettler: Sendable {
     /// Told how many items (and payload bytes) left the read window.
     private let released: @Sendable (_ count: Int, _ bytes: Int) -> Void
     private let state = Mutex(State())
-    private let confirmed = Atomic<Int>(0)
 
     init(mode: any RedisMode, acks: RedisConnection, logger: Logger, released: @escaping @Sendable (Int, Int) -> Void) {
         self.mode = mode
@@ -33,12 +32,6 @@ final class RedisSettler: Sendable {
         self.logger = logger
         self.released = released
     }
-
-    /// Items whose settle command Redis answered, on the first try or a retry (reliable
-    /// mode: each of them is gone from the processing list, whatever the script reported; a
-    /// retry after a lost reply finds nothing left to remove). Written only on the
-    /// acknowledgement connection's thread.
-    var settledItems: Int { self.confirmed.load(ordering: .relaxed) }
 
     /// Queues a settlement; never blocks.
     func settle(_ settlement: Settlement<RedisMetadata>) {
@@ -81,7 +74,7 @@ final class RedisSettler: Sendable {
 
     private static func bytes(_ settlements: [Settlement<RedisMetadata>]) -> Int {
         settlements.reduce(0) { total, settlement in
-            total + settlement.acknowledged.reduce(0) { $0 + $1.payload.count } + settlement.failed.reduce(0) { $0 + $1.message.payload.count }
+            total + settlement.acknowledged.reduce(0) { $0 + $1.metadata.value.count } + settlement.failed.reduce(0) { $0 + $1.message.metadata.value.count }
         }
     }
 
@@ -100,53 +93,45 @@ final class RedisSettler: Sendable {
                 for waiter in waiters { waiter.resume() }
                 return
             }
-            let releasedEarly = self.send(batch, link)
-            if self.mode.acknowledgementsNeedCommands {
-                // What was not released command by command (failed for good, or given up at
-                // shutdown) leaves the window too, with all of the batch's bytes.
-                self.released(batch.reduce(0) { $0 + $1.count } - releasedEarly, Self.bytes(batch))
-            }
+            let work = self.mode.settleWork(batch)
+            if work.immediate.count > 0 || work.immediate.bytes > 0 { self.released(work.immediate.count, work.immediate.bytes) }
+            self.send(work, count: batch.reduce(0) { $0 + $1.count }, link)
         }
     }
 
-    /// Sends the commands that settle `batch`, retrying after transient failures; each
-    /// command's messages leave the read window as soon as Redis answered it, so that reading
-    /// goes on while a large batch is settled. Returns how many were released so.
-    private func send(_ batch: [Settlement<RedisMetadata>], _ link: RedisLink) -> Int {
-        let commands = self.mode.settleCommands(batch)
+    /// Sends the commands of `work`, retrying after transient failures (every command is
+    /// idempotent); each command's messages leave the read window as soon as Redis answered
+    /// it, so that reading goes on while a large batch is settled. What was not answered when
+    /// sending gives up (failed for good, or shut down) leaves the window too: Redis delivers
+    /// it again.
+    private func send(_ work: RedisSettleWork, count: Int, _ link: RedisLink) {
+        guard !work.commands.isEmpty else { return }
         // Whether each command's messages were released already (on an earlier attempt too).
-        var answered = [Bool](repeating: false, count: commands.count)
-        var releasedEarly = 0
+        var answered = [Bool](repeating: false, count: work.commands.count)
+        func release(_ index: Int) {
+            guard !answered[index] else { return }
+            answered[index] = true
+            let release = work.releases[index]
+            if release.count > 0 || release.bytes > 0 { self.released(release.count, release.bytes) }
+        }
+        defer { for index in answered.indices { release(index) } }
         while true {
-            // Items of settle scripts Redis answered in this attempt (reliable mode).
-            var confirmed = 0
-            defer { if confirmed > 0 { self.confirmed.add(confirmed, ordering: .relaxed) } }
             do {
                 try link.perform { context throws(RedisError) in
-                    try context.pipeline(commands) { index, _ throws(RedisError) in
-                        let items = self.mode.settledItems(commands[index])
-                        confirmed += items
-                        if !answered[index] && items > 0 {
-                            answered[index] = true
-                            releasedEarly += items
-                            self.released(items, 0)
-                        }
-                    }
+                    try context.pipeline(work.commands) { index, _ throws(RedisError) in release(index) }
                 }
-                return releasedEarly
+                return
             } catch where error.isTransient {
-                // Replies of this attempt that did arrive are counted again on the retry.
-                confirmed = 0
                 if !link.backOff(after: error) {
                     self.logger.info(
                         "shut down with settlements not sent; Redis delivers those messages again",
-                        metadata: [RedisLogKey.count: "\(batch.reduce(0) { $0 + $1.count })"]
+                        metadata: [RedisLogKey.count: "\(count)"]
                     )
-                    return releasedEarly
+                    return
                 }
             } catch {
                 self.logger.info("settling messages failed", metadata: [RedisLogKey.error: "\(error)"])
-                return releasedEarly
+                return
             }
         }
     }

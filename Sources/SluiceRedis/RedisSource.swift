@@ -132,13 +132,13 @@ public struct RedisSourceStage: Producer, Sendable {
         }
     }
 
-    /// Emits every batch read so far; ends once draining and no read can add more. (A read
-    /// that finished before the drain note was handled left its batch in the outbox, so it is
-    /// emitted here rather than lost with the stage's unread mail.)
+    /// Emits every batch read so far; ends once draining (or past its limit) and no read can
+    /// add more. (A read that finished before the drain note was handled left its batch in
+    /// the outbox, so it is emitted here rather than lost with the stage's unread mail.)
     private mutating func emitFetched(_ context: inout StageContext<Output>) {
-        let (batches, finished) = self.session.takeFetched()
+        let (batches, finished, exhausted) = self.session.takeFetched()
         for batch in batches { context.emit(batch) }
-        if self.draining && finished { context.stop(.normal) }
+        if (self.draining || exhausted) && finished { context.stop(.normal) }
     }
 
     public mutating func terminate(reason: StopReason) async {
@@ -147,7 +147,8 @@ public struct RedisSourceStage: Producer, Sendable {
 }
 
 /// Settles a ``RedisSource``'s messages on its acknowledgement connection, in batches
-/// (pipelined `XACK`, or one script per 1000 list items).
+/// (pipelined `XACK`, or one trim of the processing list's head per run of up to 1000
+/// contiguous settled items).
 public struct RedisAcknowledger: Acknowledger {
     let session: RedisSession
 

@@ -50,14 +50,20 @@ struct RedisStreamMode: RedisMode {
         RedisSingleReader(session: session, source: Reader(configuration: self.configuration, keys: self.keys))
     }
 
-    /// Stream mode: `XACK` in chunks; dead letters are copied to the dead-letter stream first;
-    /// `.requeue` leaves the entry pending, to be claimed again after `claimMinIdle`.
-    func settleCommands(_ settlements: [Settlement<RedisMetadata>]) -> [RedisCommand] {
+    /// Stream mode: `XACK` in chunks (each releases its entries from the window once
+    /// answered); dead letters are copied to the dead-letter stream first; `.requeue` leaves
+    /// the entry pending, to be claimed again after `claimMinIdle`.
+    func settleWork(_ settlements: [Settlement<RedisMetadata>]) -> RedisSettleWork {
         let configuration = self.configuration
         let keys = self.keys
-        var commands: [RedisCommand] = []
+        var work = RedisSettleWork()
         var ack: RedisCommand?
-        func acknowledge(_ id: RedisEntryID) {
+        var inAck = RedisRelease()
+        func acknowledge(_ message: Message<RedisMetadata>) {
+            guard let id = message.metadata.entryID else {
+                work.immediate.add(message)
+                return
+            }
             if ack == nil {
                 var command = RedisCommand("XACK")
                 command.append(keys.source)
@@ -65,19 +71,22 @@ struct RedisStreamMode: RedisMode {
                 ack = command
             }
             ack!.append(id)
-            if ack!.argumentCount >= Self.chunk + 3 {
-                commands.append(ack!)
+            inAck.add(message)
+            if inAck.count >= Self.chunk {
+                work.append(ack!, releasing: inAck)
                 ack = nil
+                inAck = RedisRelease()
             }
         }
         for settlement in settlements {
-            for message in settlement.acknowledged {
-                if let id = message.metadata.entryID { acknowledge(id) }
-            }
+            for message in settlement.acknowledged { acknowledge(message) }
             for (message, disposition) in settlement.failed {
-                guard let id = message.metadata.entryID else { continue }
-                if disposition == .requeue { continue }
-                if disposition == .deadLetter {
+                if disposition == .requeue, message.metadata.entryID != nil {
+                    // Pending until claimed again: no longer read and unsettled here.
+                    work.immediate.add(message)
+                    continue
+                }
+                if disposition == .deadLetter, let id = message.metadata.entryID {
                     var add = RedisCommand("XADD")
                     add.append(keys.dead)
                     add.append("*")
@@ -91,22 +100,34 @@ struct RedisStreamMode: RedisMode {
                     add.append(message.metadata.deliveryCount ?? 1)
                     add.append("error")
                     add.append(message.failure.map { "\($0)" } ?? "")
-                    commands.append(add)
+                    work.append(add)
                 }
-                acknowledge(id)
+                acknowledge(message)
             }
         }
-        if let ack { commands.append(ack) }
-        return commands
+        if let ack { work.append(ack, releasing: inAck) }
+        return work
     }
 
-    /// `XACK key group id…`: its ids (a dead letter's `XADD` is followed by the `XACK` of its id).
-    func settledItems(_ command: RedisCommand) -> Int {
-        command.name == "XACK" ? command.argumentCount - 3 : 0
+    /// Nothing to give back: unsettled entries stay pending and are read again. A consumer
+    /// that holds nothing pending is removed from the group (a drain's random name would
+    /// otherwise stay in the group for ever); one with pending entries stays, so that they can
+    /// be re-read or claimed.
+    func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async {
+        let configuration = self.configuration
+        _ = try? await acks.run { link throws(RedisError) in
+            try link.perform { context throws(RedisError) in
+                var pending = RedisCommand("XPENDING")
+                for argument in [configuration.key, configuration.group, "-", "+", "1", configuration.consumer] { pending.append(argument) }
+                let holds = try context.command(pending) { reply throws(RedisError) in reply.kind == .array && reply.count > 0 }
+                guard !holds else { return }
+                var remove = RedisCommand("XGROUP")
+                for argument in ["DELCONSUMER", configuration.key, configuration.group, configuration.consumer] { remove.append(argument) }
+                try context.command(remove) { _ throws(RedisError) in }
+                logger.debug("removed the consumer from the group: it holds nothing pending")
+            }
+        }
     }
-
-    /// Nothing to give back: unsettled entries stay pending and are read again.
-    func finish(unemitted: [[Message<RedisMetadata>]], on acks: RedisConnection, logger: Logger) async {}
 
     /// Reads the group's entries. Used only on the read connection's thread.
     final class Reader: RedisBatchSource {

@@ -21,6 +21,28 @@ struct SluiceCommand: AsyncParsableCommand {
         abstract: "Move messages from brokers through Sluice pipelines.",
         subcommands: [Drain.self, WordCount.self]
     )
+
+    /// Parses and runs like the argument parser's own `main`, but every message it prints
+    /// (usage errors such as "Unexpected argument" repeat what was typed) goes through
+    /// ``RedisConfiguration/redacting(_:)``, so that no password in a URL is ever printed.
+    static func main() async {
+        do {
+            var command = try Self.parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = Self.exitCode(for: error)
+            let message = RedisConfiguration.redacting(Self.fullMessage(for: error))
+            if !message.isEmpty {
+                let stream = code == .success ? FileHandle.standardOutput : FileHandle.standardError
+                stream.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+            }
+            Foundation.exit(code.rawValue)
+        }
+    }
 }
 
 /// `sluice drain URL --count N`: consume and acknowledge N messages, discarding them.
@@ -30,26 +52,54 @@ struct Drain: AsyncParsableCommand {
         discussion: """
             Supported URLs: redis://[user:password@]host[:port][/db]?key=KEY[&mode=list|reliable|stream][&group=G][&consumer=C] \
             and unix:///path/to/redis.sock?key=KEY; amqp://[user:password@]host[:port][/vhost]?queue=QUEUE[&prefetch=P]. \
-            Messages taken beyond N are given back to the broker.
+            The drain never asks a Redis source for more than N (what is still missing), so nothing has to be \
+            given back; messages a RabbitMQ queue delivered beyond N are given back to the broker. SIGINT or \
+            SIGTERM drains gracefully: reading stops, what was taken is handled and settled (or given back to the \
+            head of the list, in order), the summary line is printed, and the exit status is 130 or 143. \
+            Passwords never appear in output; keep one out of the URL (and `ps`) with --password-file or the URL \
+            parameter password_env=VARIABLE.
             """
     )
 
     @Argument(help: "The broker URL to drain.")
     var url: String
 
-    @Option(help: "How many messages to consume and acknowledge.")
+    // `.unconditional`: `--count -5` is read as a (bad) value, not as an unknown option.
+    @Option(parsing: .unconditional, help: "How many messages to consume and acknowledge (1 or more).")
     var count: Int
 
-    @Option(help: "Processor stages running in parallel.")
+    @Option(parsing: .unconditional, help: "Processor stages running in parallel (1 to 1024).")
     var concurrency: Int = 2
 
-    @Option(help: "How many messages each processor asks for at once.")
+    @Option(parsing: .unconditional, help: "How many messages each processor asks for at once (1 to 1000000).")
     var maxDemand: Int = 1000
 
+    @Option(help: "A file whose first line is the broker password (instead of a password in the URL).")
+    var passwordFile: String?
+
     func validate() throws {
-        guard self.count > 0 else { throw ValidationError("--count must be greater than 0 (got \(self.count))") }
-        guard self.concurrency > 0 else { throw ValidationError("--concurrency must be greater than 0 (got \(self.concurrency))") }
-        guard self.maxDemand > 0 else { throw ValidationError("--max-demand must be greater than 0 (got \(self.maxDemand))") }
+        guard self.count > 0 else { throw ValidationError("invalid --count \(self.count): it must be a whole number of 1 or more") }
+        guard (1...1024).contains(self.concurrency) else {
+            throw ValidationError("invalid --concurrency \(self.concurrency): it must be from 1 to 1024")
+        }
+        guard (1...1_000_000).contains(self.maxDemand) else {
+            throw ValidationError("invalid --max-demand \(self.maxDemand): it must be from 1 to 1000000")
+        }
+    }
+
+    /// The Redis configuration of the URL: the password from `--password-file` if given, and
+    /// a limit of `--count` (the source never takes more).
+    private func redisConfiguration() throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: self.url)
+        configuration.limit = self.count
+        if let path = self.passwordFile {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw PasswordFileUnreadable(path: path)
+            }
+            let line = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            configuration.password = line
+        }
+        return configuration
     }
 
     func run() async throws {
@@ -57,14 +107,16 @@ struct Drain: AsyncParsableCommand {
             let scheme = self.url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
             switch scheme {
             case "redis", "unix":
-                try await self.drain(RedisSource(url: self.url))
+                try await self.drain(RedisSource(configuration: self.redisConfiguration()))
             case "amqp", "amqps":
                 try await self.drain(RabbitMQSource(url: self.url))
             default:
                 throw UnsupportedURL(scheme: scheme)
             }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
-            FileHandle.standardError.write(Data("sluice: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("sluice: \(RedisConfiguration.redacting("\(error)"))\n".utf8))
             throw ExitCode.failure
         }
     }
@@ -88,6 +140,9 @@ struct Drain: AsyncParsableCommand {
                 }
             }
         }
+        // SIGINT and SIGTERM drain gracefully: stop reading, finish and settle what was taken.
+        let signals = DrainSignals { pipeline.drain() }
+        defer { signals.cancel() }
         let clock = ContinuousClock()
         let started = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -106,8 +161,56 @@ struct Drain: AsyncParsableCommand {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let drained = min(target, taken.load(ordering: .relaxed))
         print(String(format: "drained %d in %.3f s (%.0f msg/s)", drained, seconds, Double(drained) / seconds))
+        if let signal = signals.caught { throw ExitCode(128 + signal) }
         if drained < target { throw ExitCode.failure }
     }
+}
+
+/// Catches SIGINT and SIGTERM while a drain runs: the first one calls `onSignal` (once) and is
+/// remembered for the exit status (128 + the signal: 130, 143).
+final class DrainSignals {
+    /// The first signal caught (0: none), shared with the handlers.
+    private final class First: Sendable {
+        let number = Atomic<Int32>(0)
+    }
+
+    private let sources: [any DispatchSourceSignal]
+    private let first = First()
+
+    init(onSignal: @escaping @Sendable () -> Void) {
+        var sources: [any DispatchSourceSignal] = []
+        let first = self.first
+        for number in [SIGINT, SIGTERM] {
+            // The default action would end the process at once; the dispatch source sees it instead.
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if first.number.compareExchange(expected: 0, desired: number, ordering: .relaxed).exchanged { onSignal() }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+
+    /// The first signal caught, if any.
+    var caught: Int32? {
+        let number = self.first.number.load(ordering: .relaxed)
+        return number == 0 ? nil : number
+    }
+
+    /// Stops catching (the default actions apply again).
+    func cancel() {
+        for source in self.sources { source.cancel() }
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+    }
+}
+
+/// `--password-file` names a file that cannot be read.
+struct PasswordFileUnreadable: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "cannot read the password file \(self.path)" }
 }
 
 /// A URL whose scheme no connector handles.

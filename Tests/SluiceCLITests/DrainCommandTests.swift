@@ -9,15 +9,20 @@
 import Foundation
 import Testing
 
-/// Runs the `sluice` executable built next to the test bundle.
-func runSluice(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+/// The `sluice` executable built next to the test bundle.
+func sluiceExecutable() -> URL {
     let bundle = Bundle.main.bundleURL.deletingLastPathComponent()
     var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("sluice").path) {
         directory = bundle
     }
+    return directory.appendingPathComponent("sluice")
+}
+
+/// Runs the `sluice` executable built next to the test bundle.
+func runSluice(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
-    process.executableURL = directory.appendingPathComponent("sluice")
+    process.executableURL = sluiceExecutable()
     process.arguments = arguments
     let output = Pipe()
     let error = Pipe()

@@ -182,3 +182,50 @@ struct SeededRandom: RandomNumberGenerator, Sendable {
         return self.state ^ (self.state >> 29)
     }
 }
+
+/// A credit with a limit (a consumer that takes a fixed count, `sluice drain --count`).
+@Suite("Read credit with a limit")
+struct ReadCreditLimitTests {
+    private let wide = ReadCredit.Window(count: 1_000_000, bytes: 1 << 40)
+
+    @Test func readsNeverAskForMoreThanTheLimitAndThenDrain() {
+        var credit = ReadCredit(window: self.wide, limit: 250)
+        _ = credit.request(10_000)
+        #expect(credit.nextRead(cap: 100) == 100)
+        #expect(credit.nextRead(cap: 100) == 100)
+        #expect(credit.nextRead(cap: 100) == 50, "demand allows more, the limit does not")
+        #expect(credit.nextRead(cap: 100) == nil)
+        credit.completed(asked: 100, got: 100, bytes: 1)
+        credit.completed(asked: 100, got: 40, bytes: 1)
+        #expect(credit.remainingLimit == 110)
+        #expect(credit.nextRead(cap: 100) == 60, "what a short read did not bring may be asked again")
+        #expect(!credit.isEnding)
+        credit.completed(asked: 50, got: 50, bytes: 1)
+        #expect(credit.completed(asked: 60, got: 60, bytes: 1) == .finished, "the limit reached: it drains by itself")
+        #expect(credit.isExhausted && credit.isEnding)
+        #expect(credit.nextRead(cap: 100) == nil)
+    }
+
+    @Test func randomReadsTogetherNeverPassTheLimit() {
+        var generator = SeededRandom(seed: 0x11A1)
+        for _ in 0..<100 {
+            let limit = Int(generator.next() % 500) + 1
+            var credit = ReadCredit(window: self.wide, prefetch: Int(generator.next() % 50), limit: limit)
+            var brought = 0
+            var inFlight: [Int] = []
+            for _ in 0..<400 {
+                _ = credit.request(Int(generator.next() % 40))
+                if let asked = credit.nextRead(cap: Int(generator.next() % 30) + 1) { inFlight.append(asked) }
+                #expect(brought + inFlight.reduce(0, +) <= limit)
+                if !inFlight.isEmpty && generator.next() % 2 == 0 {
+                    let asked = inFlight.removeFirst()
+                    let got = Int(generator.next() % UInt64(asked + 1))
+                    credit.completed(asked: asked, got: got, bytes: got)
+                    brought += got
+                }
+            }
+            #expect(brought <= limit)
+            #expect(credit.isExhausted == (brought == limit))
+        }
+    }
+}

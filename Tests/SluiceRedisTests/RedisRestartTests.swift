@@ -13,13 +13,16 @@ import SluiceTestKit
 import Testing
 
 /// A throwaway `redis-server` on a free loopback port, persisting every write (AOF, fsync
-/// always) in a temporary folder, so it can be killed and restarted without losing data.
+/// always) in a temporary folder, so it can be killed and restarted without losing data (or,
+/// not `persistent`, keeping nothing: for tests that only need a Redis of their own).
 final class ThrowawayRedis: @unchecked Sendable {
     let port: Int
     let directory: URL
+    let persistent: Bool
     private var process: Process?
 
-    init() throws {
+    init(persistent: Bool = true) throws {
+        self.persistent = persistent
         self.port = Int.random(in: 21_000...29_000)
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
@@ -30,7 +33,7 @@ final class ThrowawayRedis: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = [
             "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+            "--save", "", "--appendonly", self.persistent ? "yes" : "no", "--appendfsync", "always", "--daemonize", "no",
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -40,9 +43,18 @@ final class ThrowawayRedis: @unchecked Sendable {
         configuration.port = self.port
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.close() } }
-        try await waitUntil(seconds: 10, "redis-server on \(self.port) answers") {
-            (try? await client.command(["PING"]))?.text == "PONG"
+        try await waitUntil(seconds: 20, "redis-server on \(self.port) answers") {
+            guard process.isRunning else { throw TestFailure("redis-server on \(self.port) exited at start (is the port taken?)") }
+            return (try? await client.command(["PING"]))?.text == "PONG"
         }
+    }
+
+    /// A configuration for this server with a key no other test uses.
+    func configuration(_ purpose: String, mode: RedisConfiguration.Mode) -> RedisConfiguration {
+        var configuration = RedisConfiguration(key: RedisTestEnvironment.uniqueKey(purpose))
+        configuration.port = self.port
+        configuration.mode = mode
+        return configuration
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.

@@ -8,6 +8,7 @@
 
 import CRedis
 import Foundation
+import Sluice
 
 /// One blocking hiredis connection (`redisContext`).
 ///
@@ -19,11 +20,14 @@ final class HiredisContext {
     let address: String
     /// Where replies are built, if not one allocation per element (see ``ReplyArena``).
     private let arena: ReplyArena?
+    /// How long a reply may take (for the text of a timeout).
+    private let readTimeout: Duration
 
-    private init(context: UnsafeMutablePointer<redisContext>, address: String, arena: ReplyArena?) {
+    private init(context: UnsafeMutablePointer<redisContext>, address: String, arena: ReplyArena?, readTimeout: Duration) {
         self.context = context
         self.address = address
         self.arena = arena
+        self.readTimeout = readTimeout
         arena?.install(on: context)
     }
 
@@ -55,7 +59,12 @@ final class HiredisContext {
         guard let raw else {
             throw RedisError(.connectionFailed, "cannot allocate a hiredis context for \(address)")
         }
-        let connection = HiredisContext(context: raw, address: address, arena: raw.pointee.err == 0 && replyArena ? ReplyArena() : nil)
+        let connection = HiredisContext(
+            context: raw,
+            address: address,
+            arena: raw.pointee.err == 0 && replyArena ? ReplyArena() : nil,
+            readTimeout: readTimeout
+        )
         guard raw.pointee.err == 0 else {
             throw RedisError(
                 .connectionFailed,
@@ -184,8 +193,18 @@ final class HiredisContext {
     }
 
     private func ioError(_ command: String) -> RedisError {
-        let text = self.context.pointee.err == 0 ? "no reply" : self.errorText
+        var text = self.context.pointee.err == 0 ? "no reply" : self.errorText
+        if self.context.pointee.err == REDIS_ERR_IO && (text == String(cString: strerror(EAGAIN)) || text == String(cString: strerror(EWOULDBLOCK))) {
+            // A socket timeout: the server accepted the connection but did not answer.
+            text = "timed out after \(Self.seconds(self.readTimeout)) s without a reply; is the server at \(self.address) a Redis that answers?"
+        }
         return RedisError(.connectionLost, "\(command) to Redis at \(self.address) failed: \(text)")
+    }
+
+    /// `duration` in seconds, as short as it can be written (`5`, `0.25`).
+    private static func seconds(_ duration: Duration) -> String {
+        let milliseconds = duration.inMilliseconds
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)" : "\(Double(milliseconds) / 1000)"
     }
 
     private var errorText: String {
