@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SluiceTestKit", targets: ["SluiceTestKit"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
+        .library(name: "SluiceKafka", targets: ["SluiceKafka"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
@@ -74,7 +75,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceKafka", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
 
@@ -84,6 +85,7 @@ let package = Package(
             dependencies: [
                 "Sluice",
                 "SluiceRedis",
+                "SluiceKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -154,6 +156,31 @@ let package = Package(
         ),
     ]
 )
+
+// MARK: Kafka
+package.targets += [
+    .target(
+        name: "SluiceKafka",
+        dependencies: [
+            "Sluice",
+            "SluiceConnector",
+            "CKafka",
+            .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]
+    ),
+    .testTarget(
+        name: "SluiceKafkaTests",
+        dependencies: [
+            "Sluice",
+            "SluiceKafka",
+            "SluiceTestKit",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]
+    ),
+]
 
 // One settings loop for every non-system target: Swift 6 language mode comes from the tools
 // version; complete strict concurrency and import hygiene are stated explicitly.
