@@ -256,7 +256,7 @@ final class KafkaSession: Sendable {
             state.revoking = false
             if abandoned > 0 {
                 self.logger.info(
-                    "revoke deadline passed with messages in flight; their settlements will be dropped",
+                    "partitions revoked with messages in flight; their settlements will be dropped",
                     metadata: [KafkaLogKey.count: "\(abandoned)"]
                 )
             }
@@ -269,9 +269,9 @@ final class KafkaSession: Sendable {
         self.stopReading()
         guard let loop = self.consumerLoop else { return }
         let limit = self.configuration.closeTimeout + self.configuration.revokeTimeout + .seconds(2)
-        if !(await loop.stopAndWait(timeout: limit)) {
-            self.logger.info("the Kafka consumer did not close in time; its thread is abandoned")
-        }
+        // Bounded, and not cut short by cancellation: the close commits what settled.
+        let closed = await Task { await loop.stopAndWait(timeout: limit) }.value
+        if !closed { self.logger.info("the Kafka consumer did not close in time; its thread is abandoned") }
     }
 
     /// The consumer closed (on its thread): what was taken and never settled goes back to

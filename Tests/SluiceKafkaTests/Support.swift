@@ -67,7 +67,7 @@ struct TestFailure: Error, CustomStringConvertible {
 }
 
 /// Polls `condition` every 10 ms until it holds; throws after `seconds`.
-func waitUntil(seconds: Double = 20, _ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
+func waitUntil(seconds: Double = 45, _ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while ContinuousClock.now < deadline {
         if try await condition() { return }

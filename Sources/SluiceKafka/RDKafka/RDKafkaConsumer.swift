@@ -60,6 +60,8 @@ final class RDKafkaConsumer: ConnectionDriver {
     private let buffer: UnsafeMutablePointer<UnsafeMutablePointer<rd_kafka_message_t>?>
     private weak var loop: ConnectionLoop<RDKafkaConsumer>?
     private var failed = false
+    /// Whether the consumer subscribed (and so has a group to leave when it closes).
+    private var subscribed = false
 
     private var producer: RDKafkaProducer?
     private var deadLetterQueue: Deque<KafkaDeadLetter> = []
@@ -134,6 +136,7 @@ final class RDKafkaConsumer: ConnectionDriver {
         guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
             throw KafkaError(.groupFailed, "subscribing group \(self.configuration.group) failed: \(RDKafkaConfig.describe(error))")
         }
+        self.subscribed = true
     }
 
     // MARK: ConnectionDriver
@@ -148,7 +151,8 @@ final class RDKafkaConsumer: ConnectionDriver {
     func service(on loop: ConnectionLoop<RDKafkaConsumer>) -> ServiceOutcome {
         self.loop = loop
         guard let handle = self.handle, !self.failed else {
-            loop.stop()
+            // Once: stopping wakes the loop, and a stop on every turn would keep it awake.
+            if !loop.isStopping { loop.stop() }
             return .wait(socket: nil, timeout: nil)
         }
         self.drainPipe()
@@ -173,6 +177,14 @@ final class RDKafkaConsumer: ConnectionDriver {
     func close() {
         defer { self.destroyQueues() }
         guard let handle = self.handle else { return }
+        guard self.subscribed else {
+            // The start failed: no group to leave, nothing to commit.
+            self.destroyQueues()
+            rd_kafka_destroy_flags(handle, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE)
+            self.handle = nil
+            self.session.closed()
+            return
+        }
         self.serveEvents(handle)
         // Commit what settled, bounded; then write out pending dead letters, bounded.
         let commits = self.session.withState { $0.ledger.takeCommits() }

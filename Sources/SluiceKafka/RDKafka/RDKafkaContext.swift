@@ -40,7 +40,9 @@ final class RDKafkaContext {
         rd_kafka_conf_set_log_cb(conf) { handle, level, facility, text in
             guard let handle, let context = RDKafkaContext.context(rd_kafka_opaque(handle)) else { return }
             let line = "librdkafka \(facility.map { String(cString: $0) } ?? ""): \(text.map { String(cString: $0) } ?? "")"
-            if level <= 4 { context.logger.info("\(line)") } else { context.logger.debug("\(line)") }
+            // librdkafka logs every failed connection attempt at level 3 and recovers by
+            // itself; only critical conditions (0–2) are worth an info line.
+            if level <= 2 { context.logger.info("\(line)") } else { context.logger.debug("\(line)") }
         }
         rd_kafka_conf_set_error_cb(conf) { handle, error, reason, opaque in
             guard let handle, let context = RDKafkaContext.context(opaque) else { return }
