@@ -9,6 +9,7 @@
 import ArgumentParser
 import Foundation
 import Sluice
+import SluiceKafka
 import SluiceRedis
 import Synchronization
 
@@ -28,7 +29,9 @@ struct Drain: AsyncParsableCommand {
         abstract: "Consume and acknowledge N messages from a broker URL through a pipeline, discarding them.",
         discussion: """
             Supported URLs: redis://[user:password@]host[:port][/db]?key=KEY[&mode=list|reliable|stream][&group=G][&consumer=C] \
-            and unix:///path/to/redis.sock?key=KEY. Messages taken beyond N are given back to the broker.
+            and unix:///path/to/redis.sock?key=KEY; \
+            kafka://host:port[,host:port]/topic?group=G[&offset=earliest|latest][&librdkafka.property=value]. \
+            Messages taken beyond N are given back to the broker (Kafka: not committed).
             """
     )
 
@@ -56,6 +59,8 @@ struct Drain: AsyncParsableCommand {
             switch scheme {
             case "redis", "unix":
                 try await self.drain(RedisSource(url: self.url))
+            case "kafka":
+                try await self.drain(KafkaSource(url: self.url))
             default:
                 throw UnsupportedURL(scheme: scheme)
             }
@@ -109,7 +114,7 @@ struct Drain: AsyncParsableCommand {
 /// A URL whose scheme no connector handles.
 struct UnsupportedURL: Error, CustomStringConvertible {
     let scheme: String
-    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://" }
+    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, kafka://" }
 }
 
 /// The error of messages taken after the count was reached (they are requeued).

@@ -165,8 +165,8 @@ public struct KafkaAdmin: Sendable {
         }
     }
 
-    /// Runs `body` on a new thread and returns its result.
-    static func onThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+    /// Runs `body` (which may block) on a new thread, off the cooperative pool, and returns its result.
+    public static func onThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
                 do {
