@@ -29,7 +29,12 @@ enum KafkaTestEnvironment {
         return value
     }
 
-    static let logger = Logger(label: "sluice.test.kafka")
+    /// The tests' logger; `SLUICE_KAFKA_DEBUG=1` shows the adapter's debug lines.
+    static let logger: Logger = {
+        var logger = Logger(label: "sluice.test.kafka")
+        if ProcessInfo.processInfo.environment["SLUICE_KAFKA_DEBUG"] != nil { logger.logLevel = .debug }
+        return logger
+    }()
 
     static func unique(_ purpose: String) -> String {
         "sluice-test-\(purpose)-\(UUID().uuidString.lowercased().prefix(13))"
