@@ -178,6 +178,7 @@ package.targets += [
             "SluiceTestKit",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
         ]
     ),
 ]

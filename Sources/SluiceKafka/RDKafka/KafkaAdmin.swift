@@ -10,6 +10,19 @@ import CKafka
 import Foundation
 public import Logging
 
+/// A record read back by ``KafkaAdmin/read(topic:partitions:count:timeout:)``.
+@_spi(Internal)
+public struct KafkaAdminRecord: Sendable {
+    /// The value.
+    public var value: [UInt8]
+    /// The key.
+    public var key: [UInt8]?
+    /// The partition.
+    public var partition: Int32
+    /// The headers.
+    public var headers: [KafkaHeader]
+}
+
 /// Topic creation, bulk producing and committed-offset reads, for tests and benchmarks.
 ///
 /// Every call blocks in librdkafka, so each runs on a thread of its own, never on the
@@ -125,8 +138,8 @@ public struct KafkaAdmin: Sendable {
     }
 
     /// Reads up to `count` records of `topic` from the start, without a group, for at most
-    /// `timeout`: their values and headers.
-    public func read(topic: String, partitions: Int, count: Int, timeout: Duration = .seconds(15)) async throws -> [(value: [UInt8], headers: [KafkaHeader])] {
+    /// `timeout`: their values, keys, partitions and headers.
+    public func read(topic: String, partitions: Int, count: Int, timeout: Duration = .seconds(15)) async throws -> [KafkaAdminRecord] {
         try await Self.onThread { [configuration, logger] in
             let context = RDKafkaContext(logger: logger)
             var properties = configuration.librdkafkaProperties(window: 0, consumer: false)
@@ -140,7 +153,7 @@ public struct KafkaAdmin: Sendable {
                 rd_kafka_topic_partition_list_add(list, topic, Int32(partition))!.pointee.offset = Int64(RD_KAFKA_OFFSET_BEGINNING)
             }
             _ = rd_kafka_assign(handle, list)
-            var records: [(value: [UInt8], headers: [KafkaHeader])] = []
+            var records: [KafkaAdminRecord] = []
             let deadline = ContinuousClock.now + timeout
             while records.count < count && ContinuousClock.now < deadline {
                 guard let message = rd_kafka_consumer_poll(handle, 50) else { continue }
@@ -159,7 +172,8 @@ public struct KafkaAdmin: Sendable {
                         index += 1
                     }
                 }
-                records.append((value, headers))
+                let key = message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
+                records.append(KafkaAdminRecord(value: value, key: key, partition: message.pointee.partition, headers: headers))
             }
             return records
         }
