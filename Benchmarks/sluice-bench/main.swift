@@ -41,8 +41,9 @@ for suite in selected {
         // Only the sync-handler pipeline at maxDemand 1000, for profilers.
         await PipelineSuite(quick: true).profile()
     case "redis": await RedisSuite(quick: quick).run()
+    case "kafka": await KafkaSuite(quick: quick).run()
     default:
-        print("unknown suite \(suite); known: engine, pipeline, redis")
+        print("unknown suite \(suite); known: engine, pipeline, redis, kafka")
         exit(2)
     }
 }

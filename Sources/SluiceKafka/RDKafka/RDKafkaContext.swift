@@ -17,7 +17,7 @@ final class RDKafkaContext {
     let logger: Logger
     /// Delivery reports (producers): the message's token and its error.
     var onDelivery: ((UInt64, rd_kafka_resp_err_t) -> Void)?
-    /// Rebalances (consumers).
+    /// Rebalances (consumers); set before ``makeHandle(_:properties:)`` to take them over.
     var onRebalance: ((OpaquePointer, rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) -> Void)?
     /// Results of asynchronous commits (consumers).
     var onCommit: ((rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> Void)?
@@ -61,9 +61,13 @@ final class RDKafkaContext {
                 context.onDelivery?(UInt64(UInt(bitPattern: message.pointee._private)), message.pointee.err)
             }
         } else {
-            rd_kafka_conf_set_rebalance_cb(conf) { handle, error, partitions, opaque in
-                guard let handle, let partitions, let context = RDKafkaContext.context(opaque) else { return }
-                context.onRebalance?(handle, error, partitions)
+            // Only a consumer that handles rebalances itself takes the callback; without one
+            // librdkafka assigns by itself.
+            if self.onRebalance != nil {
+                rd_kafka_conf_set_rebalance_cb(conf) { handle, error, partitions, opaque in
+                    guard let handle, let partitions, let context = RDKafkaContext.context(opaque) else { return }
+                    context.onRebalance?(handle, error, partitions)
+                }
             }
             rd_kafka_conf_set_offset_commit_cb(conf) { _, error, offsets, opaque in
                 guard let context = RDKafkaContext.context(opaque) else { return }
