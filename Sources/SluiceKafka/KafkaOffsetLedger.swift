@@ -48,6 +48,46 @@ struct KafkaOffsetLedger: Sendable {
         var frontier: Int64?
         /// The last offset committed (or handed out for commit).
         var committed: Int64?
+
+        mutating func took(_ taken: some Collection<Int64>) {
+            self.offsets.append(contentsOf: taken)
+            self.outcomes.append(contentsOf: repeatElement(.inFlight, count: taken.count))
+            self.inFlight += taken.count
+        }
+
+        /// Returns how many settled (left flight) and how many were not found (stale).
+        mutating func settle(_ settling: some Collection<Int64>, as outcome: Outcome) -> (Int, Int) {
+            var settled = 0
+            var stale = 0
+            var hint = 0
+            for offset in settling {
+                // Settlements mostly come in the order taken: try the slot after the last one.
+                let index: Int
+                if hint < self.offsets.count && self.offsets[hint] == offset {
+                    index = hint
+                } else if let found = KafkaOffsetLedger.index(of: offset, in: self.offsets) {
+                    index = found
+                } else {
+                    stale += 1
+                    continue
+                }
+                hint = index + 1
+                let previous = self.outcomes[index]
+                self.outcomes[index] = outcome
+                if previous == .inFlight || previous == .deadLettering, outcome != .inFlight && outcome != .deadLettering {
+                    self.inFlight -= 1
+                    settled += 1
+                }
+            }
+            var passed = 0
+            while passed < self.outcomes.count && self.outcomes[passed] == .done { passed += 1 }
+            if passed > 0 {
+                self.frontier = self.offsets[passed - 1] + 1
+                self.offsets.removeFirst(passed)
+                self.outcomes.removeFirst(passed)
+            }
+            return (settled, stale)
+        }
     }
 
     private(set) var tracks: [KafkaPartitionKey: Track] = [:]
@@ -70,11 +110,13 @@ struct KafkaOffsetLedger: Sendable {
 
     /// The source took the message at `offset` (offsets of one partition are taken in order).
     mutating func took(_ key: KafkaPartitionKey, offset: Int64) {
-        guard var track = self.tracks.removeValue(forKey: key) else { return }
-        track.offsets.append(offset)
-        track.outcomes.append(.inFlight)
-        track.inFlight += 1
-        self.tracks[key] = track
+        self.took(key, offsets: CollectionOfOne(offset))
+    }
+
+    /// The source took these messages of one partition, in order (one lookup for the run).
+    mutating func took(_ key: KafkaPartitionKey, offsets: some Collection<Int64>) {
+        // In place: the dictionary's modify accessor does not copy the deques.
+        self.tracks[key]?.took(offsets)
     }
 
     /// The message at `offset`, taken in `assignment`, ended with `outcome` (`done` or `held`),
@@ -82,30 +124,32 @@ struct KafkaOffsetLedger: Sendable {
     /// is stale (counted, and nothing changes).
     @discardableResult
     mutating func settle(_ key: KafkaPartitionKey, offset: Int64, assignment: UInt64, as outcome: Outcome) -> Bool {
-        guard var track = self.tracks[key], track.assignment == assignment, let index = Self.index(of: offset, in: track.offsets) else {
-            self.staleDropped += 1
-            return false
+        self.settle(key, assignment: assignment, offsets: CollectionOfOne(offset), as: outcome) == 0
+    }
+
+    /// Settles a run of messages of one partition taken in `assignment` (one lookup for the
+    /// run). Returns how many of them were stale (counted, and nothing changes for them).
+    mutating func settle(_ key: KafkaPartitionKey, assignment: UInt64, offsets: some Collection<Int64>, as outcome: Outcome) -> Int {
+        guard self.tracks[key]?.assignment == assignment else {
+            self.staleDropped += offsets.count
+            return offsets.count
         }
-        self.tracks[key] = nil
-        let previous = track.outcomes[index]
-        track.outcomes[index] = outcome
-        if previous == .inFlight || previous == .deadLettering, outcome != .inFlight && outcome != .deadLettering {
-            track.inFlight -= 1
-            self.settledSinceCommit += 1
-        }
-        if index == 0 {
-            while let first = track.outcomes.first, first == .done {
-                track.frontier = track.offsets.removeFirst() + 1
-                track.outcomes.removeFirst()
-            }
-        }
-        self.tracks[key] = track
-        return true
+        let (settled, stale) = self.tracks[key]!.settle(offsets, as: outcome)
+        self.settledSinceCommit += settled
+        self.staleDropped += stale
+        return stale
     }
 
     /// Messages of `keys` still in flight.
     func inFlight(_ keys: some Sequence<KafkaPartitionKey>) -> Int {
         keys.reduce(0) { $0 + (self.tracks[$1]?.inFlight ?? 0) }
+    }
+
+    /// The offsets of every message in flight (or being dead-lettered), every partition.
+    var inFlightOffsets: [(KafkaPartitionKey, Int64)] {
+        self.tracks.flatMap { key, track in
+            zip(track.offsets, track.outcomes).filter { $0.1 == .inFlight || $0.1 == .deadLettering }.map { (key, $0.0) }
+        }
     }
 
     /// Messages in flight, every partition.
@@ -135,7 +179,7 @@ struct KafkaOffsetLedger: Sendable {
         return inFlight
     }
 
-    private static func index(of offset: Int64, in offsets: Deque<Int64>) -> Int? {
+    fileprivate static func index(of offset: Int64, in offsets: Deque<Int64>) -> Int? {
         var low = 0
         var high = offsets.count
         while low < high {

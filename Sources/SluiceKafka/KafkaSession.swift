@@ -49,6 +49,9 @@ final class KafkaSession: Sendable {
         var taken = 0
         var settled = 0
         var givenBack = 0
+        /// Messages in flight when their partition was revoked and not settled since: given
+        /// back at close if still unsettled (the new owner reads them again).
+        var abandoned: [KafkaPartitionKey: Set<Int64>] = [:]
     }
 
     init(configuration: KafkaConfiguration, window: Int, counters: KafkaSourceCounters?, logger: Logger) {
@@ -149,11 +152,23 @@ final class KafkaSession: Sendable {
         var letters: [KafkaDeadLetter] = []
         let (credit, wake) = self.state.withLock { state -> (ReadCredit.WakeAction, Bool) in
             var stale = 0
-            for message in settlement.acknowledged {
-                let metadata = message.metadata
-                if !state.ledger.settle(KafkaPartitionKey(topic: metadata.topic, partition: metadata.partition), offset: metadata.offset, assignment: metadata.assignment, as: .done) {
-                    stale += 1
+            // One ledger lookup per run of messages of the same partition and assignment.
+            let acknowledged = settlement.acknowledged
+            var start = 0
+            while start < acknowledged.count {
+                let first = acknowledged[start].metadata
+                var end = start + 1
+                while end < acknowledged.count, acknowledged[end].metadata.partition == first.partition,
+                      acknowledged[end].metadata.assignment == first.assignment, acknowledged[end].metadata.topic == first.topic {
+                    end += 1
                 }
+                stale += state.ledger.settle(
+                    KafkaPartitionKey(topic: first.topic, partition: first.partition),
+                    assignment: first.assignment,
+                    offsets: acknowledged[start..<end].lazy.map(\.metadata.offset),
+                    as: .done
+                )
+                start = end
             }
             for (message, disposition) in settlement.failed {
                 let metadata = message.metadata
@@ -173,6 +188,14 @@ final class KafkaSession: Sendable {
                 }
             }
             state.settled += settlement.count
+            if !state.abandoned.isEmpty {
+                for message in settlement.acknowledged {
+                    state.abandoned[KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)]?.remove(message.metadata.offset)
+                }
+                for failure in settlement.failed {
+                    state.abandoned[KafkaPartitionKey(topic: failure.message.metadata.topic, partition: failure.message.metadata.partition)]?.remove(failure.message.metadata.offset)
+                }
+            }
             self.counters?.settled(settlement.count, stale: stale)
             let credit = state.credit.settled(count: settlement.count, bytes: bytes)
             var wake = state.revoking
@@ -210,8 +233,16 @@ final class KafkaSession: Sendable {
             state.credit.completed(asked: asked, got: messages.count, bytes: bytes)
             guard !messages.isEmpty else { return false }
             state.taken += messages.count
-            for message in messages {
-                state.ledger.took(KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition), offset: message.metadata.offset)
+            // A read's messages come in runs of one partition: one ledger lookup per run.
+            var start = 0
+            while start < messages.count {
+                let first = messages[start].metadata
+                var end = start + 1
+                while end < messages.count, messages[end].metadata.partition == first.partition, messages[end].metadata.topic == first.topic {
+                    end += 1
+                }
+                state.ledger.took(KafkaPartitionKey(topic: first.topic, partition: first.partition), offsets: messages[start..<end].lazy.map(\.metadata.offset))
+                start = end
             }
             state.outbox.append(messages)
             guard !state.notified else { return false }
@@ -225,26 +256,28 @@ final class KafkaSession: Sendable {
     /// The partitions `keys` are being revoked: their messages not yet handed to the stage
     /// are given back (their demand is pending again), and settlements wake the loop.
     func beginRevoke(_ keys: Set<KafkaPartitionKey>) {
-        let (credit, givenBack) = self.state.withLock { state -> (ReadCredit.WakeAction, Int) in
+        let givenBack = self.state.withLock { state -> [(KafkaPartitionKey, Int64)] in
             state.revoking = true
-            var givenBack = 0
+            var givenBack: [(KafkaPartitionKey, Int64)] = []
             var bytes = 0
             state.outbox = state.outbox.compactMap { batch in
                 let kept = batch.filter { message in
-                    guard keys.contains(KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)) else { return true }
-                    givenBack += 1
+                    let key = KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)
+                    guard keys.contains(key) else { return true }
+                    givenBack.append((key, message.metadata.offset))
                     bytes += Int(message.metadata.size)
                     return false
                 }
                 return kept.isEmpty ? nil : kept
             }
-            guard givenBack > 0 else { return (.none, 0) }
-            state.givenBack += givenBack
-            _ = state.credit.settled(count: givenBack, bytes: bytes)
-            return (state.credit.request(givenBack), givenBack)
+            guard !givenBack.isEmpty else { return [] }
+            state.givenBack += givenBack.count
+            _ = state.credit.settled(count: givenBack.count, bytes: bytes)
+            // Their demand is pending again; the loop reads on its next turn.
+            _ = state.credit.request(givenBack.count)
+            return givenBack
         }
-        if givenBack > 0 { self.counters?.gaveBack(givenBack) }
-        _ = credit
+        if !givenBack.isEmpty { self.counters?.gaveBack(givenBack) }
     }
 
     /// A revoke ends: the offsets of `keys` to commit, and the partitions forgotten (later
@@ -252,6 +285,10 @@ final class KafkaSession: Sendable {
     func endRevoke(_ keys: [KafkaPartitionKey]) -> [(KafkaPartitionKey, Int64)] {
         self.state.withLock { state in
             let commits = state.ledger.takeCommits(keys)
+            let revoked = Set(keys)
+            for (key, offset) in state.ledger.inFlightOffsets where revoked.contains(key) {
+                state.abandoned[key, default: []].insert(offset)
+            }
             let abandoned = state.ledger.revoke(keys)
             state.revoking = false
             if abandoned > 0 {
@@ -277,10 +314,12 @@ final class KafkaSession: Sendable {
     /// The consumer closed (on its thread): what was taken and never settled goes back to
     /// the broker (it is not committed, so the group reads it again).
     func closed() {
-        let unsettled = self.state.withLock { state -> Int in
+        let unsettled = self.state.withLock { state -> [(KafkaPartitionKey, Int64)] in
             state.outbox = []
-            let unsettled = max(0, state.taken - state.settled - state.givenBack)
-            state.givenBack += unsettled
+            var unsettled = state.ledger.inFlightOffsets
+            for (key, offsets) in state.abandoned { unsettled += offsets.map { (key, $0) } }
+            state.abandoned = [:]
+            state.givenBack += unsettled.count
             return unsettled
         }
         self.counters?.gaveBack(unsettled)

@@ -21,6 +21,8 @@ public final class KafkaSourceCounters: Sendable {
         var givenBack = 0
         /// One past the highest offset taken, per partition.
         var reached: [KafkaPartitionKey: Int64] = [:]
+        /// The offsets taken and not given back, per partition.
+        var kept: [KafkaPartitionKey: Set<Int64>] = [:]
     }
 
     private let state = Mutex(State())
@@ -34,6 +36,7 @@ public final class KafkaSourceCounters: Sendable {
             for message in messages {
                 let key = KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)
                 state.reached[key] = max(state.reached[key] ?? 0, message.metadata.offset + 1)
+                state.kept[key, default: []].insert(message.metadata.offset)
             }
         }
     }
@@ -45,8 +48,12 @@ public final class KafkaSourceCounters: Sendable {
         }
     }
 
-    func gaveBack(_ count: Int) {
-        self.state.withLock { $0.givenBack += count }
+    /// These messages were given back to the broker (not committed: it delivers them again).
+    func gaveBack(_ offsets: [(KafkaPartitionKey, Int64)]) {
+        self.state.withLock { state in
+            state.givenBack += offsets.count
+            for (key, offset) in offsets { state.kept[key]?.remove(offset) }
+        }
     }
 
     /// Messages taken from librdkafka (a message taken again after a restart counts again).
@@ -58,6 +65,9 @@ public final class KafkaSourceCounters: Sendable {
     /// Messages taken and neither settled nor given back (not emitted, or left unsettled
     /// when a source closed).
     public var unsettled: Int { self.state.withLock { $0.taken - $0.settled - $0.givenBack } }
+    /// The number of distinct messages taken and not given back: what the broker no longer
+    /// holds for the group (settled, or still in a pipeline).
+    public var kept: Int { self.state.withLock { $0.kept.values.reduce(0) { $0 + $1.count } } }
     /// The number of distinct messages taken so far, assuming every partition's offsets start
     /// at 0 and have no gaps (a fresh topic): the sum of one past the highest offset taken.
     public var reached: Int64 { self.state.withLock { $0.reached.values.reduce(0, +) } }
