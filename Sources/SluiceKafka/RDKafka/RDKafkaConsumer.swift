@@ -49,8 +49,7 @@ final class RDKafkaConsumer: ConnectionDriver {
     private let context: RDKafkaContext
     private var handle: OpaquePointer?
     private var consumerQueue: OpaquePointer?
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    private let wake = RDKafkaWakePipe()
     private var partitions: [Assigned] = []
     private var rotation = 0
     private var paused = false
@@ -78,15 +77,6 @@ final class RDKafkaConsumer: ConnectionDriver {
         self.context = RDKafkaContext(logger: session.logger)
         self.batchSize = session.configuration.batchSize
         self.buffer = .allocate(capacity: session.configuration.batchSize)
-        var ends: [Int32] = [-1, -1]
-        let status = ends.withUnsafeMutableBufferPointer { pipe($0.baseAddress!) }
-        precondition(status == 0, "cannot create the wake-up pipe of a Kafka consumer (errno \(errno))")
-        for fd in ends {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        self.wakeRead = ends[0]
-        self.wakeWrite = ends[1]
         do {
             try self.start()
             session.startFinished(nil)
@@ -98,8 +88,7 @@ final class RDKafkaConsumer: ConnectionDriver {
 
     deinit {
         self.buffer.deallocate()
-        Glibc.close(self.wakeRead)
-        Glibc.close(self.wakeWrite)
+        self.wake.close()
     }
 
     private func start() throws(KafkaError) {
@@ -126,7 +115,7 @@ final class RDKafkaConsumer: ConnectionDriver {
             throw KafkaError(.clientFailed, "librdkafka gave no consumer queue")
         }
         self.consumerQueue = queue
-        rd_kafka_queue_io_event_enable(queue, self.wakeWrite, "c", 1)
+        rd_kafka_queue_io_event_enable(queue, self.wake.writeEnd, "c", 1)
         let list = rd_kafka_topic_partition_list_new(Int32(self.configuration.topics.count))
         defer { rd_kafka_topic_partition_list_destroy(list) }
         for topic in self.configuration.topics {
@@ -155,7 +144,7 @@ final class RDKafkaConsumer: ConnectionDriver {
             if !loop.isStopping { loop.stop() }
             return .wait(socket: nil, timeout: nil)
         }
-        self.drainPipe()
+        self.wake.drain()
         self.serveEvents(handle)
         self.serveDeadLetters()
         let now = ContinuousClock.now
@@ -171,7 +160,7 @@ final class RDKafkaConsumer: ConnectionDriver {
         if !self.deadLettersInFlight.isEmpty || !self.deadLetterQueue.isEmpty { timeout = min(timeout, .milliseconds(10)) }
         // Wait on the pipe only with credit: without it the partition queues' readiness is
         // of no use, and the consumer queue's events are served at the latest after `timeout`.
-        return .wait(socket: self.wakeRead, timeout: timeout)
+        return .wait(socket: self.wake.readEnd, timeout: timeout)
     }
 
     func close() {
@@ -210,11 +199,6 @@ final class RDKafkaConsumer: ConnectionDriver {
     }
 
     // MARK: Events
-
-    private func drainPipe() {
-        var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &bytes, { Glibc.read(self.wakeRead, $0.baseAddress, $0.count) }) > 0 {}
-    }
 
     /// Serves the consumer queue: rebalance and commit callbacks run inside; error events
     /// are logged, and those that end the group fail the stage.
@@ -433,7 +417,7 @@ final class RDKafkaConsumer: ConnectionDriver {
             for key in keys {
                 guard let queue = rd_kafka_queue_get_partition(handle, key.topic, key.partition) else { continue }
                 rd_kafka_queue_forward(queue, nil)
-                rd_kafka_queue_io_event_enable(queue, self.wakeWrite, "m", 1)
+                rd_kafka_queue_io_event_enable(queue, self.wake.writeEnd, "m", 1)
                 let assignment = self.session.withState { $0.ledger.assign(key) }
                 self.partitions.removeAll { $0.key == key }
                 self.partitions.append(Assigned(key: key, queue: queue, assignment: assignment))
@@ -502,7 +486,7 @@ final class RDKafkaConsumer: ConnectionDriver {
         guard !self.deadLetterQueue.isEmpty || !self.deadLettersInFlight.isEmpty else { return }
         if self.producer == nil {
             do {
-                self.producer = try RDKafkaProducer(configuration: self.configuration, extra: [("linger.ms", "1")], wakeFD: self.wakeWrite, logger: self.logger)
+                self.producer = try RDKafkaProducer(configuration: self.configuration, extra: [("linger.ms", "1")], wakeFD: self.wake.writeEnd, logger: self.logger)
             } catch {
                 self.logger.info("cannot create the dead-letter producer; the failed messages stay uncommitted", metadata: [KafkaLogKey.error: "\(error)"])
                 for letter in self.deadLetterQueue { self.session.deadLettered(letter, confirmed: false) }

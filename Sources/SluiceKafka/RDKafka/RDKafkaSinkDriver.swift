@@ -42,8 +42,7 @@ final class RDKafkaSinkDriver: ConnectionDriver {
     private let configuration: KafkaConfiguration
     private let logger: Logger
     private var producer: RDKafkaProducer?
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    private let wake = RDKafkaWakePipe()
     private var pending: [UInt64: Pending] = [:]
     /// Batches not fully handed to librdkafka yet: (id, next index).
     private var unsent: Deque<(UInt64, Int)> = []
@@ -54,17 +53,8 @@ final class RDKafkaSinkDriver: ConnectionDriver {
     init(configuration: KafkaConfiguration, logger: Logger, started: @Sendable (KafkaError?) -> Void) {
         self.configuration = configuration
         self.logger = logger
-        var ends: [Int32] = [-1, -1]
-        let status = ends.withUnsafeMutableBufferPointer { pipe($0.baseAddress!) }
-        precondition(status == 0, "cannot create the wake-up pipe of a Kafka sink (errno \(errno))")
-        for fd in ends {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        self.wakeRead = ends[0]
-        self.wakeWrite = ends[1]
         do {
-            let producer = try RDKafkaProducer(configuration: configuration, wakeFD: ends[1], logger: logger)
+            let producer = try RDKafkaProducer(configuration: configuration, wakeFD: self.wake.writeEnd, logger: logger)
             try producer.checkReachable(topics: [configuration.topics[0]], configuration: configuration)
             self.producer = producer
             started(nil)
@@ -74,8 +64,7 @@ final class RDKafkaSinkDriver: ConnectionDriver {
     }
 
     deinit {
-        Glibc.close(self.wakeRead)
-        Glibc.close(self.wakeWrite)
+        self.wake.close()
     }
 
     func handle(_ command: Command, on loop: ConnectionLoop<RDKafkaSinkDriver>) {
@@ -101,13 +90,12 @@ final class RDKafkaSinkDriver: ConnectionDriver {
             if !loop.isStopping { loop.stop() }
             return .wait(socket: nil, timeout: nil)
         }
-        var bytes = (UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &bytes, { Glibc.read(self.wakeRead, $0.baseAddress, $0.count) }) > 0 {}
+        self.wake.drain()
         self.complete(producer.poll())
         let full = self.produceUnsent(producer)
-        if self.pending.isEmpty { return .wait(socket: self.wakeRead, timeout: nil) }
+        if self.pending.isEmpty { return .wait(socket: self.wake.readEnd, timeout: nil) }
         // Queue full: delivery reports free room, and their arrival wakes the pipe.
-        return .wait(socket: self.wakeRead, timeout: full ? .milliseconds(5) : .milliseconds(100))
+        return .wait(socket: self.wake.readEnd, timeout: full ? .milliseconds(5) : .milliseconds(100))
     }
 
     func close() {
