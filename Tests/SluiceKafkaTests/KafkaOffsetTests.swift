@@ -121,16 +121,22 @@ struct KafkaOffsetTests {
             if text(message) != "warm-up", let stamp = message.metadata.timestampMilliseconds { latencies.add(now - stamp) }
             arrived.add(1, ordering: .relaxed)
         }
-        let admin = KafkaTestEnvironment.admin(configuration)
+        // A producer that is connected already and sends at once (no linger), so the delay
+        // measured is the consumer's, not a new producer's connection setup.
+        var producing = configuration
+        producing.properties["linger.ms"] = "0"
+        let sink = try KafkaSink(configuration: producing, logger: KafkaTestEnvironment.logger)
+        try await sink.connect()
         try await withPipeline(pipeline) {
-            try await admin.produce(topic: configuration.topics[0], values: [Array("warm-up".utf8)])
+            try await sink.send([KafkaRecord(value: Array("warm-up".utf8))])
             try await waitUntil("the consumer joined and took the warm-up message") { arrived.load(ordering: .relaxed) >= 1 }
             for round in 1...5 {
                 try await Task.sleep(for: .milliseconds(300))
-                try await admin.produce(topic: configuration.topics[0], values: [Array("idle-\(round)".utf8)])
+                try await sink.send([KafkaRecord(value: Array("idle-\(round)".utf8))])
                 try await waitUntil("message \(round) arrived") { arrived.load(ordering: .relaxed) >= round + 1 }
             }
         }
+        await sink.close()
         let sorted = latencies.all.sorted()
         #expect(sorted.count == 5)
         #expect(sorted[2] <= 10, "median idle→handler latency \(sorted[2]) ms (all: \(sorted))")
