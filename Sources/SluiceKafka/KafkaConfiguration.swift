@@ -149,7 +149,7 @@ public struct KafkaConfiguration: Sendable, CustomStringConvertible {
     /// window, at least ``batchSize``). 1 to 10 000 000.
     public var prefetchMessages: Int?
     /// librdkafka's prefetch per partition in KiB (`queued.max.messages.kbytes`; `nil`: a
-    /// quarter of ``maxInFlightBytes``, 1 MiB to 64 MiB). 1 to 2 097 151.
+    /// sixteenth of ``maxInFlightBytes``, 1 MiB to 16 MiB). 1 to 2 097 151.
     public var prefetchKilobytes: Int?
     /// Settled offsets are committed (asynchronously) once this many messages settled since
     /// the last commit, or after ``commitInterval``. Default 1000; 1 to 1 000 000.
@@ -241,7 +241,7 @@ public struct KafkaConfiguration: Sendable, CustomStringConvertible {
         ]
         if consumer {
             let prefetch = self.prefetchMessages ?? max(self.batchSize, window)
-            let kilobytes = self.prefetchKilobytes ?? min(64 * 1024, max(1024, self.maxInFlightBytes / 1024 / 4))
+            let kilobytes = self.prefetchKilobytes ?? min(16 * 1024, max(1024, self.maxInFlightBytes / 1024 / 16))
             list += [
                 ("group.id", self.group),
                 ("enable.auto.commit", "false"),
