@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "sluice", targets: ["sluice"]),
         .library(name: "SluiceRedis", targets: ["SluiceRedis"]),
         .library(name: "SluiceRabbitMQ", targets: ["SluiceRabbitMQ"]),
+        .library(name: "SluiceKafka", targets: ["SluiceKafka"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
@@ -75,7 +76,7 @@ let package = Package(
         // MARK: Benchmarks
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", "CRedisRawLoops", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Sluice", "SluiceTestKit", "SluiceRedis", "SluiceRabbitMQ", "SluiceKafka", "CRedisRawLoops", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/sluice-bench"
         ),
         // The raw baselines of `sluice-bench redis`: plain hiredis loops in C.
@@ -88,6 +89,7 @@ let package = Package(
                 "Sluice",
                 "SluiceRedis",
                 "SluiceRabbitMQ",
+                "SluiceKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -182,6 +184,32 @@ let package = Package(
         ),
     ]
 )
+
+// MARK: Kafka
+package.targets += [
+    .target(
+        name: "SluiceKafka",
+        dependencies: [
+            "Sluice",
+            "SluiceConnector",
+            "CKafka",
+            .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]
+    ),
+    .testTarget(
+        name: "SluiceKafkaTests",
+        dependencies: [
+            "Sluice",
+            "SluiceKafka",
+            "SluiceTestKit",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+        ]
+    ),
+]
 
 // One settings loop for every non-system target: Swift 6 language mode comes from the tools
 // version; complete strict concurrency and import hygiene are stated explicitly.

@@ -35,4 +35,21 @@ static inline rd_kafka_resp_err_t sluice_rd_kafka_produce(rd_kafka_t *rk, const 
                              RD_KAFKA_V_END);
 }
 
+/// `rd_kafka_producev` (variadic) with headers: like `sluice_rd_kafka_produce`, and on success
+/// librdkafka takes ownership of `headers` (which may be NULL); on failure the caller keeps it.
+static inline rd_kafka_resp_err_t sluice_rd_kafka_produce_headers(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                                                  const void *key, size_t key_length,
+                                                                  const void *value, size_t value_length,
+                                                                  rd_kafka_headers_t *headers, void *opaque) {
+    return rd_kafka_producev(rk,
+                             RD_KAFKA_V_TOPIC(topic),
+                             RD_KAFKA_V_PARTITION(partition),
+                             RD_KAFKA_V_KEY((void *)key, key_length),
+                             RD_KAFKA_V_VALUE((void *)value, value_length),
+                             RD_KAFKA_V_HEADERS(headers),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_OPAQUE(opaque),
+                             RD_KAFKA_V_END);
+}
+
 #endif // SLUICE_CKAFKA_SHIM_H

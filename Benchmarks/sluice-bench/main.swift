@@ -47,8 +47,9 @@ for suite in selected {
     case "redis": await RedisSuite(quick: quick).run()
     case "wordcount": await WordCountSuite(quick: quick).run()
     case "rabbitmq": await RabbitMQSuite(quick: quick).run()
+    case "kafka": await KafkaSuite(quick: quick).run()
     default:
-        print("unknown suite \(suite); known: engine, pipeline, redis, rabbitmq, wordcount")
+        print("unknown suite \(suite); known: engine, pipeline, redis, rabbitmq, kafka, wordcount")
         exit(2)
     }
 }

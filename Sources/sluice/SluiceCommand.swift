@@ -9,6 +9,7 @@
 import ArgumentParser
 import Foundation
 import Sluice
+import SluiceKafka
 import SluiceRabbitMQ
 import SluiceRedis
 import Synchronization
@@ -51,13 +52,14 @@ struct Drain: AsyncParsableCommand {
         abstract: "Consume and acknowledge N messages from a broker URL through a pipeline, discarding them.",
         discussion: """
             Supported URLs: redis://[user:password@]host[:port][/db]?key=KEY[&mode=list|reliable|stream][&group=G][&consumer=C] \
-            and unix:///path/to/redis.sock?key=KEY; amqp://[user:password@]host[:port][/vhost]?queue=QUEUE[&prefetch=P]. \
+            and unix:///path/to/redis.sock?key=KEY; amqp://[user:password@]host[:port][/vhost]?queue=QUEUE[&prefetch=P]; \
+            kafka://host:port[,host:port]/topic?group=G[&offset=earliest|latest][&librdkafka.property=value]. \
             The drain never asks a Redis source for more than N (what is still missing), so nothing has to be \
-            given back; messages a RabbitMQ queue delivered beyond N are given back to the broker. SIGINT or \
-            SIGTERM drains gracefully: reading stops, what was taken is handled and settled (or given back to the \
-            head of the list, in order), the summary line is printed, and the exit status is 130 or 143. \
-            Passwords never appear in output; keep one out of the URL (and `ps`) with --password-file or the URL \
-            parameter password_env=VARIABLE.
+            given back; messages a RabbitMQ queue delivered beyond N are given back to the broker, and Kafka \
+            messages taken beyond N are not committed. SIGINT or SIGTERM drains gracefully: reading stops, what \
+            was taken is handled and settled (or given back to the head of the list, in order), the summary line \
+            is printed, and the exit status is 130 or 143. Passwords never appear in output; keep one out of the \
+            URL (and `ps`) with --password-file or the URL parameter password_env=VARIABLE.
             """
     )
 
@@ -110,6 +112,8 @@ struct Drain: AsyncParsableCommand {
                 try await self.drain(RedisSource(configuration: self.redisConfiguration()))
             case "amqp", "amqps":
                 try await self.drain(RabbitMQSource(url: self.url))
+            case "kafka":
+                try await self.drain(KafkaSource(url: self.url))
             default:
                 throw UnsupportedURL(scheme: scheme)
             }
@@ -216,7 +220,7 @@ struct PasswordFileUnreadable: Error, CustomStringConvertible {
 /// A URL whose scheme no connector handles.
 struct UnsupportedURL: Error, CustomStringConvertible {
     let scheme: String
-    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://, amqps://" }
+    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://, amqps://, kafka://" }
 }
 
 /// The error of messages taken after the count was reached (they are requeued).

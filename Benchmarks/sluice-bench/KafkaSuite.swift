@@ -1,0 +1,212 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Logging
+import Sluice
+@_spi(Internal) import SluiceKafka
+import Synchronization
+
+/// Kafka against the broker of `scripts/brokers`: preloaded 100-byte messages over 4
+/// partitions consumed and committed through a Sluice pipeline that discards them and through
+/// a raw librdkafka loop; the same count produced through ``KafkaSink`` and through raw
+/// `producev`; and the latency from producing a message to an idle topic to its handler.
+struct KafkaSuite {
+    let quick: Bool
+
+    private var total: Int { self.quick ? 200_000 : 1_000_000 }
+    private var repetitions: Int { self.quick ? 1 : 3 }
+    private let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 100)
+    private let logger = Logger(label: "sluice.bench.kafka")
+
+    func run() async {
+        guard let brokers = ProcessInfo.processInfo.environment["SLUICE_KAFKA_BROKERS"], !brokers.isEmpty else {
+            print("suite kafka: SLUICE_KAFKA_BROKERS is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
+            exit(1)
+        }
+        do {
+            try await self.measure(brokers: brokers)
+        } catch {
+            print("suite kafka failed: \(error)")
+            exit(1)
+        }
+    }
+
+    private func configuration(_ brokers: String, _ purpose: String) -> KafkaConfiguration {
+        var configuration = KafkaConfiguration(
+            bootstrapServers: [brokers],
+            topics: ["sluice-bench-\(purpose)-\(UUID().uuidString.prefix(8).lowercased())"],
+            group: "sluice-bench-\(purpose)-\(UUID().uuidString.prefix(8).lowercased())"
+        )
+        configuration.offsetReset = .earliest
+        return configuration
+    }
+
+    private func measure(brokers: String) async throws {
+        print("suite kafka: \(self.total) messages of 100 bytes over 4 partitions, median of \(self.repetitions) runs (raw and sluice alternate)")
+        print("consume: KafkaSource batchSize 1000 → Processors(concurrency: 2, maxDemand: 4000) discarding, async commits;")
+        print("         raw: consume_batch_queue(1000) + rd_kafka_commit(async) per batch; both timed from the first message to the last")
+        print("produce: KafkaSink, 4 concurrent sends of 5000 keyed records each until done; raw: producev + poll, then flush")
+        let data = self.configuration(brokers, "data")
+        let admin = KafkaAdmin(configuration: data, logger: self.logger)
+        try await admin.createTopic(data.topics[0], partitions: 4)
+        var rawProduce: [Double] = []
+        var sinkProduce: [Double] = []
+        for repetition in 0..<self.repetitions {
+            // The first raw produce preloads the topic the consumers read.
+            let target = repetition == 0 ? data : self.configuration(brokers, "raw-produce")
+            if repetition > 0 { try await admin.createTopic(target.topics[0], partitions: 4) }
+            rawProduce.append(Double(self.total) / (try await KafkaRawBaseline.produce(target, value: self.payload, count: self.total, logger: self.logger)))
+            let sinkTarget = self.configuration(brokers, "sink-produce")
+            try await admin.createTopic(sinkTarget.topics[0], partitions: 4)
+            sinkProduce.append(Double(self.total) / (try await self.sinkProduce(sinkTarget)))
+        }
+        var rawConsume: [Double] = []
+        var sluiceConsume: [Double] = []
+        var growth: [Double] = []
+        for _ in 0..<self.repetitions {
+            let raw = self.configuration(brokers, "raw-consume").group
+            rawConsume.append(Double(self.total) / (try await KafkaRawBaseline.consume(data, group: raw, count: self.total, logger: self.logger)))
+            var sluice = data
+            sluice.group = self.configuration(brokers, "sluice-consume").group
+            let (seconds, megabytes) = try await self.sluiceConsume(sluice)
+            sluiceConsume.append(Double(self.total) / seconds)
+            growth.append(megabytes)
+        }
+        let latency = try await self.firstMessageLatency(brokers)
+        let consume = Self.median(sluiceConsume)
+        let consumeRaw = Self.median(rawConsume)
+        let produce = Self.median(sinkProduce)
+        let produceRaw = Self.median(rawProduce)
+        print(pad("", 48) + pad("msgs/s", 14) + "vs raw")
+        print(pad("raw consume_batch_queue(1000) + async commit", 48) + pad(formatRate(consumeRaw), 14))
+        print(pad("sluice KafkaSource → discarding processors", 48) + pad(formatRate(consume), 14) + String(format: "%.2f×", consume / consumeRaw))
+        print(pad("raw producev + poll + flush", 48) + pad(formatRate(produceRaw), 14))
+        print(pad("sluice KafkaSink (delivery-confirmed sends)", 48) + pad(formatRate(produce), 14) + String(format: "%.2f×", produce / produceRaw))
+        print(String(format: "idle topic → handler: median %.1f ms of %d; resident memory growth while consuming: %.1f MB (largest run)", latency.median, latency.count, growth.max() ?? 0))
+        print(
+            "RESULT kafka msgs_per_s=\(Int(consume)) "
+                + String(format: "vs_raw=%.2f produce_per_s=%d produce_vs_raw=%.2f first_message_ms=%.1f", consume / consumeRaw, Int(produce), produce / produceRaw, latency.median)
+        )
+    }
+
+    private static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted[sorted.count / 2]
+    }
+
+    /// Produces `total` keyed records through a sink, four sends in flight; the seconds taken.
+    private func sinkProduce(_ configuration: KafkaConfiguration) async throws -> Double {
+        let sink = try KafkaSink(configuration: configuration, logger: self.logger)
+        try await sink.connect()
+        let value = Payload(self.payload)
+        let chunk = 5000
+        let next = KafkaBenchCounter()
+        let total = self.total
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    while true {
+                        let first = next.take(chunk)
+                        guard first < total else { return }
+                        let indices = first..<min(total, first + chunk)
+                        let keys = Payload.packing(indices.map { index in withUnsafeBytes(of: UInt64(index)) { Array($0) } })
+                        try await sink.send(keys.map { KafkaRecord(value: value, key: $0) })
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seconds = (ContinuousClock.now - start).inSeconds
+        await sink.close()
+        return seconds
+    }
+
+    /// Consumes the preloaded topic through a discarding pipeline: seconds from the first
+    /// handled message until every one was acknowledged, and the growth of resident memory.
+    private func sluiceConsume(_ configuration: KafkaConfiguration) async throws -> (Double, Double) {
+        let total = self.total
+        let firstHandled = Atomic<Bool>(false)
+        let clock = ContinuousClock()
+        let started = Mutex<ContinuousClock.Instant?>(nil)
+        let pipeline = Pipeline("bench-kafka", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: 4000) { _ in
+                if !firstHandled.load(ordering: .relaxed), !firstHandled.exchange(true, ordering: .relaxed) {
+                    started.withLock { $0 = clock.now }
+                }
+            }
+        }
+        let before = Self.residentMegabytes()
+        var peak = before
+        var end = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            while pipeline.statistics.acknowledged < total {
+                try await Task.sleep(for: .milliseconds(1))
+                peak = max(peak, Self.residentMegabytes())
+            }
+            end = clock.now
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        let start = started.withLock { $0 } ?? end
+        return ((end - start).inSeconds, peak - before)
+    }
+
+    /// Produces single messages to an idle topic a pipeline consumes; the median of the
+    /// delays from producing (the record's timestamp) to the handler, in milliseconds.
+    private func firstMessageLatency(_ brokers: String) async throws -> (median: Double, count: Int) {
+        var configuration = self.configuration(brokers, "idle")
+        configuration.properties["linger.ms"] = "0"
+        try await KafkaAdmin(configuration: configuration, logger: self.logger).createTopic(configuration.topics[0], partitions: 1)
+        var consumer = configuration
+        consumer.properties = [:]
+        let delays = Mutex<[Double]>([])
+        let pipeline = Pipeline("bench-kafka-idle", source: KafkaSource(configuration: consumer), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in
+                let now = Date().timeIntervalSince1970 * 1000
+                if let stamp = message.metadata.timestampMilliseconds { delays.withLock { $0.append(now - Double(stamp)) } }
+            }
+        }
+        let sink = try KafkaSink(configuration: configuration, logger: self.logger)
+        try await sink.connect()
+        let samples = 9
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await sink.send([KafkaRecord(value: Array("warm-up".utf8))])
+            while delays.withLock({ $0.count }) < 1 { try await Task.sleep(for: .milliseconds(5)) }
+            for round in 1...samples {
+                try await Task.sleep(for: .milliseconds(250))
+                try await sink.send([KafkaRecord(value: Array("idle".utf8))])
+                while delays.withLock({ $0.count }) < round + 1 { try await Task.sleep(for: .milliseconds(1)) }
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        await sink.close()
+        let measured = Array(delays.withLock { $0 }.dropFirst())
+        return (Self.median(measured), measured.count)
+    }
+
+    /// The process's resident memory in MB (Linux `/proc/self/statm`).
+    private static func residentMegabytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+    }
+}
+
+/// Hands out consecutive ranges of record indices to the concurrent sends.
+final class KafkaBenchCounter: Sendable {
+    private let next = Atomic<Int>(0)
+
+    /// The first index of the next `count` indices.
+    func take(_ count: Int) -> Int { self.next.add(count, ordering: .relaxed).oldValue }
+}

@@ -1,0 +1,71 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Sluice
+
+/// A Kafka record header: a name and an optional value.
+public struct KafkaHeader: Sendable, Hashable {
+    /// The header's name.
+    public var name: String
+    /// The header's value (`nil`: a header without value).
+    public var value: [UInt8]?
+
+    /// Creates a header.
+    public init(name: String, value: [UInt8]?) {
+        self.name = name
+        self.value = value
+    }
+
+    /// Creates a header with a UTF-8 text value.
+    public init(name: String, text: String) {
+        self.init(name: name, value: Array(text.utf8))
+    }
+}
+
+/// What a ``KafkaSource`` knows about a message.
+public struct KafkaMetadata: MessageMetadata {
+    /// The topic.
+    public var topic: String
+    /// The partition.
+    public var partition: Int32
+    /// The offset within the partition.
+    public var offset: Int64
+    /// The key (`nil`: the record has none); a view of the fetch's buffer.
+    public var key: Payload?
+    /// The headers, in order.
+    public var headers: [KafkaHeader]
+    /// The record's timestamp in milliseconds since 1970 (`nil`: the broker gave none).
+    public var timestampMilliseconds: Int64?
+    /// The assignment of the partition the message was taken in: settlements of an older
+    /// assignment (the partition was revoked meanwhile) are dropped, never committed.
+    let assignment: UInt64
+    /// The payload's size as taken, for the in-flight byte window (a processor may change the
+    /// payload).
+    let size: UInt32
+
+    /// Creates metadata.
+    public init(topic: String, partition: Int32, offset: Int64, key: Payload? = nil, headers: [KafkaHeader] = [], timestampMilliseconds: Int64? = nil) {
+        self.init(topic: topic, partition: partition, offset: offset, key: key, headers: headers, timestampMilliseconds: timestampMilliseconds, assignment: 0, size: 0)
+    }
+
+    init(topic: String, partition: Int32, offset: Int64, key: Payload?, headers: [KafkaHeader], timestampMilliseconds: Int64?, assignment: UInt64, size: UInt32) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.headers = headers
+        self.timestampMilliseconds = timestampMilliseconds
+        self.assignment = assignment
+        self.size = size
+    }
+
+    /// The value of the first header named `name`.
+    public func header(_ name: String) -> [UInt8]? {
+        self.headers.first { $0.name == name }?.value ?? nil
+    }
+}

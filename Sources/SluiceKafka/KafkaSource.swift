@@ -1,0 +1,157 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Sluice
+
+/// A pipeline source that consumes Kafka topics in a consumer group, on demand.
+///
+/// ```swift
+/// let source = try KafkaSource(url: "kafka://127.0.0.1:9092/orders?group=etl&offset=earliest")
+/// let pipeline = Pipeline("orders", source: source) {
+///     Processors(concurrency: 4, maxDemand: 500, partitionBy: \.metadata.partition) { message in try handle(message) }
+/// }
+/// try await ServiceGroup(services: [pipeline], gracefulShutdownSignals: [.sigterm], logger: logger).run()
+/// ```
+///
+/// Demand d becomes `rd_kafka_consume_batch_queue` of at most min(d, ``KafkaConfiguration/batchSize``)
+/// messages. What was taken and not yet settled stays within the pipeline's window (or
+/// ``KafkaConfiguration/maxInFlight``) and ``KafkaConfiguration/maxInFlightBytes``; librdkafka's
+/// own prefetch is bounded per partition from the window. With no credit for a moment the
+/// assigned partitions are paused while the consumer keeps serving its group.
+///
+/// Offsets: nothing is stored automatically; per partition the highest contiguous settled
+/// offset + 1 is committed asynchronously, in batches (``KafkaConfiguration/commitEvery``,
+/// ``KafkaConfiguration/commitInterval``), and at shutdown and revoke. Failure dispositions:
+/// `.drop` commits past the message, `.requeue` holds the commit before it (the group reads
+/// it again after a restart or rebalance), `.deadLetter` writes it to the dead-letter topic
+/// with headers naming its origin and error, and commits past it once the broker confirmed.
+///
+/// Messages of one partition are emitted in offset order; to handle them serially (Kafka's
+/// usual guarantee) partition the processors by `\.metadata.partition`, or by `\.metadata.key`
+/// for more concurrency with each key serial.
+///
+/// If the cluster cannot be reached within ``KafkaConfiguration/connectTimeout``, or a topic
+/// does not exist, ``Pipeline/run()`` throws a ``KafkaError``.
+public struct KafkaSource: PipelineSource {
+    public typealias Metadata = KafkaMetadata
+
+    /// The configuration.
+    public let configuration: KafkaConfiguration
+    /// Counters the source's sessions report to (tests, benchmarks).
+    @_spi(Internal) public var counters: KafkaSourceCounters?
+
+    /// Creates a source.
+    public init(configuration: KafkaConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Creates a source from a URL (see ``KafkaConfiguration/init(url:)``).
+    ///
+    /// - Throws: ``KafkaError`` with code `invalidURL` or `invalidProperty`.
+    public init(url: String) throws(KafkaError) {
+        self.init(configuration: try KafkaConfiguration(url: url))
+    }
+
+    /// Checks the runtime and configuration, connects, checks the topics and subscribes.
+    ///
+    /// - Throws: ``KafkaError``: `runtimeTooOld`, `invalidConfiguration`, `invalidProperty`,
+    ///   `connectionFailed`, `unknownTopic`, `groupFailed`, `clientFailed`.
+    public func makeParts(context: SourceContext) async throws -> SourceParts<KafkaSourceStage, KafkaAcknowledger> {
+        try RDKafkaConfig.checkRuntime()
+        try self.configuration.validate()
+        let window = self.configuration.maxInFlight ?? max(1, context.window)
+        let session = KafkaSession(configuration: self.configuration, window: window, counters: self.counters, logger: context.logger)
+        do {
+            try await session.start()
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+        return SourceParts(stage: KafkaSourceStage(session: session), acknowledger: KafkaAcknowledger(session: session))
+    }
+
+    /// Commits what settled, leaves the group (bounded by ``KafkaConfiguration/closeTimeout``)
+    /// and closes the consumer.
+    public func shutdown(_ acknowledger: KafkaAcknowledger) async {
+        await acknowledger.session.shutdown()
+    }
+}
+
+/// Control messages of a ``KafkaSourceStage``.
+public struct KafkaSourceInfo: SourceInfo {
+    enum Kind: Sendable {
+        /// Batches wait in the session's outbox.
+        case fetched
+        case failed(KafkaError)
+        case drain
+    }
+
+    let kind: Kind
+
+    init(_ kind: Kind) { self.kind = kind }
+
+    /// Stop taking messages; emit what was taken, then end.
+    public static var drain: KafkaSourceInfo { KafkaSourceInfo(.drain) }
+}
+
+/// The producer stage of a ``KafkaSource``: takes messages on demand on the consumer's
+/// thread and emits what arrives.
+public struct KafkaSourceStage: Producer, Sendable {
+    public typealias Output = Message<KafkaMetadata>
+    public typealias Info = KafkaSourceInfo
+
+    let session: KafkaSession
+    private var draining = false
+
+    init(session: KafkaSession) {
+        self.session = session
+    }
+
+    public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Output>) {
+        self.session.attach(handle)
+    }
+
+    public mutating func handleDemand(_ demand: Int, context: inout StageContext<Output>) {
+        self.session.request(demand)
+    }
+
+    public mutating func handleInfo(_ info: KafkaSourceInfo, context: inout StageContext<Output>) {
+        switch info.kind {
+        case .fetched:
+            self.emitFetched(&context)
+        case .failed(let error):
+            context.stop(.failure(error))
+        case .drain:
+            guard !self.draining else { return }
+            self.draining = true
+            self.session.drain()
+            self.emitFetched(&context)
+        }
+    }
+
+    /// Emits every batch taken so far; ends once draining (a drain takes nothing more).
+    private mutating func emitFetched(_ context: inout StageContext<Output>) {
+        let (batches, finished) = self.session.takeFetched()
+        for batch in batches { context.emit(batch) }
+        if self.draining && finished { context.stop(.normal) }
+    }
+
+    public mutating func terminate(reason: StopReason) async {
+        self.session.stopReading()
+    }
+}
+
+/// Settles a ``KafkaSource``'s messages: records them in the offset ledger the consumer
+/// commits from (never blocks).
+public struct KafkaAcknowledger: Acknowledger {
+    let session: KafkaSession
+
+    public func settle(_ settlement: Settlement<KafkaMetadata>) {
+        self.session.settle(settlement)
+    }
+}

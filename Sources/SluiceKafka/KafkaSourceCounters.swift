@@ -1,0 +1,74 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Sluice
+import Synchronization
+
+/// What the sources given these counters took, settled and gave back, summed over every
+/// source (for tests and benchmarks: a Kafka broker does not know what a consumer fetched
+/// but has not committed).
+@_spi(Internal)
+public final class KafkaSourceCounters: Sendable {
+    private struct State {
+        var taken = 0
+        var settled = 0
+        var stale = 0
+        var givenBack = 0
+        /// One past the highest offset taken, per partition.
+        var reached: [KafkaPartitionKey: Int64] = [:]
+        /// The offsets taken and not given back, per partition.
+        var kept: [KafkaPartitionKey: Set<Int64>] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// Creates counters at zero.
+    public init() {}
+
+    func took(_ messages: [Message<KafkaMetadata>]) {
+        self.state.withLock { state in
+            state.taken += messages.count
+            for message in messages {
+                let key = KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)
+                state.reached[key] = max(state.reached[key] ?? 0, message.metadata.offset + 1)
+                state.kept[key, default: []].insert(message.metadata.offset)
+            }
+        }
+    }
+
+    func settled(_ count: Int, stale: Int) {
+        self.state.withLock { state in
+            state.settled += count
+            state.stale += stale
+        }
+    }
+
+    /// These messages were given back to the broker (not committed: it delivers them again).
+    func gaveBack(_ offsets: [(KafkaPartitionKey, Int64)]) {
+        self.state.withLock { state in
+            state.givenBack += offsets.count
+            for (key, offset) in offsets { state.kept[key]?.remove(offset) }
+        }
+    }
+
+    /// Messages taken from librdkafka (a message taken again after a restart counts again).
+    public var taken: Int { self.state.withLock { $0.taken } }
+    /// Messages settled by the pipelines.
+    public var settled: Int { self.state.withLock { $0.settled } }
+    /// Settlements dropped because their partition had been revoked.
+    public var staleSettlements: Int { self.state.withLock { $0.stale } }
+    /// Messages taken and neither settled nor given back (not emitted, or left unsettled
+    /// when a source closed).
+    public var unsettled: Int { self.state.withLock { $0.taken - $0.settled - $0.givenBack } }
+    /// The number of distinct messages taken and not given back: what the broker no longer
+    /// holds for the group (settled, or still in a pipeline).
+    public var kept: Int { self.state.withLock { $0.kept.values.reduce(0) { $0 + $1.count } } }
+    /// The number of distinct messages taken so far, assuming every partition's offsets start
+    /// at 0 and have no gaps (a fresh topic): the sum of one past the highest offset taken.
+    public var reached: Int64 { self.state.withLock { $0.reached.values.reduce(0, +) } }
+}

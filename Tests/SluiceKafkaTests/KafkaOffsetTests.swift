@@ -1,0 +1,147 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Logging
+import Sluice
+@_spi(Internal) import SluiceKafka
+import Synchronization
+import Testing
+
+/// Commits against the real broker: resuming after a restart, the contiguous rule, the
+/// in-flight bound under a slow consumer, the first message on an idle topic.
+@Suite("Kafka offsets and flow", .timeLimit(.minutes(1)))
+struct KafkaOffsetTests {
+    static func pipeline(
+        _ name: String,
+        _ source: KafkaSource,
+        concurrency: Int = 1,
+        maxDemand: Int = 50,
+        handler: @escaping @Sendable (inout Message<KafkaMetadata>) async throws -> Void
+    ) -> Pipeline<KafkaSource> {
+        Pipeline(name, source: source, configuration: PipelineConfiguration(failurePolicy: .requeue, logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: concurrency, maxDemand: maxDemand, handler: handler)
+        }
+    }
+
+    /// A consumer drained midway commits what it handled; the next one in the group starts
+    /// there: nothing lost, nothing read twice.
+    @Test func aRestartedConsumerResumesFromTheCommittedOffset() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("restart", partitions: 2)
+        try await KafkaTestEnvironment.produce(configuration, count: 1000)
+        let first = Recorder<String>()
+        let run1 = Self.pipeline("kafka-restart-1", KafkaSource(configuration: configuration)) { message in
+            first.add(text(message))
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        try await withPipeline(run1) {
+            try await waitUntil("300 handled") { first.count >= 300 }
+        }
+        let handledFirst = first.count
+        #expect(handledFirst < 1000, "the drain came too late")
+        let committed = try await KafkaTestEnvironment.committedTotal(configuration, partitions: 2)
+        #expect(committed == Int64(handledFirst), "every handled message is committed after a drain")
+        let second = Recorder<String>()
+        let run2 = Self.pipeline("kafka-restart-2", KafkaSource(configuration: configuration)) { message in second.add(text(message)) }
+        try await withPipeline(run2) {
+            try await waitUntil("the rest handled") { second.count >= 1000 - handledFirst }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let all = first.all + second.all
+        #expect(Set(all).count == 1000, "nothing lost")
+        #expect(all.count == 1000, "nothing read twice")
+        #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 2) == 1000)
+    }
+
+    /// Settled 0, 1, 2, 4…9 with 3 still in a handler commits 3; once 3 settles, 10.
+    @Test func outOfOrderSettlementCommitsOnlyTheContiguousPrefix() async throws {
+        var settings = try await KafkaTestEnvironment.configuration("contiguous")
+        settings.commitInterval = .milliseconds(20)
+        let configuration = settings
+        let values = (0..<10).map { Array("message-\($0)".utf8) }
+        try await KafkaTestEnvironment.admin(configuration).produce(topic: configuration.topics[0], values: values, partition: 0)
+        let gate = Atomic<Bool>(false)
+        let handled = Recorder<Int64>()
+        let pipeline = Self.pipeline("kafka-contiguous", KafkaSource(configuration: configuration), concurrency: 2, maxDemand: 1) { message in
+            if message.metadata.offset == 3 {
+                while !gate.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            handled.add(message.metadata.offset)
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("all but offset 3 handled") { handled.count >= 9 }
+            try await waitUntil("offsets up to 3 committed") { try await KafkaTestEnvironment.committedTotal(configuration, partitions: 1) >= 3 }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 1) == 3)
+            gate.store(true, ordering: .releasing)
+            try await waitUntil("everything committed") { try await KafkaTestEnvironment.committedTotal(configuration, partitions: 1) == 10 }
+        }
+        #expect(!handled.all.contains(3) || handled.all.last == 3)
+    }
+
+    /// With a slow consumer, what was taken and not settled never exceeds the window.
+    @Test func aSlowConsumerHoldsNoMoreThanTheWindow() async throws {
+        var configuration = try await KafkaTestEnvironment.configuration("slow", partitions: 4)
+        configuration.maxInFlightBytes = 4096
+        try await KafkaTestEnvironment.produce(configuration, count: 3000)
+        let counters = KafkaSourceCounters()
+        var source = KafkaSource(configuration: configuration)
+        source.counters = counters
+        let handled = Atomic<Int>(0)
+        let pipeline = Self.pipeline("kafka-slow", source, concurrency: 2, maxDemand: 20) { _ in
+            try await Task.sleep(for: .milliseconds(1))
+            handled.add(1, ordering: .relaxed)
+        }
+        let window = pipeline.window
+        let highest = try await withPipeline(pipeline) { () -> Int in
+            var highest = 0
+            while handled.load(ordering: .relaxed) < 600 {
+                highest = max(highest, counters.unsettled)
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            return highest
+        }
+        #expect(highest <= window, "\(highest) taken and unsettled, the window is \(window)")
+        #expect(highest > 0)
+        #expect(counters.reached < 3000, "the source read ahead of the slow consumer: \(counters.reached)")
+    }
+
+    /// On an idle topic a produced message reaches the handler within 10 ms. The machine is
+    /// shared and these tests run niced, so a sample can wait for a time slice: of 7 samples
+    /// at least 3 must be within 10 ms (a consumer that polled at an interval of 20 ms or
+    /// more, or waited for a pause to end, would miss nearly all of them).
+    @Test func theFirstMessageOnAnIdleTopicArrivesAtOnce() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("idle")
+        let latencies = Recorder<Int64>()
+        let arrived = Atomic<Int>(0)
+        let pipeline = Self.pipeline("kafka-idle", KafkaSource(configuration: configuration)) { message in
+            let now = Int64((Date.timeIntervalSinceReferenceDate + Date.timeIntervalBetween1970AndReferenceDate) * 1000)
+            if text(message) != "warm-up", let stamp = message.metadata.timestampMilliseconds { latencies.add(now - stamp) }
+            arrived.add(1, ordering: .relaxed)
+        }
+        // A producer that is connected already and sends at once (no linger), so the delay
+        // measured is the consumer's, not a new producer's connection setup.
+        var producing = configuration
+        producing.properties["linger.ms"] = "0"
+        let sink = try KafkaSink(configuration: producing, logger: KafkaTestEnvironment.logger)
+        try await sink.connect()
+        try await withPipeline(pipeline) {
+            try await sink.send([KafkaRecord(value: Array("warm-up".utf8))])
+            try await waitUntil("the consumer joined and took the warm-up message") { arrived.load(ordering: .relaxed) >= 1 }
+            for round in 1...7 {
+                try await Task.sleep(for: .milliseconds(300))
+                try await sink.send([KafkaRecord(value: Array("idle-\(round)".utf8))])
+                try await waitUntil("message \(round) arrived") { arrived.load(ordering: .relaxed) >= round + 1 }
+            }
+        }
+        await sink.close()
+        let sorted = latencies.all.sorted()
+        #expect(sorted.count == 7)
+        #expect(sorted.filter { $0 <= 10 }.count >= 3, "idle→handler latencies in ms: \(sorted)")
+    }
+}

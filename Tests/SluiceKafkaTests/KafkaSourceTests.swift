@@ -1,0 +1,50 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Logging
+import Sluice
+@_spi(Internal) import SluiceKafka
+import Testing
+
+/// A Kafka source against the real broker: consuming, committing, resuming.
+@Suite("Kafka source", .timeLimit(.minutes(1)))
+struct KafkaSourceTests {
+    /// Every message of four partitions is handled once, with its metadata, and the group's
+    /// committed offsets cover exactly what was handled.
+    @Test func consumesEveryMessageAndCommitsIt() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("end-to-end", partitions: 4)
+        try await KafkaTestEnvironment.produce(configuration, count: 2000)
+        let seen = Recorder<KafkaMetadata>()
+        let texts = Recorder<String>()
+        let pipeline = Pipeline("kafka-e2e", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: 2, maxDemand: 100, partitionBy: \.metadata.partition) { message in
+                seen.add(message.metadata)
+                texts.add(text(message))
+            }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("2000 messages were handled") { texts.count >= 2000 }
+        }
+        #expect(Set(texts.all).count == 2000)
+        #expect(texts.count == 2000)
+        let metadata = seen.all
+        #expect(Set(metadata.map(\.partition)) == [0, 1, 2, 3])
+        #expect(metadata.allSatisfy { $0.topic == configuration.topics[0] && $0.key != nil && $0.timestampMilliseconds != nil })
+        // Per partition, offsets reached the processors in order.
+        for partition in Int32(0)..<4 {
+            let offsets = metadata.filter { $0.partition == partition }.map(\.offset)
+            #expect(offsets == offsets.sorted())
+            #expect(offsets.first == 0)
+        }
+        let committed = try await KafkaTestEnvironment.admin(configuration).committed(group: configuration.group, topic: configuration.topics[0], partitions: 4)
+        for partition in 0..<4 {
+            let handled = metadata.filter { $0.partition == Int32(partition) }.count
+            #expect(committed[partition] == Int64(handled), "partition \(partition)")
+        }
+    }
+}
