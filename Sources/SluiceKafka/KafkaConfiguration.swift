@@ -18,6 +18,9 @@
 /// or from a URL: `KafkaConfiguration(url: "kafka://127.0.0.1:9092/orders?group=etl&offset=earliest")`.
 /// ``description`` never shows passwords or other secrets.
 public struct KafkaConfiguration: Sendable, CustomStringConvertible {
+    // OffsetReset and SASLMechanism have the same shape as RabbitMQConfiguration.Topology's QueueType
+    // and ExchangeType and as RedisConfiguration.Mode: extensible enums (a struct over a private base
+    // with static members, STYLE habit 7), each with its own cases.
     /// Where a group starts reading a partition that has no committed offset.
     public struct OffsetReset: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable { case earliest, latest }

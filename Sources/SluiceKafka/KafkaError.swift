@@ -12,6 +12,9 @@
 /// what to do. Messages never contain passwords or other secrets. New codes may be added in
 /// future releases, so switch over codes with a `default` branch.
 public struct KafkaError: Error, Sendable, Hashable, CustomStringConvertible {
+    // Same shape as RabbitMQError, RedisError and FlowError (and SluiceError): one error type per
+    // module with its own extensible Code (STYLE habit 7); the repeated base/init/code/message/
+    // description lines are that shape, not shared logic.
     /// A kind of ``KafkaError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {

@@ -8,6 +8,8 @@
 
 /// Metadata keys of the Kafka adapter's log messages.
 public enum KafkaLogKey {
+    // Same shape as RabbitMQLogKey and RedisLogKey: each adapter keeps its own sluice.<module>.*
+    // keys in one enum of its own (STYLE habit 8).
     /// The bootstrap servers.
     public static let brokers = "sluice.kafka.brokers"
     /// The topic or topics.

@@ -56,6 +56,9 @@ public final class KafkaSink: Service, Sendable {
         self.logger = logger
     }
 
+    // The URL init and run() mirror RabbitMQSink.swift and RedisSink.swift on purpose: every
+    // adapter's sink is a Service with the same connect / serve until shutdown / close shape
+    // (STYLE habit 5); connect, send and close are each broker's own.
     /// Creates a sink from a URL (see ``KafkaConfiguration/init(url:)``).
     public convenience init(url: String, logger: Logger? = nil) throws(KafkaError) {
         try self.init(configuration: try KafkaConfiguration(url: url), logger: logger)

@@ -82,6 +82,11 @@ public struct KafkaSource: PipelineSource {
     }
 }
 
+// KafkaSourceInfo, KafkaSourceStage and KafkaAcknowledger mirror RedisSource.swift and
+// RabbitMQSource.swift on purpose (one source/stage/acknowledger shape per adapter, STYLE.md).
+// Each stage only forwards to its own session type, and the bodies differ where the brokers do:
+// RedisSourceStage also ends when its reads are exhausted, RabbitMQSourceStage takes deliveries
+// in handleDemand. A generic stage would rename these public types, so each adapter keeps its own.
 /// Control messages of a ``KafkaSourceStage``.
 public struct KafkaSourceInfo: SourceInfo {
     enum Kind: Sendable {

@@ -125,6 +125,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
 
     // MARK: Failure handling
 
+    // Documented vars with defaults, the same shape as RabbitMQConfiguration's connection options:
+    // each adapter's configuration lists its own options (STYLE habit 7); only the shape repeats.
     /// Reliable mode: how long a consumer's liveness key lives without refresh; it is
     /// refreshed every third of this. Default 10 s; 100 ms to 1 day (URL `ttl_ms`).
     public var livenessTTL: Duration = .seconds(10)

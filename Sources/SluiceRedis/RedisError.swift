@@ -15,6 +15,8 @@
 /// Its shape is ``Sluice/SluiceError``'s on purpose (DESIGN §5: one error struct per module with
 /// an extensible code); the two share no code because each module's codes are its own.
 public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+    // Same shape as RabbitMQError and FlowError (see SluiceError and KafkaError): one error type per
+    // module with its own extensible Code; only the shape repeats.
     /// A kind of ``RedisError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {

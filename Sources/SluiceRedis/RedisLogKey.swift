@@ -8,6 +8,8 @@
 
 /// Metadata keys of the Redis adapter's log messages.
 public enum RedisLogKey {
+    // Same shape as RabbitMQLogKey (and KafkaLogKey): each adapter keeps its own sluice.<module>.*
+    // keys in one enum of its own (STYLE habit 8).
     /// The Redis address (`host:port` or `unix:path`).
     public static let address = "sluice.redis.address"
     /// The key or stream.

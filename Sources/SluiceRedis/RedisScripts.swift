@@ -96,6 +96,9 @@ enum RedisScripts {
         return n
         """
 
+    // Same opening as trim (HMGET, epoch check, already-done check), kept as its own script: untail
+    // works on the list's tail against `moved` where trim works on its head against `trimmed`, and
+    // each script must run as one atomic EVALSHA.
     /// Removes ARGV[3]'s length of items from the tail of the processing list KEYS[1], whose
     /// `moved` in KEYS[2] must be ARGV[2] at epoch ARGV[1]: ARGV[3] holds one operation per
     /// item, tail first (`k` back to the head of the source KEYS[3], so that what is given

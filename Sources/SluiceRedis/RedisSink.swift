@@ -51,6 +51,8 @@ public final class RedisSink: Service, Sendable {
         self.connection = LazyRedisConnection(name: "sluice-redis-sink", configuration: configuration, blocking: false, logger: logger)
     }
 
+    // The URL init and run() mirror RabbitMQSink.swift (and KafkaSink) on purpose: the same Service
+    // shape in every adapter; what connect, send and close do is Redis's own.
     /// Creates a sink from a URL (see ``RedisConfiguration/init(url:)``).
     public convenience init(url: String, logger: Logger? = nil) throws(RedisError) {
         try self.init(configuration: try RedisConfiguration(url: url), logger: logger)

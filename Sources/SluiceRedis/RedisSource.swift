@@ -39,6 +39,9 @@ public import Sluice
 /// reconnect with jittered exponential backoff. A drain ends a blocking read at once. If Redis cannot be reached when the pipeline
 /// starts, ``Pipeline/run()`` throws a ``RedisError``.
 public struct RedisSource: PipelineSource {
+    // Mirrors RabbitMQSource (RabbitMQSource.swift) and KafkaSource on purpose: every adapter
+    // offers the same PipelineSource shape (configuration, URL init, makeParts, shutdown); the
+    // bodies differ (validation, window, session type), so there is nothing generic to share.
     public typealias Metadata = RedisMetadata
 
     /// The configuration.

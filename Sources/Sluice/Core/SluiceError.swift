@@ -12,8 +12,9 @@
 /// where it helps, what to do about it. New codes may be added in future releases, so switch
 /// over codes with a `default` branch.
 public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
-    // Same shape as RedisError: each module owns its error type, whose Code grows with that
-    // module alone (STYLE habit 7), so the two are not one generic error.
+    // Same shape as RedisError, KafkaError, RabbitMQError and FlowError: each module owns its
+    // error type, whose Code grows with that module alone (STYLE habit 7), so they are not one
+    // generic error; what repeats (base, init, code, message, description) is that shape.
     /// A kind of ``SluiceError``.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {

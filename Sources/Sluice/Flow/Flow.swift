@@ -61,6 +61,9 @@ public struct Flow<Element: Sendable>: Sendable {
         Flow.source(.source { SequenceProducer(sequence) }, stages: stages, maxDemand: maxDemand)
     }
 
+    // Same parameters as the Sequence overload above: a Sequence and an AsyncSequence need different
+    // producers (SequenceProducer, AsyncSequenceProducer), and the pipeline-source overload below
+    // a third; each forwards to Flow.source.
     /// A flow over the elements of `sequence`, pulled only as the stages ask for them. An error
     /// the sequence throws ends the flow with that error.
     @inlinable

@@ -13,6 +13,8 @@
 /// failures are a type of their own, shaped like ``SluiceError`` as every module's error is, so
 /// that the engine's codes stay about stages and subscriptions.
 public struct FlowError: Error, Sendable, Hashable, CustomStringConvertible {
+    // Same shape as RabbitMQError (and SluiceError, KafkaError, RedisError): a module's own error
+    // type with its own extensible Code; only the shape repeats.
     /// What kind of failure this is; more codes may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {

@@ -47,6 +47,8 @@ struct FlowTimer: Sendable {
     @usableFromInline
     let clock: PipelineClock
 
+    // Same shape as StageContext.init (StageContext.swift) only: three stored fields assigned; the
+    // types are unrelated.
     @inlinable
     init(id: Int, interval: Duration, clock: PipelineClock) {
         self.id = id

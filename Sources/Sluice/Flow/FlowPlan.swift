@@ -180,6 +180,8 @@ struct FlowPhase<Input: Sendable, Element: Sendable>: FlowPlan {
         demand: FlowDemand,
         validations: [@Sendable () throws -> Void] = []
     ) {
+        // Field by field like FlowStage.init, Processors' internal init, RetryPolicy.init and the
+        // Endpoints init: the same shape, each assigning its own type's fields.
         self.inlet = inlet
         self.ops = ops
         self.stages = stages

@@ -57,6 +57,8 @@ struct FlowStage<Input: Sendable, Output: Sendable>: ProducerConsumer {
         settle: (@Sendable ([Input]) -> Void)?,
         givesWay: Bool
     ) {
+        // Field by field like Processors' internal init, RetryPolicy.init and the Endpoints init:
+        // the same shape, each assigning its own type's fields.
         self.givesWay = givesWay
         self.lane = lane
         self.outbox = outbox

@@ -23,6 +23,8 @@
 /// let window = FlowWindow.fixed(every: .seconds(1)).trigger(.every(1000))
 /// ```
 public struct FlowWindow: Sendable {
+    // Same shape as Dispatcher (Dispatcher.swift): a public struct over an internal Kind with static
+    // factories, so cases can be added without breaking clients (STYLE habit 7); the kinds differ.
     @usableFromInline
     enum Kind: Sendable {
         case global

@@ -43,8 +43,8 @@ public struct PipelineStatistics: Hashable, Sendable {
 /// Metric labels Sluice reports through swift-metrics (dimensions: `pipeline`, and `stage` for
 /// per-stage metrics).
 public enum SluiceMetricLabel {
-    // Same shape as SluiceLogKey and RedisLogKey: lists of string constants, each for its own
-    // purpose (metric labels here, log metadata keys there).
+    // Same shape as SluiceLogKey, KafkaLogKey, RabbitMQLogKey and RedisLogKey: lists of string
+    // constants, each for its own purpose (metric labels here, log metadata keys there).
     /// Counter: messages received by processors.
     public static let received = "sluice_messages_received_total"
     /// Counter: messages acknowledged.

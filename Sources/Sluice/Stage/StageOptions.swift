@@ -46,7 +46,8 @@ public struct StageOptions<Output: Sendable>: Sendable {
     ) {
         // Field by field, as Swift synthesizes no public memberwise init. The same-shape runs in the
         // inits of SubscriptionOptions, PipelineConfiguration, Batcher, SubscriptionInfo,
-        // PipelineRuntime, EventSource and RetryPolicy assign those types' own fields.
+        // PipelineRuntime, EventSource, RetryPolicy, Endpoints, Processors, FlowPhase and FlowStage
+        // assign those types' own fields.
         self.name = name
         self.dispatcher = dispatcher
         self.bufferSize = bufferSize
@@ -113,8 +114,8 @@ public struct SubscribeTo<Event: Sendable>: Sendable {
 
 /// Metadata keys Sluice puts on log messages.
 public enum SluiceLogKey {
-    // Same shape as RedisLogKey: the Redis module keeps its sluice.redis.* keys in its own enum
-    // (STYLE habit 8: a module's log keys in one enum).
+    // Same shape as KafkaLogKey, RabbitMQLogKey and RedisLogKey: each module keeps its own
+    // sluice.<module>.* keys in its own enum (STYLE habit 8: a module's log keys in one enum).
     /// The name of the stage logging.
     public static let stageName = "sluice.stage.name"
     /// The identifier of the stage logging.
