@@ -118,6 +118,12 @@ enum RabbitControl {
     /// Ready and unacknowledged messages of `queue` (0 and 0 before it exists).
     static func counts(_ queue: String) async throws -> (ready: Int, unacknowledged: Int) {
         let text = try await self.run(["list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
+        return self.parseCounts(text, queue: queue)
+    }
+
+    /// The ready and unacknowledged counts of `queue` in `list_queues name messages_ready
+    /// messages_unacknowledged` output (0 and 0 when it is not listed).
+    static func parseCounts(_ text: String, queue: String) -> (ready: Int, unacknowledged: Int) {
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: "\t")
             guard fields.count == 3, fields[0] == queue else { continue }
