@@ -194,14 +194,9 @@ final class PrivateRabbitNode: Sendable {
         _ body: (PrivateRabbitNode) async throws -> T
     ) async throws -> T {
         let node = try PrivateRabbitNode(advancedConfiguration: advancedConfiguration)
-        do {
+        return try await withStopping(node, stop: { await $0.stop() }) { node in
             try await node.start()
-            let result = try await body(node)
-            await node.stop()
-            return result
-        } catch {
-            await node.stop()
-            throw error
+            return try await body(node)
         }
     }
 }

@@ -91,6 +91,18 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thro
     }
 }
 
+/// Runs `body` with `resource` and then `stop`s it, also when `body` throws.
+func withStopping<R, T>(_ resource: R, stop: (R) async -> Void, _ body: (R) async throws -> T) async throws -> T {
+    do {
+        let result = try await body(resource)
+        await stop(resource)
+        return result
+    } catch {
+        await stop(resource)
+        throw error
+    }
+}
+
 /// `rabbitmqctl` against the test node (on a thread of its own: each call takes about half a
 /// second).
 enum RabbitControl {
