@@ -72,20 +72,7 @@ final class PrivateRabbitNode: Sendable {
     /// `rabbitmqctl` against this node (HOME holds the node's Erlang cookie).
     func control(_ arguments: [String]) async throws -> String {
         try await offPool {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "\(Self.bin)/rabbitmqctl")
-            process.arguments = ["-n", self.name, "-q"] + arguments
-            process.environment = self.environment
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let data = output.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else {
-                throw TestFailure("rabbitmqctl \(arguments.joined(separator: " ")) on \(self.name) failed with status \(process.terminationStatus)")
-            }
-            return String(decoding: data, as: UTF8.self)
+            try RabbitControl.runBlocking(arguments, node: self.name, executable: "\(Self.bin)/rabbitmqctl", environment: self.environment)
         }
     }
 

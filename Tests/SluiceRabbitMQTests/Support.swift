@@ -111,10 +111,18 @@ enum RabbitControl {
         return try await offPool { try Self.runBlocking(arguments, node: node) }
     }
 
-    private static func runBlocking(_ arguments: [String], node: String) throws -> String {
+    /// Runs `rabbitmqctl` (`executable`) against `node` and returns its output; blocks, so
+    /// callers run it on a thread of their own.
+    static func runBlocking(
+        _ arguments: [String],
+        node: String,
+        executable: String = "/usr/sbin/rabbitmqctl",
+        environment: [String: String]? = nil
+    ) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["-n", node, "-q"] + arguments
+        if let environment { process.environment = environment }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = Pipe()
