@@ -10,12 +10,13 @@
 /// (no I/O; the connection's thread sends what it returns).
 ///
 /// Tags of a channel are delivered 1, 2, 3, …. Everything at or below the *floor* is settled.
-/// An acknowledgement that closes the gap above the floor goes out as one `basic.ack` with
-/// `multiple=true` covering every acknowledged tag up to the new floor; acknowledgements above
-/// a tag still unsettled wait (a `multiple` ack would also cover that tag) until the gap
-/// closes, or until ``flushDeferred()`` sends them one by one (after
-/// ``RabbitMQConfiguration/ackDelay``, or when half the prefetch waits). Rejections go out at
-/// once, one per tag.
+/// Acknowledgements that move the floor are *held* and go out together as one `basic.ack`
+/// with `multiple=true` once `coalescing` acknowledgements wait (held, or deferred above a
+/// gap), so the broker handles a few frames per prefetch window rather than one per
+/// processed batch. Acknowledgements above a tag still unsettled are *deferred* (a `multiple`
+/// ack would also cover that tag) until the gap closes. ``flushDeferred()`` sends everything
+/// waiting (after ``RabbitMQConfiguration/ackDelay``, when half the prefetch is deferred, and
+/// before closing). Rejections go out at once, one per tag.
 package struct AckTracker: Sendable {
     /// A frame to send.
     package enum Frame: Hashable, Sendable {
@@ -27,21 +28,32 @@ package struct AckTracker: Sendable {
 
     /// The channel generation whose tags this tracks.
     private(set) package var generation: UInt64
+    /// How many waiting acknowledgements release the held `multiple` ack.
+    private let coalescing: Int
     private var floor: UInt64 = 0
+    /// The highest acknowledged tag at or below the floor whose `multiple` ack is not sent yet.
+    private var heldTop: UInt64?
+    /// Acknowledgements that ack to ``heldTop`` covers.
+    private(set) package var heldCount = 0
     /// Acknowledged above a gap, not sent yet.
     private var deferred: Set<UInt64> = []
     /// Sent (a rejection, or an acknowledgement sent alone) above the floor.
     private var sentAbove: Set<UInt64> = []
-    /// When the oldest deferred acknowledgement started waiting.
+    /// When the oldest acknowledgement not sent yet (held or deferred) started waiting.
     private(set) package var deferredSince: ContinuousClock.Instant?
 
-    /// A tracker for a new channel generation (its first tag is 1).
-    package init(generation: UInt64) {
+    /// A tracker for a new channel generation (its first tag is 1) that sends a `multiple`
+    /// ack once `coalescing` acknowledgements wait (1: as soon as the floor moves).
+    package init(generation: UInt64, coalescing: Int = 1) {
         self.generation = generation
+        self.coalescing = max(1, coalescing)
     }
 
     /// Acknowledgements waiting for a gap below them to close.
     package var deferredCount: Int { self.deferred.count }
+
+    /// Acknowledgements not sent yet, held or deferred (lost if the channel closes now).
+    package var unsentCount: Int { self.heldCount + self.deferred.count }
 
     /// Settles `acknowledged` and `rejected` tags; returns the frames to send now. Tags settled
     /// before are ignored (each is settled once).
@@ -59,21 +71,23 @@ package struct AckTracker: Sendable {
             run.lowerBound == self.floor + 1
         {
             self.floor = run.upperBound
-            return [.ack(run.upperBound, multiple: true)]
-        }
-        for tag in acknowledged where tag > self.floor && !self.sentAbove.contains(tag) { self.deferred.insert(tag) }
-        var highestAcknowledged: UInt64?
-        while true {
-            let next = self.floor + 1
-            if self.deferred.remove(next) != nil {
-                highestAcknowledged = next
-            } else if self.sentAbove.remove(next) == nil {
-                break
+            self.heldTop = run.upperBound
+            self.heldCount += run.count
+        } else {
+            for tag in acknowledged where tag > self.floor && !self.sentAbove.contains(tag) { self.deferred.insert(tag) }
+            while true {
+                let next = self.floor + 1
+                if self.deferred.remove(next) != nil {
+                    self.heldTop = next
+                    self.heldCount += 1
+                } else if self.sentAbove.remove(next) == nil {
+                    break
+                }
+                self.floor = next
             }
-            self.floor = next
         }
-        if let highestAcknowledged { frames.append(.ack(highestAcknowledged, multiple: true)) }
-        if self.deferred.isEmpty {
+        if self.unsentCount >= self.coalescing, let ack = self.releaseHeld() { frames.append(ack) }
+        if self.unsentCount == 0 {
             self.deferredSince = nil
         } else if self.deferredSince == nil {
             self.deferredSince = now
@@ -81,13 +95,23 @@ package struct AckTracker: Sendable {
         return frames
     }
 
-    /// Sends every deferred acknowledgement on its own (`multiple=false`).
+    /// Sends every waiting acknowledgement: the held ones as one `multiple` ack, the deferred
+    /// ones on their own (`multiple=false`).
     package mutating func flushDeferred() -> [Frame] {
+        var frames = self.releaseHeld().map { [$0] } ?? []
         let tags = self.deferred.sorted()
         self.deferred = []
         self.deferredSince = nil
         for tag in tags { self.sentAbove.insert(tag) }
-        return tags.map { .ack($0, multiple: false) }
+        frames += tags.map { .ack($0, multiple: false) }
+        return frames
+    }
+
+    private mutating func releaseHeld() -> Frame? {
+        guard let top = self.heldTop else { return nil }
+        self.heldTop = nil
+        self.heldCount = 0
+        return .ack(top, multiple: true)
     }
 
     /// `tags` as a range if they are ascending and contiguous.

@@ -79,8 +79,10 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     public var prefetch: Int?
     /// The consumer tag (`nil`: the broker picks one).
     public var consumerTag: String?
-    /// How long acknowledgements of tags above an unsettled one wait to be sent as one
-    /// `multiple=true` acknowledgement once the gap closes, before they are sent one by one.
+    /// How long acknowledgements wait at most before they are sent: processed messages are
+    /// acknowledged together, one `multiple=true` acknowledgement per quarter of the prefetch,
+    /// and those above an unsettled tag wait for the gap to close; after this delay whatever
+    /// waits is sent (the ones above a gap one by one). 0 sends every settlement at once.
     /// Default 50 ms; 0 to 10 s.
     public var ackDelay: Duration = .milliseconds(50)
 

@@ -141,7 +141,9 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         self.connection = connection
         self.consumerTag = tag
         self.generation += 1
-        self.tracker = AckTracker(generation: self.generation)
+        // Acknowledgements go out as a `multiple` ack per quarter of the prefetch (or after
+        // the ack delay): a few frames per window for the broker, three quarters kept flowing.
+        self.tracker = AckTracker(generation: self.generation, coalescing: self.prefetch / 4)
         self.session?.channelOpened(generation: self.generation)
         if self.reconnect.connected() || self.generation > 1 {
             self.session?.counters.reconnectCount.add(1, ordering: .relaxed)
@@ -170,6 +172,9 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
     private func lost(_ error: RabbitMQError) {
         let generation = self.generation
         self.connection = nil
+        if self.tracker.unsentCount > 0 {
+            self.session?.unsent(self.tracker.unsentCount, generation: generation, reason: "the channel closed while they waited to be coalesced")
+        }
         self.tracker = AckTracker(generation: 0)
         if error.isConsumerTimeout {
             self.logger.error(

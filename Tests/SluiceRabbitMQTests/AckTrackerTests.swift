@@ -46,6 +46,32 @@ import Testing
         #expect(tracker.settle(acknowledged: [5], now: self.now) == [.ack(5, multiple: true)])
     }
 
+    @Test func acknowledgementsAreCoalescedUntilEnoughWait() {
+        var tracker = AckTracker(generation: 1, coalescing: 100)
+        #expect(tracker.settle(acknowledged: Array(1...40), now: self.now).isEmpty)
+        #expect(tracker.unsentCount == 40)
+        #expect(tracker.deferredSince == self.now)
+        // Deferred ones above a gap count towards the threshold; the held run goes out.
+        #expect(tracker.settle(acknowledged: Array(61...90), now: self.now + .milliseconds(1)).isEmpty)
+        #expect(tracker.settle(acknowledged: Array(41...50), now: self.now).isEmpty)
+        #expect(tracker.settle(acknowledged: Array(91...110), now: self.now) == [.ack(50, multiple: true)])
+        #expect(tracker.unsentCount == 50)
+        // Closing the gap moves the floor over the deferred ones; they wait in the held run.
+        #expect(tracker.settle(acknowledged: Array(51...60), now: self.now).isEmpty)
+        #expect(tracker.unsentCount == 60)
+        #expect(tracker.flushDeferred() == [.ack(110, multiple: true)])
+        #expect(tracker.unsentCount == 0)
+        #expect(tracker.deferredSince == nil)
+    }
+
+    @Test func aFlushSendsTheHeldRunAndTheDeferredOnes() {
+        var tracker = AckTracker(generation: 1, coalescing: 100)
+        _ = tracker.settle(acknowledged: [1, 2, 5], rejected: [(3, false)], now: self.now)
+        #expect(tracker.flushDeferred() == [.ack(2, multiple: true), .ack(5, multiple: false)])
+        #expect(tracker.settle(acknowledged: [4], now: self.now).isEmpty)
+        #expect(tracker.flushDeferred() == [.ack(4, multiple: true)])
+    }
+
     @Test func aTagIsSettledOnce() {
         var tracker = AckTracker(generation: 1)
         #expect(tracker.settle(acknowledged: [1], now: self.now) == [.ack(1, multiple: true)])

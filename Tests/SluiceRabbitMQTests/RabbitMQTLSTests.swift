@@ -76,12 +76,22 @@ final class TLSFrontEnd: Sendable {
         self.port = port
     }
 
-    func stop() {
+    /// Kills the terminator and removes its folder; waiting for its exit happens on a thread
+    /// of its own, never on the cooperative pool.
+    func stop() async {
         // The terminator is this test's own child; SIGTERM does not reach it through
         // Foundation's spawn (its signal mask), so it is killed outright.
         kill(self.process.processIdentifier, SIGKILL)
-        self.process.waitUntilExit()
+        let process = self.process
+        _ = try? await offPool { process.waitUntilExit() }
         try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    /// Runs `body` with a new terminator in front of `upstreamPort` (made on a thread of its
+    /// own: openssl and the start take seconds) and stops it afterwards, also when `body` throws.
+    static func with<T>(upstreamPort: Int, _ body: (TLSFrontEnd) async throws -> T) async throws -> T {
+        let front = try await offPool { try TLSFrontEnd(upstreamPort: upstreamPort) }
+        return try await withStopping(front, stop: { await $0.stop() }, body)
     }
 
     private static let script = """
@@ -137,47 +147,47 @@ struct RabbitMQTLSTests {
     @Test func consumesOverTLS() async throws {
         let plain = try RabbitTestEnvironment.configuration("tls")
         let port = plain.port
-        let front = try await offPool { try TLSFrontEnd(upstreamPort: port) }
-        defer { front.stop() }
-        let client = RabbitMQClient(configuration: plain)
-        try await client.declare(plain)
-        try await client.publish(payloads(100))
-        let url = "amqps://guest:guest@localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
-        let configuration = try RabbitMQConfiguration(url: url)
-        #expect(configuration.tls?.caCertificatePath == front.caPath)
-        let seen = Recorder<String>()
-        let pipeline = Pipeline("tls", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
-            Processors(concurrency: 1, maxDemand: 20) { message in seen.append(message.text) }
-        }
-        let queue = plain.queue
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await pipeline.run() }
-            try await waitUntil("100 handled") { seen.count >= 100 }
-            try await waitUntil("every message acknowledged") {
-                let counts = try await RabbitControl.counts(queue)
-                return counts.ready == 0 && counts.unacknowledged == 0
+        try await TLSFrontEnd.with(upstreamPort: port) { front in
+            let client = RabbitMQClient(configuration: plain)
+            try await client.declare(plain)
+            try await client.publish(payloads(100))
+            let url = "amqps://guest:guest@localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
+            let configuration = try RabbitMQConfiguration(url: url)
+            #expect(configuration.tls?.caCertificatePath == front.caPath)
+            let seen = Recorder<String>()
+            let pipeline = Pipeline("tls", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+                Processors(concurrency: 1, maxDemand: 20) { message in seen.append(message.text) }
             }
-            pipeline.drain()
-            try await group.waitForAll()
+            let queue = plain.queue
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await pipeline.run() }
+                try await waitUntil("100 handled") { seen.count >= 100 }
+                try await waitUntil("every message acknowledged") {
+                    let counts = try await RabbitControl.counts(queue)
+                    return counts.ready == 0 && counts.unacknowledged == 0
+                }
+                pipeline.drain()
+                try await group.waitForAll()
+            }
+            #expect(Set(seen.all) == Set((0..<100).map { "m\($0)" }))
+            try await client.delete(queue: queue)
+            await client.close()
         }
-        #expect(Set(seen.all) == Set((0..<100).map { "m\($0)" }))
-        try await client.delete(queue: queue)
-        await client.close()
     }
 
     /// A certificate another CA signed is refused at start, with a typed error.
     @Test func anUntrustedCertificateFailsAtStart() async throws {
         let plain = try RabbitTestEnvironment.configuration("tls-untrusted")
         let port = plain.port
-        let front = try await offPool { try TLSFrontEnd(upstreamPort: port) }
-        defer { front.stop() }
-        var configuration = try RabbitMQConfiguration(url: "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.otherCAPath)")
-        configuration.topology.declare = true
-        let source = RabbitMQSource(configuration: configuration)
-        await #expect {
-            _ = try await source.makeParts(context: SourceContext(pipelineName: "tls", window: 10, logger: self.logger))
-        } throws: { error in
-            (error as? RabbitMQError)?.code == .connectionFailed && "\(error)".contains("over TLS")
+        try await TLSFrontEnd.with(upstreamPort: port) { front in
+            var configuration = try RabbitMQConfiguration(url: "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.otherCAPath)")
+            configuration.topology.declare = true
+            let source = RabbitMQSource(configuration: configuration)
+            await #expect {
+                _ = try await source.makeParts(context: SourceContext(pipelineName: "tls", window: 10, logger: self.logger))
+            } throws: { error in
+                (error as? RabbitMQError)?.code == .connectionFailed && "\(error)".contains("over TLS")
+            }
         }
     }
 }

@@ -91,6 +91,18 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thro
     }
 }
 
+/// Runs `body` with `resource` and then `stop`s it, also when `body` throws.
+func withStopping<R, T>(_ resource: R, stop: (R) async -> Void, _ body: (R) async throws -> T) async throws -> T {
+    do {
+        let result = try await body(resource)
+        await stop(resource)
+        return result
+    } catch {
+        await stop(resource)
+        throw error
+    }
+}
+
 /// `rabbitmqctl` against the test node (on a thread of its own: each call takes about half a
 /// second).
 enum RabbitControl {
@@ -99,10 +111,18 @@ enum RabbitControl {
         return try await offPool { try Self.runBlocking(arguments, node: node) }
     }
 
-    private static func runBlocking(_ arguments: [String], node: String) throws -> String {
+    /// Runs `rabbitmqctl` (`executable`) against `node` and returns its output; blocks, so
+    /// callers run it on a thread of their own.
+    static func runBlocking(
+        _ arguments: [String],
+        node: String,
+        executable: String = "/usr/sbin/rabbitmqctl",
+        environment: [String: String]? = nil
+    ) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["-n", node, "-q"] + arguments
+        if let environment { process.environment = environment }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = Pipe()
@@ -118,6 +138,12 @@ enum RabbitControl {
     /// Ready and unacknowledged messages of `queue` (0 and 0 before it exists).
     static func counts(_ queue: String) async throws -> (ready: Int, unacknowledged: Int) {
         let text = try await self.run(["list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
+        return self.parseCounts(text, queue: queue)
+    }
+
+    /// The ready and unacknowledged counts of `queue` in `list_queues name messages_ready
+    /// messages_unacknowledged` output (0 and 0 when it is not listed).
+    static func parseCounts(_ text: String, queue: String) -> (ready: Int, unacknowledged: Int) {
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: "\t")
             guard fields.count == 3, fields[0] == queue else { continue }

@@ -70,6 +70,10 @@ final class AMQPConnection {
     let socket: Int32
     /// The heartbeat the broker and client agreed on, in seconds (0: none).
     let heartbeat: Int
+    /// The last delivery's exchange and routing key: deliveries of one queue nearly always
+    /// repeat them, so each is decoded (and allocated) once rather than per message.
+    private var lastExchange = ""
+    private var lastRoutingKey = ""
 
     private init(state: amqp_connection_state_t, address: String) {
         self.state = state
@@ -270,7 +274,7 @@ final class AMQPConnection {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             defer { amqp_destroy_envelope(&envelope) }
-            return .delivery(Self.delivery(envelope))
+            return .delivery(self.delivery(envelope))
         case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
             return .idle
         case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_UNEXPECTED_STATE.rawValue:
@@ -432,15 +436,26 @@ final class AMQPConnection {
         return String(decoding: UnsafeRawBufferPointer(start: start, count: bytes.len), as: UTF8.self)
     }
 
-    private static func delivery(_ envelope: amqp_envelope_t) -> AMQPDelivery {
+    /// `bytes` as text, reusing `last` when it holds the same text.
+    private static func string(_ bytes: amqp_bytes_t, reusing last: inout String) -> String {
+        let same = last.utf8.withContiguousStorageIfAvailable { stored in
+            guard stored.count == bytes.len else { return false }
+            guard let mine = stored.baseAddress, let theirs = bytes.bytes else { return bytes.len == 0 }
+            return memcmp(mine, theirs, bytes.len) == 0
+        }
+        if same != true { last = Self.string(bytes) }
+        return last
+    }
+
+    private func delivery(_ envelope: amqp_envelope_t) -> AMQPDelivery {
         let properties = envelope.message.properties
         let flags = properties._flags
         let body = envelope.message.body
         return AMQPDelivery(
             deliveryTag: envelope.delivery_tag,
             redelivered: envelope.redelivered != 0,
-            exchange: Self.string(envelope.exchange),
-            routingKey: Self.string(envelope.routing_key),
+            exchange: Self.string(envelope.exchange, reusing: &self.lastExchange),
+            routingKey: Self.string(envelope.routing_key, reusing: &self.lastRoutingKey),
             headers: flags & headersFlag != 0 ? Self.headers(properties.headers) : [:],
             contentType: flags & contentTypeFlag != 0 ? Self.string(properties.content_type) : nil,
             messageID: flags & messageIDFlag != 0 ? Self.string(properties.message_id) : nil,
