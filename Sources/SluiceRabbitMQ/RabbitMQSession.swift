@@ -168,6 +168,9 @@ final class RabbitMQSession: Sendable {
         )
     }
 
+    // Same shape as `stale(_:generation:current:)`: each outcome has its own counter, metric,
+    // log level and text (stale ones were never owed to this channel; unsent ones were), so
+    // the two stay separate rather than one function switching over the outcome.
     /// Settlements that could not be sent (the connection broke before they went out).
     func unsent(_ count: Int, generation: UInt64, reason: String) {
         self.counters.unsentCount.add(count, ordering: .relaxed)
