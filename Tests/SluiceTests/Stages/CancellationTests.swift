@@ -136,7 +136,7 @@ struct CancellationTests {
             options: .init(logger: logger),
             subscribeTo: [.init(producer)]
         )
-        let subscription = try #require(log.value.subscriptions.first?.id)
+        let subscription = try #require(try await log.wait("the consumer's handleSubscribe") { !$0.subscriptions.isEmpty }.subscriptions.first?.id)
         consumer.cancel(subscription, reason: reason)
         #expect(try await consumer.ended() == reason)
         let stops = logs.entries.filter { "\($0.message)".hasPrefix("stopping after cancel of subscription") }
@@ -229,7 +229,7 @@ struct CancellationTests {
             RecordingConsumer(log: log),
             subscribeTo: [.init(producer, options: .init(maxDemand: 10, cancel: .temporary))]
         )
-        let subscription = try #require(log.value.subscriptions.first?.id)
+        let subscription = try #require(try await log.wait("the consumer's handleSubscribe") { !$0.subscriptions.isEmpty }.subscriptions.first?.id)
         try await producer.settle()
         // Both sent before the producer sees the cancel: they are delivered, then the cancel.
         producer.send(.push([1, 2, 3]))

@@ -115,13 +115,13 @@ struct DemandProtocolTests {
         try await consumer.settle()
         try await producer.settle()
         #expect(demands.value == [])
-        #expect(log.value.subscriptions.first?.demand == .manual)
+        #expect(try await log.wait("the consumer's handleSubscribe") { !$0.subscriptions.isEmpty }.subscriptions.first?.demand == .manual)
 
         consumer.send(.ask(0, nil))
         try await consumer.settle()
         try await producer.settle()
         #expect(demands.value == [])
-        let subscription = try #require(log.value.subscriptions.first?.id)
+        let subscription = try #require(try await log.wait("the consumer's handleSubscribe") { !$0.subscriptions.isEmpty }.subscriptions.first?.id)
         #expect(ledger.account(subscription).asks == [], "asking 0 must not send an ask")
 
         // 30 at once, with maxDemand 10: still one handler call with all 30.

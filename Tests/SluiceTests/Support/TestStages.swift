@@ -221,7 +221,7 @@ func expectCancelMode(
             RecordingConsumer(log: log),
             subscribeTo: [.init(producer, options: .init(cancel: mode))]
         )
-        let subscription = try #require(log.value.subscriptions.first?.id, sourceLocation: sourceLocation)
+        let subscription = try #require(try await log.wait("the consumer's handleSubscribe", sourceLocation: sourceLocation) { !$0.subscriptions.isEmpty }.subscriptions.first?.id, sourceLocation: sourceLocation)
         let expected = try await end(producer, consumer, subscription, reason)
         try await log.wait("the end of \(subscription)", sourceLocation: sourceLocation) { !$0.cancels.isEmpty }
         #expect(log.value.cancels.map(\.reason) == ["\(expected)"], sourceLocation: sourceLocation)
