@@ -141,8 +141,7 @@ public struct StageHandle<S: Stage>: Sendable {
 
     // MARK: Subscriptions
 
-    /// Subscribes this stage to `producer` and waits until the producer accepted and this
-    /// stage's ``Stage/handleSubscribe(_:context:)`` ran.
+    /// Subscribes this stage to `producer` and waits until the producer accepted.
     ///
     /// - Returns: The new subscription's identifier.
     /// - Throws: ``SluiceError`` naming the bad option, or code
@@ -155,8 +154,7 @@ public struct StageHandle<S: Stage>: Sendable {
         try await self.subscribe(to: producer.cell.source, options: options)
     }
 
-    /// Subscribes this stage to a type-erased producer and waits until the producer accepted
-    /// and this stage's ``Stage/handleSubscribe(_:context:)`` ran.
+    /// Subscribes this stage to a type-erased producer and waits until the producer accepted.
     @discardableResult
     public func subscribe(
         to producer: ProducerRef<S.Input>,
@@ -172,18 +170,11 @@ public struct StageHandle<S: Stage>: Sendable {
     ) async throws -> SubscriptionID {
         if S.role == .producer { throw Self.notAConsumer(self.name) }
         try options.validate()
-        let subscription = try await Reply<SubscriptionID>.awaiting { reply in
+        return try await Reply<SubscriptionID>.awaiting { reply in
             if !self.cell.mailbox.send(.subscribeUpstream(source, options, reply)) {
                 reply.fail(SluiceError(.stageEnded, "cannot subscribe \(self.name) (\(self.id)): it has ended"))
             }
         }
-        // The producer answers once it accepted, which may be before this stage's own
-        // handleSubscribe ran (in the turn that sent the request): one more round trip through
-        // this stage's mailbox returns after it. A stage that ended meanwhile answers nothing.
-        _ = try? await Reply<StageStatistics>.awaiting { reply in
-            self.cell.mailbox.send(.statistics(reply))
-        }
-        return subscription
     }
 
     /// Asks this stage to cancel one of its subscriptions: one it made to a producer, or (for
