@@ -279,7 +279,7 @@ struct FuzzCase: CustomStringConvertible {
     }
 }
 
-@Suite("Random topologies", .serialized)
+@Suite("Random topologies", .serialized, .timeLimit(.minutes(2)))
 struct RandomTopologyTests {
     @Test("no subscription ever receives more than it asked; the demand dispatcher loses and duplicates nothing", arguments: FuzzSeeds.all)
     func randomTopology(seed: UInt64) async throws {

@@ -13,7 +13,7 @@ import Testing
 
 /// The demand protocol through real stages: what a producer is asked, in which steps, and in
 /// which slices a consumer sees the events.
-@Suite("Demand protocol through stages")
+@Suite("Demand protocol through stages", .timeLimit(.minutes(1)))
 struct DemandProtocolTests {
     /// Runs a generating producer of `total` events into one automatic consumer and returns the
     /// producer's `handleDemand` values and the consumer's slice sizes.

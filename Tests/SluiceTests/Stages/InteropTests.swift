@@ -13,7 +13,7 @@ import Testing
 @testable import Sluice
 
 /// Sequences and async sequences as producers; producers as async sequences.
-@Suite("Interop")
+@Suite("Interop", .timeLimit(.minutes(1)))
 struct InteropTests {
     /// An async sequence of `0..<count` that counts how often its iterator is pulled.
     struct CountingSequence: AsyncSequence, Sendable {

@@ -9,7 +9,7 @@
 @testable import Sluice
 import Testing
 
-@Suite("Killing stages")
+@Suite("Killing stages", .timeLimit(.minutes(1)))
 struct KillTests {
     @Test("killing a concurrent consumer cancels its running handlers instead of waiting for them")
     func killCancelsConcurrentHandlers() async throws {
@@ -58,7 +58,7 @@ struct KillTests {
     }
 }
 
-@Suite("Asking by hand in automatic mode")
+@Suite("Asking by hand in automatic mode", .timeLimit(.minutes(1)))
 struct AutomaticExtraAskTests {
     struct AsksOnce: Consumer {
         typealias Input = Int
