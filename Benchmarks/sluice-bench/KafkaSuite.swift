@@ -25,16 +25,7 @@ struct KafkaSuite {
     private let logger = Logger(label: "sluice.bench.kafka")
 
     func run() async {
-        guard let brokers = ProcessInfo.processInfo.environment["SLUICE_KAFKA_BROKERS"], !brokers.isEmpty else {
-            print("suite kafka: SLUICE_KAFKA_BROKERS is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
-            exit(1)
-        }
-        do {
-            try await self.measure(brokers: brokers)
-        } catch {
-            print("suite kafka failed: \(error)")
-            exit(1)
-        }
+        await runBrokerSuite("kafka", variable: "SLUICE_KAFKA_BROKERS") { try await self.measure(brokers: $0) }
     }
 
     private func configuration(_ brokers: String, _ purpose: String) -> KafkaConfiguration {

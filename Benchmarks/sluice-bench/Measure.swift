@@ -101,3 +101,19 @@ final class BackgroundLoad: Sendable {
         self.stopped.store(true, ordering: .relaxed)
     }
 }
+
+/// Runs a broker suite: reads the broker's address from `variable` (set by
+/// `scripts/brokers env`) and hands it to `measure`; a missing variable or a failed run ends
+/// the process with status 1 and one line saying why.
+func runBrokerSuite(_ suite: String, variable: String, _ measure: (String) async throws -> Void) async {
+    guard let address = ProcessInfo.processInfo.environment[variable], !address.isEmpty else {
+        print("suite \(suite): \(variable) is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
+        exit(1)
+    }
+    do {
+        try await measure(address)
+    } catch {
+        print("suite \(suite) failed: \(error)")
+        exit(1)
+    }
+}

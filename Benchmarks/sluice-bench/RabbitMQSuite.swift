@@ -23,16 +23,7 @@ struct RabbitMQSuite {
     private let prefetch = 1000
 
     func run() async {
-        guard let url = ProcessInfo.processInfo.environment["SLUICE_RABBITMQ_URL"], !url.isEmpty else {
-            print("suite rabbitmq: SLUICE_RABBITMQ_URL is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
-            exit(1)
-        }
-        do {
-            try await self.measure(url: url)
-        } catch {
-            print("suite rabbitmq failed: \(error)")
-            exit(1)
-        }
+        await runBrokerSuite("rabbitmq", variable: "SLUICE_RABBITMQ_URL") { try await self.measure(url: $0) }
     }
 
     private func measure(url: String) async throws {

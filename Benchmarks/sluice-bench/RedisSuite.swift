@@ -23,16 +23,7 @@ struct RedisSuite {
     private let maxDemand = 4000
 
     func run() async {
-        guard let url = ProcessInfo.processInfo.environment["SLUICE_REDIS_URL"], !url.isEmpty else {
-            print("suite redis: SLUICE_REDIS_URL is not set; run `scripts/brokers up` and `eval \"$(scripts/brokers env)\"` first")
-            exit(1)
-        }
-        do {
-            try await self.measure(url: url)
-        } catch {
-            print("suite redis failed: \(error)")
-            exit(1)
-        }
+        await runBrokerSuite("redis", variable: "SLUICE_REDIS_URL") { try await self.measure(url: $0) }
     }
 
     private func measure(url: String) async throws {
