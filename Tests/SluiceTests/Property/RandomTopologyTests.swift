@@ -315,10 +315,13 @@ struct RandomTopologyTests {
             for (producerIndex, producer) in producers.enumerated() {
                 let (maxDemand, minDemand) = fuzz.demandBounds()
                 let partition: PartitionKey? = fuzz.producerDispatch[producerIndex] == .partition ? .index(index) : nil
-                try await relay.subscribe(
-                    to: ledger.watch(producer),
-                    options: .init(maxDemand: maxDemand, minDemand: minDemand, cancel: .transient, partition: partition)
-                )
+                let watched = ledger.watch(producer)
+                try await withTimeout("R\(index) to subscribe to P\(producerIndex) (\(fuzz))", seconds: 20) {
+                    try await relay.subscribe(
+                        to: watched,
+                        options: .init(maxDemand: maxDemand, minDemand: minDemand, cancel: .transient, partition: partition)
+                    )
+                }
             }
             relays.append(relay)
         }
@@ -347,7 +350,10 @@ struct RandomTopologyTests {
                 if upstream.kind == .partition { options.partition = .index(index) }
                 let filter = upstream.kind == .broadcast && fuzz.uniform == nil && fuzz.random.chance(0.3)
                 if filter { options.selector = { $0 % 2 == 0 } }
-                let subscription = try await consumer.subscribe(to: ledger.watch(upstream.ref), options: options)
+                let watched = ledger.watch(upstream.ref)
+                let subscription = try await withTimeout("C\(index) to subscribe (\(fuzz))", seconds: 20) { [options] in
+                    try await consumer.subscribe(to: watched, options: options)
+                }
                 if filter { filtered.insert(subscription) }
             }
             consumers.append(consumer)
@@ -362,8 +368,13 @@ struct RandomTopologyTests {
                 }
                 #expect("\(reason)" == "normal", "\(fuzz)")
             }
-            for relay in relays { _ = try await relay.ended() }
-            for producer in producers { _ = try await producer.ended() }
+            // Every wait is bounded, so a stuck case reports what each stage still holds.
+            for relay in relays {
+                _ = try await withTimeout("\(relay.name) to end (\(fuzz))", seconds: 20) { try await relay.ended() }
+            }
+            for producer in producers {
+                _ = try await withTimeout("\(producer.name) to end (\(fuzz))", seconds: 20) { try await producer.ended() }
+            }
         } catch {
             await Self.report(fuzz, producers: producers, relays: relays, consumers: consumers, received: received)
             throw error
