@@ -132,9 +132,17 @@ package final class ConnectionLoop<Driver: ConnectionDriver>: Sendable {
 
     /// ``stop()``, then waits until the loop ended, at most `timeout`. Returns whether it
     /// ended (`false`: the driver is still inside a call; the thread ends when it returns).
+    ///
+    /// The wait ignores the caller's cancellation: a caller being cancelled (a service
+    /// shutting down) must still let the loop end before it frees what the driver uses.
     package func stopAndWait(timeout: Duration) async -> Bool {
         self.stop()
-        return await withTaskGroup(of: Bool.self) { group in
+        // An unstructured task does not inherit the caller's cancellation.
+        return await Task { await self.waitUntilStopped(timeout: timeout) }.value
+    }
+
+    private func waitUntilStopped(timeout: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
             group.addTask { await self.waitUntilFinished() }
             group.addTask {
                 try? await Task.sleep(for: timeout)

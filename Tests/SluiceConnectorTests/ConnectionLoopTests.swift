@@ -137,6 +137,27 @@ struct ConnectionLoopTests {
         #expect(await loop.stopAndWait(timeout: .seconds(5)), "the loop ends once the call returns")
     }
 
+    /// A caller being cancelled (a service shutting down) still waits for the loop to end, up
+    /// to the deadline, before it frees what the loop's driver uses.
+    @Test func stopAndWaitFromACancelledTaskStillWaitsForTheLoop() async throws {
+        let script = FakeDriver.Script()
+        let loop = ConnectionLoop(name: "test-cancelled") { FakeDriver(script: script) }
+        // A command inside a "C call" for 200 ms.
+        loop.enqueue { _ in usleep(200_000) }
+        try await Task.sleep(for: .milliseconds(20))
+        let waiter = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            let start = ContinuousClock.now
+            let ended = await loop.stopAndWait(timeout: .seconds(5))
+            return (ended, ContinuousClock.now - start)
+        }
+        let (ended, waited) = await waiter.value
+        #expect(ended, "returned before the loop ended")
+        #expect(waited >= .milliseconds(100), "waited only \(waited)")
+        let closed = script.closed.load(ordering: .relaxed)
+        #expect(closed)
+    }
+
     @Test func reconnectWaitsTheBackoffSequenceAndAStopEndsAWait() async throws {
         let waits = Mutex<[Duration]>([])
         let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
