@@ -79,6 +79,9 @@ struct Drain: AsyncParsableCommand {
     @Option(help: "A file whose first line is the broker password (instead of a password in the URL).")
     var passwordFile: String?
 
+    @Option(help: "The live status of runs longer than a second, on stderr: auto (redrawn in place on a terminal, plain lines otherwise), terminal, lines or off.")
+    var status: StatusOption = .auto
+
     func validate() throws {
         guard self.count > 0 else { throw ValidationError("invalid --count \(self.count): it must be a whole number of 1 or more") }
         guard (1...1024).contains(self.concurrency) else {
@@ -147,20 +150,29 @@ struct Drain: AsyncParsableCommand {
         // SIGINT and SIGTERM drain gracefully: stop reading, finish and settle what was taken.
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
+        let sampler = PipelineStatusSampler(pipeline)
+        let status = LiveStatus(title: "sluice drain", mode: self.status.mode, firstDrawAfter: .seconds(1)) { await sampler.sample() }
+        status.start()
         let clock = ContinuousClock()
         let started = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await pipeline.run() }
-            group.addTask {
-                for await _ in reached {}
-                pipeline.drain()
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await pipeline.run() }
+                group.addTask {
+                    for await _ in reached {}
+                    pipeline.drain()
+                }
+                // Whichever ends first (the pipeline, done or failed, or the trigger after draining),
+                // make sure the trigger does not wait for a count that will never come.
+                while try await group.next() != nil {
+                    reachedContinuation.finish()
+                }
             }
-            // Whichever ends first (the pipeline, done or failed, or the trigger after draining),
-            // make sure the trigger does not wait for a count that will never come.
-            while try await group.next() != nil {
-                reachedContinuation.finish()
-            }
+        } catch {
+            await status.finish()
+            throw error
         }
+        await status.finish()
         let elapsed = clock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let drained = min(target, taken.load(ordering: .relaxed))
