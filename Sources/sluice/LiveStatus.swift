@@ -357,10 +357,9 @@ final class PipelineStatusSampler: Sendable {
                 let stages = await statuses().map { StatusSample.StageDemand(name: $0.name, pendingDemand: Self.pendingDemand(of: $0)) }
                 self.state.withLock { state in
                     state.refresh = nil
-                    if !stages.isEmpty {
-                        state.stages = stages
-                        state.seenRunning = true
-                    }
+                    // Empty before the stages start and after they ended: no demand to show.
+                    state.stages = stages
+                    if !stages.isEmpty { state.seenRunning = true }
                 }
             }
             state.refresh = refresh

@@ -20,7 +20,7 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Move messages from brokers through Sluice pipelines.",
-        subcommands: [Drain.self, WordCount.self]
+        subcommands: [Demo.self, Drain.self, WordCount.self]
     )
 
     /// Parses and runs like the argument parser's own `main`, but every message it prints
