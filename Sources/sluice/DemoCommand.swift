@@ -9,14 +9,12 @@
 import ArgumentParser
 import Foundation
 import Sluice
-import SluiceKafka
-import SluiceRabbitMQ
 import SluiceRedis
 import Synchronization
 
 /// `sluice demo [--source URL] [--count N]`: the ETL example of examples/pipeline with a live
 /// status and a summary.
-struct Demo: AsyncParsableCommand {
+struct Demo: AsyncParsableCommand, BrokerSourceUser {
     static let configuration = CommandConfiguration(
         abstract: "Run the example ETL pipeline (JSON orders → processors → batches → a store) with a live status.",
         discussion: """
@@ -64,7 +62,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
-        do {
+        try await reportingErrors {
             guard let url = self.source else {
                 let count = self.count ?? Self.defaultCount
                 print("sluice demo: \(count) orders generated in memory, \(DemoOrders.malformed(in: count)) of them malformed")
@@ -73,25 +71,19 @@ struct Demo: AsyncParsableCommand {
             }
             print("sluice demo: orders from \(RedisConfiguration.redacting(url))" + (self.count.map { ", at most \($0)" } ?? ""))
             fflush(nil)
-            let scheme = url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
-            switch scheme {
-            case "redis", "unix":
-                var configuration = try RedisConfiguration(url: url)
-                if let count = self.count { configuration.limit = count }
-                try await self.run(RedisSource(configuration: configuration), limit: self.count)
-            case "amqp", "amqps":
-                try await self.run(RabbitMQSource(url: url), limit: self.count)
-            case "kafka":
-                try await self.run(KafkaSource(url: url), limit: self.count)
-            default:
-                throw UnsupportedURL(scheme: scheme)
-            }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            FileHandle.standardError.write(Data("sluice: \(RedisConfiguration.redacting("\(error)"))\n".utf8))
-            throw ExitCode.failure
+            try await withBrokerSource(url: url, redis: self.redisConfiguration, self)
         }
+    }
+
+    /// The Redis configuration of `url`, limited to `--count` (the source never takes more).
+    private func redisConfiguration(_ url: String) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: url)
+        if let count = self.count { configuration.limit = count }
+        return configuration
+    }
+
+    func use<Source: PipelineSource>(_ source: Source) async throws {
+        try await self.run(source, limit: self.count)
     }
 
     /// Runs the demo pipeline on `source`; with a `limit`, drains once that many were taken and
@@ -101,7 +93,6 @@ struct Demo: AsyncParsableCommand {
         let givenBack = Atomic<Int>(0)
         let failedOnce = Mutex<Set<Int>>([])
         let (reached, reachedContinuation) = AsyncStream.makeStream(of: Void.self)
-        if limit == nil { reachedContinuation.finish() }
         let stored = Mutex<[String: (orders: Int, amount: Double)]>([:])
         let pipeline = Pipeline(
             "demo",
@@ -143,23 +134,13 @@ struct Demo: AsyncParsableCommand {
         defer { signals.cancel() }
         let sampler = PipelineStatusSampler(pipeline)
         let status = LiveStatus(title: "sluice demo", mode: self.status.mode) { await sampler.sample() }
-        status.start()
         let clock = ContinuousClock()
         let started = clock.now
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await pipeline.run() }
-                group.addTask {
-                    for await _ in reached {}
-                    if limit != nil { pipeline.drain() }
-                }
-                while try await group.next() != nil { reachedContinuation.finish() }
-            }
-        } catch {
-            await status.finish()
-            throw error
+        if limit == nil {
+            try await runWithStatus(pipeline, status: status)
+        } else {
+            try await runWithStatus(pipeline, status: status, drainingWhen: reached, reachedContinuation)
         }
-        await status.finish()
         let elapsed = StatusRenderer.seconds(clock.now - started)
         let statistics = pipeline.statistics
         let back = givenBack.load(ordering: .relaxed)
