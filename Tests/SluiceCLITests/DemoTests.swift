@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import SluiceRabbitMQ
 import Testing
 
 #if canImport(Glibc)
@@ -110,6 +111,27 @@ struct DemoTests {
         let dead = try await redisCLI(base, ["LLEN", "\(key):dead"])
         #expect(dead.trimmingCharacters(in: .whitespacesAndNewlines) == "5")
         _ = try await redisCLI(base, ["DEL", key, "\(key):dead"])
+    }
+
+    @Test("reads orders from a RabbitMQ queue: what it delivered beyond --count goes back to the queue")
+    func onARabbitMQQueue() async throws {
+        guard let base = ProcessInfo.processInfo.environment["SLUICE_RABBITMQ_URL"], !base.isEmpty else { throw BrokersNotStarted() }
+        let queue = "sluice-demo-\(UUID().uuidString.lowercased())"
+        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
+        configuration.topology.declare = true
+        configuration.topology.durable = false
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        var items = (0..<200).map { "{\"id\":\($0),\"customer\":\($0 % 5),\"region\":\"us\",\"amount\":1}" }
+        for index in [0, 50, 100] { items.insert("{\"malformed\": true}", at: index) }
+        try await client.publish(items.map { Array($0.utf8) })
+        let result = try await sluice(["demo", "--source", "\(base)?queue=\(queue)", "--count", "150", "--status", "off"])
+        #expect(result.status == 0, "\(result.error)")
+        let summary = try #require(DemoSummary(result.output), "\(result.output)")
+        #expect(summary.processed == 147 && summary.failed == 3 && summary.deadLettered == 3, "\(result.output)")
+        #expect(try await client.readyCount(queue) == 53)
+        try await client.delete(queue: queue)
+        await client.close()
     }
 
     @Test("SIGINT drains gracefully: the summary of what was handled, exit status 130")
