@@ -128,7 +128,10 @@ struct DemoTests {
         let result = try await sluice(["demo", "--source", "\(base)?queue=\(queue)", "--count", "150", "--status", "off"])
         #expect(result.status == 0, "\(result.error)")
         let summary = try #require(DemoSummary(result.output), "\(result.output)")
-        #expect(summary.processed == 147 && summary.failed == 3 && summary.deadLettered == 3, "\(result.output)")
+        // Which 150 of the 203 are handled depends on the processors' pace (they run in
+        // parallel), how many is exact; the rest is back in the queue.
+        #expect(summary.processed + summary.failed == 150, "\(result.output)")
+        #expect(summary.failed == summary.deadLettered && summary.failed <= 3, "\(result.output)")
         #expect(try await client.readyCount(queue) == 53)
         try await client.delete(queue: queue)
         await client.close()
