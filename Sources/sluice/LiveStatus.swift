@@ -123,7 +123,7 @@ final class LiveStatus: Sendable {
         if drawn.frames > 0 {
             let sample = await self.sample()
             let elapsed = self.clock.now - self.started
-            self.write(renderer.render(sample, elapsed: elapsed, previous: drawn.previous, replacing: drawn.frames > 0, final: true))
+            self.write(renderer.render(sample, elapsed: elapsed, previous: drawn.previous, replacing: true, final: true))
         }
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             self.writer.async { done.resume() }
@@ -141,7 +141,7 @@ final class LiveStatus: Sendable {
             let sample = await self.sample()
             guard !Task.isCancelled else { break }
             guard sample.running else {
-                try? await Task.sleep(for: min(self.interval, .milliseconds(50)))
+                try? await Task.sleep(for: min(self.interval, .milliseconds(20)))
                 continue
             }
             let elapsed = self.clock.now - self.started
