@@ -256,6 +256,7 @@ final class KafkaSession: Sendable {
     /// The partitions `keys` are being revoked: their messages not yet handed to the stage
     /// are given back (their demand is pending again), and settlements wake the loop.
     func beginRevoke(_ keys: Set<KafkaPartitionKey>) {
+        self.counters?.revokeBegan()
         let givenBack = self.state.withLock { state -> [(KafkaPartitionKey, Int64)] in
             state.revoking = true
             var givenBack: [(KafkaPartitionKey, Int64)] = []

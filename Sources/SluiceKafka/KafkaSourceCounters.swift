@@ -19,6 +19,7 @@ public final class KafkaSourceCounters: Sendable {
         var settled = 0
         var stale = 0
         var givenBack = 0
+        var revocations = 0
         /// One past the highest offset taken, per partition.
         var reached: [KafkaPartitionKey: Int64] = [:]
         /// The offsets taken and not given back, per partition.
@@ -56,10 +57,17 @@ public final class KafkaSourceCounters: Sendable {
         }
     }
 
+    /// A revoke of some of the sources' partitions began.
+    func revokeBegan() {
+        self.state.withLock { $0.revocations += 1 }
+    }
+
     /// Messages taken from librdkafka (a message taken again after a restart counts again).
     public var taken: Int { self.state.withLock { $0.taken } }
     /// Messages settled by the pipelines.
     public var settled: Int { self.state.withLock { $0.settled } }
+    /// How many revokes began (each takes one or more partitions away).
+    public var revocations: Int { self.state.withLock { $0.revocations } }
     /// Settlements dropped because their partition had been revoked.
     public var staleSettlements: Int { self.state.withLock { $0.stale } }
     /// Messages taken and neither settled nor given back (not emitted, or left unsettled

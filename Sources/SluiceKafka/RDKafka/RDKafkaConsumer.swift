@@ -428,8 +428,11 @@ final class RDKafkaConsumer: ConnectionDriver {
                 let result = rd_kafka_assign(handle, list)
                 if result != RD_KAFKA_RESP_ERR_NO_ERROR { self.logger.info("assigning failed", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(result))"]) }
             }
-            if self.paused { self.setPaused(handle, true, keys) }
-            self.logger.debug("partitions assigned", metadata: [KafkaLogKey.partition: "\(keys)"])
+            // librdkafka keeps a partition's application pause across unassign and assign: a
+            // partition paused before a revoke comes back paused. Its state is set here either
+            // way, or one paused while demand returned during the rebalance is never fetched.
+            self.setPaused(handle, self.paused, keys)
+            self.logger.debug(self.paused ? "partitions assigned, paused (no demand)" : "partitions assigned", metadata: [KafkaLogKey.partition: "\(keys)"])
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             self.revoke(handle, keys, lost: rd_kafka_assignment_lost(handle) != 0)
             if cooperative {
@@ -437,13 +440,11 @@ final class RDKafkaConsumer: ConnectionDriver {
             } else {
                 _ = rd_kafka_assign(handle, nil)
             }
-            let revoked = Set(keys)
-            for partition in self.partitions where revoked.contains(partition.key) { rd_kafka_queue_destroy(partition.queue) }
-            self.partitions.removeAll { revoked.contains($0.key) }
-            self.rotation = 0
+            self.forget(keys)
         default:
             self.logger.info("rebalance failed", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(error))"])
             _ = rd_kafka_assign(handle, nil)
+            self.forget(keys)
         }
     }
 
@@ -464,6 +465,14 @@ final class RDKafkaConsumer: ConnectionDriver {
         let commits = self.session.endRevoke(keys)
         if !lost { self.commitBounded(handle, commits, timeout: max(.milliseconds(100), deadline - .now)) }
         self.logger.debug("partitions revoked", metadata: [KafkaLogKey.partition: "\(keys)", KafkaLogKey.count: "\(commits.count)"])
+    }
+
+    /// Stops taking from `keys`: their partition queues are released.
+    private func forget(_ keys: [KafkaPartitionKey]) {
+        let revoked = Set(keys)
+        for partition in self.partitions where revoked.contains(partition.key) { rd_kafka_queue_destroy(partition.queue) }
+        self.partitions.removeAll { revoked.contains($0.key) }
+        self.rotation = 0
     }
 
     private func report(_ failure: OpaquePointer, _ what: String) {
