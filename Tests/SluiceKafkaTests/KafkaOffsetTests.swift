@@ -121,6 +121,37 @@ struct KafkaOffsetTests {
         #expect(counters.reached < 3000, "the source read ahead of the slow consumer: \(counters.reached)")
     }
 
+    /// At zero demand nothing beyond the window is fetched: the window's messages are taken,
+    /// the handlers hold them, the partitions are paused after the hysteresis, and 2000 more
+    /// messages produced then are not fetched (counted by librdkafka itself: the `rxmsgs` of
+    /// its statistics) until demand returns.
+    @Test func atZeroDemandNothingBeyondTheWindowIsFetched() async throws {
+        var settings = try await KafkaTestEnvironment.configuration("zero-demand", partitions: 2)
+        settings.properties["statistics.interval.ms"] = "20"
+        let configuration = settings
+        let counters = KafkaSourceCounters()
+        var source = KafkaSource(configuration: configuration)
+        source.counters = counters
+        let gate = Atomic<Bool>(false)
+        let pipeline = Self.pipeline("kafka-zero-demand", source, maxDemand: 10) { _ in
+            while !gate.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let window = pipeline.window
+        try await KafkaTestEnvironment.produce(configuration, count: window)
+        try await withPipeline(pipeline) {
+            try await waitUntil("the window was taken") { counters.taken >= window }
+            // Well past the pause hysteresis (100 ms) and a few statistics intervals.
+            try await Task.sleep(for: .milliseconds(500))
+            try await KafkaTestEnvironment.produce(configuration, count: 2000, from: window)
+            try await Task.sleep(for: .milliseconds(1000))
+            #expect(counters.taken == window, "at zero demand \(counters.taken) were taken, the window is \(window)")
+            #expect(counters.fetched == window, "at zero demand librdkafka fetched \(counters.fetched), the window is \(window)")
+            gate.store(true, ordering: .releasing)
+            try await waitUntil("demand again: everything handled") { counters.settled >= window + 2000 }
+        }
+        #expect(counters.fetched >= window + 2000)
+    }
+
     /// On an idle topic a produced message reaches the handler within 10 ms. The machine is
     /// shared and these tests run niced, so a sample can wait for a time slice: of 7 samples
     /// at least 3 must be within 10 ms (a consumer that polled at an interval of 20 ms or

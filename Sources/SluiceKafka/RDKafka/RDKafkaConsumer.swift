@@ -39,8 +39,9 @@ final class RDKafkaConsumer: ConnectionDriver {
         let assignment: UInt64
     }
 
-    /// How long the credit must stay empty before the assigned partitions are paused (a
-    /// pause drops librdkafka's prefetch, so a momentary lack of demand does not pause).
+    /// How long the credit must stay empty before the assigned partitions are paused:
+    /// hysteresis, since a pause drops librdkafka's prefetch (a momentary lack of demand does
+    /// not pause); meanwhile librdkafka's per-partition prefetch bound holds.
     static let pauseAfter: Duration = .milliseconds(100)
     /// The longest the loop waits without serving the consumer queue.
     static let longestWait: Duration = .milliseconds(500)
@@ -104,6 +105,12 @@ final class RDKafkaConsumer: ConnectionDriver {
                 self.logger.debug("librdkafka reported an error", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(error)) \(reason)"])
             }
         }
+        if let counters = self.session.counters {
+            let client = ObjectIdentifier(self)
+            self.context.onStatistics = { json in
+                if let received = Self.totalReceived(json) { counters.received(received, by: client) }
+            }
+        }
         let handle = try self.context.makeHandle(
             RD_KAFKA_CONSUMER,
             properties: self.configuration.librdkafkaProperties(window: self.session.window, consumer: true)
@@ -126,6 +133,29 @@ final class RDKafkaConsumer: ConnectionDriver {
             throw KafkaError(.groupFailed, "subscribing group \(self.configuration.group) failed: \(RDKafkaConfig.describe(error))")
         }
         self.subscribed = true
+    }
+
+    /// The client's total of messages received from the brokers in its statistics JSON: the
+    /// last `"rxmsgs":` (the per-partition ones come before the totals).
+    static func totalReceived(_ json: UnsafeBufferPointer<CChar>) -> Int? {
+        let needle = Array("\"rxmsgs\":".utf8).map { CChar(bitPattern: $0) }
+        var index = json.count - needle.count
+        while index >= 0 {
+            if json[index] == needle[0] && json[index..<index + needle.count].elementsEqual(needle) { break }
+            index -= 1
+        }
+        guard index >= 0 else { return nil }
+        var value = 0
+        var digits = 0
+        for character in json[(index + needle.count)...] {
+            guard let digit = UInt8(exactly: character).flatMap({ $0 >= 48 && $0 <= 57 ? Int($0 - 48) : nil }) else {
+                if character == 32 && digits == 0 { continue }
+                break
+            }
+            value = value * 10 + digit
+            digits += 1
+        }
+        return digits > 0 ? value : nil
     }
 
     // MARK: ConnectionDriver
