@@ -90,9 +90,7 @@ struct KafkaOffsetTests {
         var configuration = try await KafkaTestEnvironment.configuration("slow", partitions: 4)
         configuration.maxInFlightBytes = 4096
         try await KafkaTestEnvironment.produce(configuration, count: 3000)
-        let counters = KafkaSourceCounters()
-        var source = KafkaSource(configuration: configuration)
-        source.counters = counters
+        let (source, counters) = KafkaTestEnvironment.countedSource(configuration)
         let handled = Atomic<Int>(0)
         let pipeline = Self.pipeline("kafka-slow", source, concurrency: 2, maxDemand: 20) { _ in
             try await Task.sleep(for: .milliseconds(1))
@@ -129,9 +127,7 @@ struct KafkaOffsetTests {
         var settings = try await KafkaTestEnvironment.configuration("zero-demand", partitions: 2)
         settings.properties["statistics.interval.ms"] = "20"
         let configuration = settings
-        let counters = KafkaSourceCounters()
-        var source = KafkaSource(configuration: configuration)
-        source.counters = counters
+        let (source, counters) = KafkaTestEnvironment.countedSource(configuration)
         let gate = Atomic<Bool>(false)
         let pipeline = Self.pipeline("kafka-zero-demand", source, maxDemand: 10) { _ in
             while !gate.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }

@@ -78,9 +78,7 @@ struct KafkaRebalanceTests {
         var configuration = try await KafkaTestEnvironment.configuration("revoke-batch", partitions: 2)
         configuration.revokeTimeout = .seconds(2)
         try await KafkaTestEnvironment.produce(configuration, count: 40)
-        let countersA = KafkaSourceCounters()
-        var sourceA = KafkaSource(configuration: configuration)
-        sourceA.counters = countersA
+        let (sourceA, countersA) = KafkaTestEnvironment.countedSource(configuration)
         let batchedA = Recorder<String>()
         let handledB = Recorder<String>()
         let a = Pipeline("kafka-revoke-a", source: sourceA, configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
@@ -122,9 +120,7 @@ struct KafkaRebalanceTests {
         let configuration = try await KafkaTestEnvironment.configuration("paused-rebalance", partitions: 2)
         try await KafkaTestEnvironment.produce(configuration, count: 200)
         let gate = Atomic<Bool>(false)
-        let countersA = KafkaSourceCounters()
-        var sourceA = KafkaSource(configuration: configuration)
-        sourceA.counters = countersA
+        let (sourceA, countersA) = KafkaTestEnvironment.countedSource(configuration)
         let handledA = Recorder<String>()
         let handledB = Recorder<String>()
         let a = Pipeline("kafka-paused-a", source: sourceA, configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
