@@ -279,11 +279,15 @@ final class RDKafkaConsumer: ConnectionDriver {
 
     /// Copies `count` messages out of the buffer (payloads and keys into one shared buffer)
     /// and destroys them. Returns how many were messages (error events are logged).
+    ///
+    /// Per message only what the message keeps is paid for: one copy of its bytes into the
+    /// shared buffer and one view of it each for payload and key; the partition's topic,
+    /// number and assignment are read once.
     private func convert(_ count: Int, from partition: Assigned, into messages: inout [Message<KafkaMetadata>], bytes: inout Int) -> Int {
-        var parts: [UnsafeRawBufferPointer] = []
-        parts.reserveCapacity(count * 2)
-        var valid: [Int] = []
-        valid.reserveCapacity(count)
+        let topic = partition.key.topic
+        let number = partition.key.partition
+        let assignment = partition.assignment
+        var total = 0
         for index in 0..<count {
             let message = self.buffer[index]!.pointee
             guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
@@ -295,36 +299,61 @@ final class RDKafkaConsumer: ConnectionDriver {
                 }
                 continue
             }
-            valid.append(index)
-            parts.append(UnsafeRawBufferPointer(start: message.payload, count: message.len))
-            parts.append(UnsafeRawBufferPointer(start: message.key, count: message.key == nil ? 0 : message.key_len))
+            total += message.len + (message.key == nil ? 0 : message.key_len)
         }
-        let payloads = Payload.packing(parts)
-        for (position, index) in valid.enumerated() {
+        // One buffer for the read's payloads and keys, filled straight from librdkafka's.
+        let storage = [UInt8](unsafeUninitializedCapacity: total) { destination, initialized in
+            var at = 0
+            for index in 0..<count {
+                let message = self.buffer[index]!.pointee
+                guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
+                if message.len > 0, let payload = message.payload {
+                    (destination.baseAddress! + at).update(from: payload.assumingMemoryBound(to: UInt8.self), count: message.len)
+                    at += message.len
+                }
+                if let key = message.key, message.key_len > 0 {
+                    (destination.baseAddress! + at).update(from: key.assumingMemoryBound(to: UInt8.self), count: message.key_len)
+                    at += message.key_len
+                }
+            }
+            initialized = at
+        }
+        let shared = Payload(storage)
+        var at = 0
+        var valid = 0
+        for index in 0..<count {
             let pointer = self.buffer[index]!
             let message = pointer.pointee
+            guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
             var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
             let timestamp = rd_kafka_message_timestamp(pointer, &type)
-            let payload = payloads[position * 2]
-            bytes += payload.count
+            let payload = shared.extracting(at..<at + message.len)
+            at += message.len
+            var key: Payload?
+            if message.key != nil {
+                key = shared.extracting(at..<at + message.key_len)
+                at += message.key_len
+            }
+            bytes += message.len
+            valid += 1
             messages.append(
                 Message(
                     payload: payload,
                     metadata: KafkaMetadata(
-                        topic: partition.key.topic,
-                        partition: partition.key.partition,
+                        topic: topic,
+                        partition: number,
                         offset: message.offset,
-                        key: message.key == nil ? nil : payloads[position * 2 + 1],
+                        key: key,
                         headers: Self.headers(of: pointer),
                         timestampMilliseconds: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp,
-                        assignment: partition.assignment,
-                        size: UInt32(truncatingIfNeeded: payload.count)
+                        assignment: assignment,
+                        size: UInt32(truncatingIfNeeded: message.len)
                     )
                 )
             )
         }
         for index in 0..<count { rd_kafka_message_destroy(self.buffer[index]) }
-        return valid.count
+        return valid
     }
 
     private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
