@@ -41,6 +41,7 @@ public struct KafkaOrdering: Hashable, Sendable, CustomStringConvertible {
     /// No order: every processor takes any message.
     public static let none = KafkaOrdering(.none)
 
+    /// The ordering's name: `perPartition`, `perKey` or `none`.
     public var description: String { self.base.rawValue }
 
     /// What routes a message to its processor under this ordering (`nil`: any processor).
