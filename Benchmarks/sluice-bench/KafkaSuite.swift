@@ -38,7 +38,29 @@ struct KafkaSuite {
         return configuration
     }
 
+    /// `SLUICE_KAFKA_ONLY=consume` runs only the consume comparison (for profiling and
+    /// before/after runs), `slow` only the slow-consumer memory run; unset, everything.
+    private var only: String? { ProcessInfo.processInfo.environment["SLUICE_KAFKA_ONLY"] }
+
     private func measure(brokers: String) async throws {
+        if let only = self.only {
+            let data = self.configuration(brokers, "data")
+            let admin = KafkaAdmin(configuration: data, logger: self.logger)
+            try await admin.createTopic(data.topics[0], partitions: 4)
+            _ = try await KafkaRawBaseline.produce(data, value: self.payload, count: self.total, logger: self.logger)
+            switch only {
+            case "consume":
+                let (consume, consumeRaw) = try await self.consumeComparison(brokers, data)
+                print("RESULT kafka-consume " + String(format: "msgs_per_s=%d raw_per_s=%d vs_raw=%.2f", Int(consume), Int(consumeRaw), consume / consumeRaw))
+            case "slow":
+                let slow = try await self.slowConsumer(data)
+                print(String(format: "RESULT kafka-slow seconds=%.1f rss_growth_mb=%.1f rss_growth_from_start_mb=%.1f", slow.seconds, slow.growth, slow.fromStart))
+            default:
+                print("SLUICE_KAFKA_ONLY=\(only) is neither consume nor slow")
+                exit(2)
+            }
+            return
+        }
         print("suite kafka: \(self.total) messages of 100 bytes over 4 partitions, median of \(self.repetitions) runs (raw and sluice alternate)")
         print("consume: KafkaSource batchSize 1000 → Processors(concurrency: 2, maxDemand: 4000) discarding, async commits;")
         print("         raw: consume_batch_queue(1000) + rd_kafka_commit(async) per batch; both timed from the first message to the last")
@@ -57,21 +79,9 @@ struct KafkaSuite {
             try await admin.createTopic(sinkTarget.topics[0], partitions: 4)
             sinkProduce.append(Double(self.total) / (try await self.sinkProduce(sinkTarget)))
         }
-        var rawConsume: [Double] = []
-        var sluiceConsume: [Double] = []
-        var growth: [Double] = []
-        for _ in 0..<self.repetitions {
-            let raw = self.configuration(brokers, "raw-consume").group
-            rawConsume.append(Double(self.total) / (try await KafkaRawBaseline.consume(data, group: raw, count: self.total, logger: self.logger)))
-            var sluice = data
-            sluice.group = self.configuration(brokers, "sluice-consume").group
-            let (seconds, megabytes) = try await self.sluiceConsume(sluice)
-            sluiceConsume.append(Double(self.total) / seconds)
-            growth.append(megabytes)
-        }
+        let (consume, consumeRaw) = try await self.consumeComparison(brokers, data)
+        let slow = try await self.slowConsumer(data)
         let latency = try await self.firstMessageLatency(brokers)
-        let consume = Self.median(sluiceConsume)
-        let consumeRaw = Self.median(rawConsume)
         let produce = Self.median(sinkProduce)
         let produceRaw = Self.median(rawProduce)
         print(pad("", 48) + pad("msgs/s", 14) + "vs raw")
@@ -79,11 +89,80 @@ struct KafkaSuite {
         print(pad("sluice KafkaSource → discarding processors", 48) + pad(formatRate(consume), 14) + String(format: "%.2f×", consume / consumeRaw))
         print(pad("raw producev + poll + flush", 48) + pad(formatRate(produceRaw), 14))
         print(pad("sluice KafkaSink (delivery-confirmed sends)", 48) + pad(formatRate(produce), 14) + String(format: "%.2f×", produce / produceRaw))
-        print(String(format: "idle topic → handler: median %.1f ms of %d; resident memory growth while consuming: %.1f MB (largest run)", latency.median, latency.count, growth.max() ?? 0))
+        print(String(format: "idle topic → handler: median %.1f ms of %d", latency.median, latency.count))
+        print(
+            String(
+                format: "slow consumer (batches of 1000, 25 ms each): %d messages in %.1f s, resident memory growth while it works through them %.1f MB (target < 50), %.1f MB from before it started",
+                self.total, slow.seconds, slow.growth, slow.fromStart
+            )
+        )
         print(
             "RESULT kafka msgs_per_s=\(Int(consume)) "
-                + String(format: "vs_raw=%.2f produce_per_s=%d produce_vs_raw=%.2f first_message_ms=%.1f", consume / consumeRaw, Int(produce), produce / produceRaw, latency.median)
+                + String(
+                    format: "vs_raw=%.2f produce_per_s=%d produce_vs_raw=%.2f first_message_ms=%.1f slow_rss_growth_mb=%.1f slow_rss_from_start_mb=%.1f",
+                    consume / consumeRaw, Int(produce), produce / produceRaw, latency.median, slow.growth, slow.fromStart
+                )
         )
+    }
+
+    /// Raw and Sluice consumption of the preloaded topic, alternating; the median rates.
+    private func consumeComparison(_ brokers: String, _ data: KafkaConfiguration) async throws -> (sluice: Double, raw: Double) {
+        var rawConsume: [Double] = []
+        var sluiceConsume: [Double] = []
+        for _ in 0..<self.repetitions {
+            let raw = self.configuration(brokers, "raw-consume").group
+            rawConsume.append(Double(self.total) / (try await KafkaRawBaseline.consume(data, group: raw, count: self.total, logger: self.logger)))
+            var sluice = data
+            sluice.group = self.configuration(brokers, "sluice-consume").group
+            sluiceConsume.append(Double(self.total) / (try await self.sluiceConsume(sluice)))
+        }
+        return (Self.median(sluiceConsume), Self.median(rawConsume))
+    }
+
+    /// A slow consumer works through the preloaded topic: processors pass every message to a
+    /// batcher that sleeps 25 ms per batch of 1000. Returns the seconds it took, the growth of
+    /// resident memory (VmRSS) from the first tenth of the messages settled to the peak after
+    /// it (while it works through them), and from before the pipeline started to the peak
+    /// (which includes the client's start and librdkafka's first fetches).
+    private func slowConsumer(_ data: KafkaConfiguration) async throws -> (seconds: Double, growth: Double, fromStart: Double) {
+        var configuration = data
+        configuration.group = "sluice-bench-slow-\(UUID().uuidString.prefix(8).lowercased())"
+        let total = self.total
+        let pipeline = Pipeline("bench-kafka-slow", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: 1000) { _ in }
+            Batcher(size: 1000, timeout: .milliseconds(100)) { _ in try await Task.sleep(for: .milliseconds(25)) }
+        }
+        let before = Self.residentMegabytes()
+        var peak = before
+        var underway: Double?
+        var peakUnderway = 0.0
+        var samples: [(Int, Double)] = []
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            var next = total / 10
+            while true {
+                let acknowledged = pipeline.statistics.acknowledged
+                let resident = Self.residentMegabytes()
+                peak = max(peak, resident)
+                if underway != nil { peakUnderway = max(peakUnderway, resident) }
+                if acknowledged >= next {
+                    if underway == nil {
+                        underway = resident
+                        peakUnderway = resident
+                    }
+                    samples.append((acknowledged, resident))
+                    next += total / 10
+                }
+                if acknowledged >= total { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        let seconds = (ContinuousClock.now - start).inSeconds
+        print("slow consumer resident MB: before \(String(format: "%.1f", before)), " + samples.map { String(format: "%d: %.1f", $0.0, $0.1) }.joined(separator: ", "))
+        return (seconds, peakUnderway - (underway ?? before), peak - before)
     }
 
     private static func median(_ values: [Double]) -> Double {
@@ -120,8 +199,8 @@ struct KafkaSuite {
     }
 
     /// Consumes the preloaded topic through a discarding pipeline: seconds from the first
-    /// handled message until every one was acknowledged, and the growth of resident memory.
-    private func sluiceConsume(_ configuration: KafkaConfiguration) async throws -> (Double, Double) {
+    /// handled message until every one was acknowledged.
+    private func sluiceConsume(_ configuration: KafkaConfiguration) async throws -> Double {
         let total = self.total
         let firstHandled = Atomic<Bool>(false)
         let clock = ContinuousClock()
@@ -133,21 +212,18 @@ struct KafkaSuite {
                 }
             }
         }
-        let before = Self.residentMegabytes()
-        var peak = before
         var end = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             while pipeline.statistics.acknowledged < total {
                 try await Task.sleep(for: .milliseconds(1))
-                peak = max(peak, Self.residentMegabytes())
             }
             end = clock.now
             pipeline.drain()
             try await group.waitForAll()
         }
         let start = started.withLock { $0 } ?? end
-        return ((end - start).inSeconds, peak - before)
+        return (end - start).inSeconds
     }
 
     /// Produces single messages to an idle topic a pipeline consumes; the median of the
@@ -185,12 +261,13 @@ struct KafkaSuite {
         return (Self.median(measured), measured.count)
     }
 
-    /// The process's resident memory in MB (Linux `/proc/self/statm`).
+    /// The process's resident memory in MB (Linux `/proc/self/status`, `VmRSS`).
     private static func residentMegabytes() -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = text.split(separator: " ")
-        guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
-        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
+        else { return 0 }
+        return kilobytes / 1024
     }
 }
 

@@ -55,6 +55,13 @@ struct KafkaOffsetLedger: Sendable {
             self.inFlight += taken.count
         }
 
+        /// Settles `settling` if they were taken in `assignment` (`nil`: another one, so all
+        /// of them are stale and nothing changes).
+        mutating func settle(_ settling: some Collection<Int64>, as outcome: Outcome, in assignment: UInt64) -> (Int, Int)? {
+            guard self.assignment == assignment else { return nil }
+            return self.settle(settling, as: outcome)
+        }
+
         /// Returns how many settled (left flight) and how many were not found (stale).
         mutating func settle(_ settling: some Collection<Int64>, as outcome: Outcome) -> (Int, Int) {
             var settled = 0
@@ -130,11 +137,12 @@ struct KafkaOffsetLedger: Sendable {
     /// Settles a run of messages of one partition taken in `assignment` (one lookup for the
     /// run). Returns how many of them were stale (counted, and nothing changes for them).
     mutating func settle(_ key: KafkaPartitionKey, assignment: UInt64, offsets: some Collection<Int64>, as outcome: Outcome) -> Int {
-        guard self.tracks[key]?.assignment == assignment else {
+        // In place (optional chaining on the dictionary's modify accessor): reading the
+        // assignment through a plain lookup would copy the track's deques.
+        guard let (settled, stale) = self.tracks[key]?.settle(offsets, as: outcome, in: assignment) else {
             self.staleDropped += offsets.count
             return offsets.count
         }
-        let (settled, stale) = self.tracks[key]!.settle(offsets, as: outcome)
         self.settledSinceCommit += settled
         self.staleDropped += stale
         return stale

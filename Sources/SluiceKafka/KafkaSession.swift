@@ -145,32 +145,34 @@ final class KafkaSession: Sendable {
     /// may be committed past; `.requeue` holds the commit before the message; `.deadLetter`
     /// is written to the dead-letter topic first.
     func settle(_ settlement: Settlement<KafkaMetadata>) {
+        // The acknowledged messages are read in place: a copy of each would retain and release
+        // its payload, key and topic.
+        settlement.acknowledged.withUnsafeBufferPointer { self.settle(acknowledged: $0, failed: settlement.failed, count: settlement.count) }
+    }
+
+    private func settle(
+        acknowledged: UnsafeBufferPointer<Message<KafkaMetadata>>,
+        failed: [(message: Message<KafkaMetadata>, disposition: FailureDisposition)],
+        count: Int
+    ) {
         var bytes = 0
-        for message in settlement.acknowledged { bytes += Int(message.metadata.size) }
-        for failure in settlement.failed { bytes += Int(failure.message.metadata.size) }
+        for index in acknowledged.indices { bytes += Int(acknowledged[index].metadata.size) }
+        for failure in failed { bytes += Int(failure.message.metadata.size) }
         let commitEvery = self.configuration.commitEvery
         var letters: [KafkaDeadLetter] = []
         let (credit, wake) = self.state.withLock { state -> (ReadCredit.WakeAction, Bool) in
             var stale = 0
             // One ledger lookup per run of messages of the same partition and assignment.
-            let acknowledged = settlement.acknowledged
-            var start = 0
-            while start < acknowledged.count {
-                let first = acknowledged[start].metadata
-                var end = start + 1
-                while end < acknowledged.count, acknowledged[end].metadata.partition == first.partition,
-                      acknowledged[end].metadata.assignment == first.assignment, acknowledged[end].metadata.topic == first.topic {
-                    end += 1
-                }
+            for run in KafkaRuns(acknowledged, sameAssignment: true) {
+                let first = acknowledged[run.lowerBound].metadata
                 stale += state.ledger.settle(
                     KafkaPartitionKey(topic: first.topic, partition: first.partition),
                     assignment: first.assignment,
-                    offsets: acknowledged[start..<end].lazy.map(\.metadata.offset),
+                    offsets: KafkaOffsets(acknowledged, run),
                     as: .done
                 )
-                start = end
             }
-            for (message, disposition) in settlement.failed {
+            for (message, disposition) in failed {
                 let metadata = message.metadata
                 let key = KafkaPartitionKey(topic: metadata.topic, partition: metadata.partition)
                 let outcome: KafkaOffsetLedger.Outcome
@@ -187,17 +189,17 @@ final class KafkaSession: Sendable {
                     letters.append(KafkaDeadLetter(message: message, error: message.failure.map { "\($0.error)" } ?? "failed"))
                 }
             }
-            state.settled += settlement.count
+            state.settled += count
             if !state.abandoned.isEmpty {
-                for message in settlement.acknowledged {
+                for message in acknowledged {
                     state.abandoned[KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)]?.remove(message.metadata.offset)
                 }
-                for failure in settlement.failed {
+                for failure in failed {
                     state.abandoned[KafkaPartitionKey(topic: failure.message.metadata.topic, partition: failure.message.metadata.partition)]?.remove(failure.message.metadata.offset)
                 }
             }
-            self.counters?.settled(settlement.count, stale: stale)
-            let credit = state.credit.settled(count: settlement.count, bytes: bytes)
+            self.counters?.settled(count, stale: stale)
+            let credit = state.credit.settled(count: count, bytes: bytes)
             var wake = state.revoking
             if !state.commitWake && state.ledger.settledSinceCommit >= commitEvery {
                 state.commitWake = true
@@ -234,15 +236,11 @@ final class KafkaSession: Sendable {
             guard !messages.isEmpty else { return false }
             state.taken += messages.count
             // A read's messages come in runs of one partition: one ledger lookup per run.
-            var start = 0
-            while start < messages.count {
-                let first = messages[start].metadata
-                var end = start + 1
-                while end < messages.count, messages[end].metadata.partition == first.partition, messages[end].metadata.topic == first.topic {
-                    end += 1
+            messages.withUnsafeBufferPointer { messages in
+                for run in KafkaRuns(messages, sameAssignment: false) {
+                    let first = messages[run.lowerBound].metadata
+                    state.ledger.took(KafkaPartitionKey(topic: first.topic, partition: first.partition), offsets: KafkaOffsets(messages, run))
                 }
-                state.ledger.took(KafkaPartitionKey(topic: first.topic, partition: first.partition), offsets: messages[start..<end].lazy.map(\.metadata.offset))
-                start = end
             }
             state.outbox.append(messages)
             guard !state.notified else { return false }
@@ -256,6 +254,7 @@ final class KafkaSession: Sendable {
     /// The partitions `keys` are being revoked: their messages not yet handed to the stage
     /// are given back (their demand is pending again), and settlements wake the loop.
     func beginRevoke(_ keys: Set<KafkaPartitionKey>) {
+        self.counters?.revokeBegan()
         let givenBack = self.state.withLock { state -> [(KafkaPartitionKey, Int64)] in
             state.revoking = true
             var givenBack: [(KafkaPartitionKey, Int64)] = []
@@ -324,4 +323,45 @@ final class KafkaSession: Sendable {
         }
         self.counters?.gaveBack(unsettled)
     }
+}
+
+/// The runs of consecutive messages of one partition (and, if asked, one assignment) in a
+/// buffer of messages, as index ranges; read in place.
+struct KafkaRuns: Sequence, IteratorProtocol {
+    private let messages: UnsafeBufferPointer<Message<KafkaMetadata>>
+    private let sameAssignment: Bool
+    private var start = 0
+
+    init(_ messages: UnsafeBufferPointer<Message<KafkaMetadata>>, sameAssignment: Bool) {
+        self.messages = messages
+        self.sameAssignment = sameAssignment
+    }
+
+    mutating func next() -> Range<Int>? {
+        guard self.start < self.messages.count else { return nil }
+        let first = self.start
+        var end = first + 1
+        while end < self.messages.count, self.messages[end].metadata.partition == self.messages[first].metadata.partition,
+              !self.sameAssignment || self.messages[end].metadata.assignment == self.messages[first].metadata.assignment,
+              self.messages[end].metadata.topic == self.messages[first].metadata.topic {
+            end += 1
+        }
+        self.start = end
+        return first..<end
+    }
+}
+
+/// The offsets of a run of messages, read in place (no message is copied).
+struct KafkaOffsets: RandomAccessCollection {
+    private let messages: UnsafeBufferPointer<Message<KafkaMetadata>>
+    let startIndex: Int
+    let endIndex: Int
+
+    init(_ messages: UnsafeBufferPointer<Message<KafkaMetadata>>, _ run: Range<Int>) {
+        self.messages = messages
+        self.startIndex = run.lowerBound
+        self.endIndex = run.upperBound
+    }
+
+    subscript(position: Int) -> Int64 { self.messages[position].metadata.offset }
 }

@@ -13,7 +13,7 @@ public import Sluice
 /// ```swift
 /// let source = try KafkaSource(url: "kafka://127.0.0.1:9092/orders?group=etl&offset=earliest")
 /// let pipeline = Pipeline("orders", source: source) {
-///     Processors(concurrency: 4, maxDemand: 500, partitionBy: \.metadata.partition) { message in try handle(message) }
+///     Processors(ordering: .perPartition, concurrency: 4, maxDemand: 500) { message in try handle(message) }
 /// }
 /// try await ServiceGroup(services: [pipeline], gracefulShutdownSignals: [.sigterm], logger: logger).run()
 /// ```
@@ -21,8 +21,9 @@ public import Sluice
 /// Demand d becomes `rd_kafka_consume_batch_queue` of at most min(d, ``KafkaConfiguration/batchSize``)
 /// messages. What was taken and not yet settled stays within the pipeline's window (or
 /// ``KafkaConfiguration/maxInFlight``) and ``KafkaConfiguration/maxInFlightBytes``; librdkafka's
-/// own prefetch is bounded per partition from the window. With no credit for a moment the
-/// assigned partitions are paused while the consumer keeps serving its group.
+/// own prefetch is bounded per partition from the window. With no credit for 100 ms (hysteresis:
+/// meanwhile only that prefetch bound applies) the assigned partitions are paused, so nothing
+/// more is fetched, while the consumer keeps serving its group.
 ///
 /// Offsets: nothing is stored automatically; per partition the highest contiguous settled
 /// offset + 1 is committed asynchronously, in batches (``KafkaConfiguration/commitEvery``,
@@ -31,9 +32,9 @@ public import Sluice
 /// it again after a restart or rebalance), `.deadLetter` writes it to the dead-letter topic
 /// with headers naming its origin and error, and commits past it once the broker confirmed.
 ///
-/// Messages of one partition are emitted in offset order; to handle them serially (Kafka's
-/// usual guarantee) partition the processors by `\.metadata.partition`, or by `\.metadata.key`
-/// for more concurrency with each key serial.
+/// Messages of one partition are emitted in offset order; ``KafkaOrdering`` says what the
+/// processors keep in order (`Processors(ordering: .perPartition, …)`, Kafka's usual guarantee;
+/// `.perKey`; `.none`).
 ///
 /// If the cluster cannot be reached within ``KafkaConfiguration/connectTimeout``, or a topic
 /// does not exist, ``Pipeline/run()`` throws a ``KafkaError``.

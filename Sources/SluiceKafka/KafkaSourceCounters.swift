@@ -19,6 +19,9 @@ public final class KafkaSourceCounters: Sendable {
         var settled = 0
         var stale = 0
         var givenBack = 0
+        var revocations = 0
+        /// librdkafka's own count of messages received from the brokers, per client.
+        var received: [ObjectIdentifier: Int] = [:]
         /// One past the highest offset taken, per partition.
         var reached: [KafkaPartitionKey: Int64] = [:]
         /// The offsets taken and not given back, per partition.
@@ -56,10 +59,27 @@ public final class KafkaSourceCounters: Sendable {
         }
     }
 
+    /// A revoke of some of the sources' partitions began.
+    func revokeBegan() {
+        self.state.withLock { $0.revocations += 1 }
+    }
+
+    /// The consumer `client` reported in its statistics that it received `count` messages
+    /// from the brokers so far.
+    func received(_ count: Int, by client: ObjectIdentifier) {
+        self.state.withLock { $0.received[client] = count }
+    }
+
     /// Messages taken from librdkafka (a message taken again after a restart counts again).
     public var taken: Int { self.state.withLock { $0.taken } }
     /// Messages settled by the pipelines.
     public var settled: Int { self.state.withLock { $0.settled } }
+    /// Messages librdkafka fetched from the brokers (its prefetch included), summed over the
+    /// sources' consumers, as of their last statistics (only with `statistics.interval.ms`
+    /// set in ``KafkaConfiguration/properties``; 0 without).
+    public var fetched: Int { self.state.withLock { $0.received.values.reduce(0, +) } }
+    /// How many revokes began (each takes one or more partitions away).
+    public var revocations: Int { self.state.withLock { $0.revocations } }
     /// Settlements dropped because their partition had been revoked.
     public var staleSettlements: Int { self.state.withLock { $0.stale } }
     /// Messages taken and neither settled nor given back (not emitted, or left unsettled

@@ -78,9 +78,7 @@ struct KafkaRebalanceTests {
         var configuration = try await KafkaTestEnvironment.configuration("revoke-batch", partitions: 2)
         configuration.revokeTimeout = .seconds(2)
         try await KafkaTestEnvironment.produce(configuration, count: 40)
-        let countersA = KafkaSourceCounters()
-        var sourceA = KafkaSource(configuration: configuration)
-        sourceA.counters = countersA
+        let (sourceA, countersA) = KafkaTestEnvironment.countedSource(configuration)
         let batchedA = Recorder<String>()
         let handledB = Recorder<String>()
         let a = Pipeline("kafka-revoke-a", source: sourceA, configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
@@ -112,5 +110,43 @@ struct KafkaRebalanceTests {
             #expect(handledB.all.isEmpty, "B read nothing again: the revoke committed A's batch (\(handledB.count) re-read)")
         }
         #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 2) == 40)
+    }
+
+    /// A member whose partitions were paused at zero demand, and whose demand came back while
+    /// a rebalance had taken them away, fetches the partitions it is assigned next. librdkafka
+    /// keeps a partition's application pause across unassign and assign, so a consumer that
+    /// forgot it had paused would never fetch them again (the stall once seen in CI).
+    @Test func aMemberPausedAtZeroDemandFetchesAgainAfterARebalance() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("paused-rebalance", partitions: 2)
+        try await KafkaTestEnvironment.produce(configuration, count: 200)
+        let gate = Atomic<Bool>(false)
+        let (sourceA, countersA) = KafkaTestEnvironment.countedSource(configuration)
+        let handledA = Recorder<String>()
+        let handledB = Recorder<String>()
+        let a = Pipeline("kafka-paused-a", source: sourceA, configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in
+                while !gate.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+                handledA.add(text(message))
+            }
+        }
+        let runA = Self.start(a)
+        try await waitUntil("A took its window of 10") { countersA.taken >= 10 }
+        // Zero demand for much longer than the pause hysteresis: A's partitions are paused.
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(countersA.taken == 10, "at zero demand A took \(countersA.taken), its window is 10")
+        let b = Pipeline("kafka-paused-b", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in handledB.add(text(message)) }
+        }
+        let runB = Self.start(b)
+        // Demand comes back while the revoke runs, before the new assignment.
+        try await waitUntil("B's join revokes A's partitions") { countersA.revocations > 0 }
+        gate.store(true, ordering: .releasing)
+        try await waitUntil("every message handled by A or B") { Set(handledA.all + handledB.all).count >= 200 }
+        a.drain()
+        b.drain()
+        try await runA.value
+        try await runB.value
+        #expect(Set(handledA.all + handledB.all).count == 200, "nothing lost")
+        #expect(handledA.count > 10, "A fetched its new partition after the rebalance: \(handledA.count) handled")
     }
 }

@@ -59,6 +59,14 @@ enum KafkaTestEnvironment {
         try await admin(configuration).produce(topic: configuration.topics[0], values: values, keys: keys)
     }
 
+    /// A source of `configuration` that reports to new counters.
+    static func countedSource(_ configuration: KafkaConfiguration) -> (KafkaSource, KafkaSourceCounters) {
+        let counters = KafkaSourceCounters()
+        var source = KafkaSource(configuration: configuration)
+        source.counters = counters
+        return (source, counters)
+    }
+
     /// The sum of the group's committed offsets over the topic's partitions (none: 0).
     static func committedTotal(_ configuration: KafkaConfiguration, partitions: Int) async throws -> Int64 {
         let offsets = try await admin(configuration).committed(group: configuration.group, topic: configuration.topics[0], partitions: partitions)

@@ -39,8 +39,9 @@ final class RDKafkaConsumer: ConnectionDriver {
         let assignment: UInt64
     }
 
-    /// How long the credit must stay empty before the assigned partitions are paused (a
-    /// pause drops librdkafka's prefetch, so a momentary lack of demand does not pause).
+    /// How long the credit must stay empty before the assigned partitions are paused:
+    /// hysteresis, since a pause drops librdkafka's prefetch (a momentary lack of demand does
+    /// not pause); meanwhile librdkafka's per-partition prefetch bound holds.
     static let pauseAfter: Duration = .milliseconds(100)
     /// The longest the loop waits without serving the consumer queue.
     static let longestWait: Duration = .milliseconds(500)
@@ -104,6 +105,12 @@ final class RDKafkaConsumer: ConnectionDriver {
                 self.logger.debug("librdkafka reported an error", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(error)) \(reason)"])
             }
         }
+        if let counters = self.session.counters {
+            let client = ObjectIdentifier(self)
+            self.context.onStatistics = { json in
+                if let received = Self.totalReceived(json) { counters.received(received, by: client) }
+            }
+        }
         let handle = try self.context.makeHandle(
             RD_KAFKA_CONSUMER,
             properties: self.configuration.librdkafkaProperties(window: self.session.window, consumer: true)
@@ -126,6 +133,29 @@ final class RDKafkaConsumer: ConnectionDriver {
             throw KafkaError(.groupFailed, "subscribing group \(self.configuration.group) failed: \(RDKafkaConfig.describe(error))")
         }
         self.subscribed = true
+    }
+
+    /// The client's total of messages received from the brokers in its statistics JSON: the
+    /// last `"rxmsgs":` (the per-partition ones come before the totals).
+    static func totalReceived(_ json: UnsafeBufferPointer<CChar>) -> Int? {
+        let needle = Array("\"rxmsgs\":".utf8).map { CChar(bitPattern: $0) }
+        var index = json.count - needle.count
+        while index >= 0 {
+            if json[index] == needle[0] && json[index..<index + needle.count].elementsEqual(needle) { break }
+            index -= 1
+        }
+        guard index >= 0 else { return nil }
+        var value = 0
+        var digits = 0
+        for character in json[(index + needle.count)...] {
+            guard let digit = UInt8(exactly: character).flatMap({ $0 >= 48 && $0 <= 57 ? Int($0 - 48) : nil }) else {
+                if character == 32 && digits == 0 { continue }
+                break
+            }
+            value = value * 10 + digit
+            digits += 1
+        }
+        return digits > 0 ? value : nil
     }
 
     // MARK: ConnectionDriver
@@ -249,11 +279,15 @@ final class RDKafkaConsumer: ConnectionDriver {
 
     /// Copies `count` messages out of the buffer (payloads and keys into one shared buffer)
     /// and destroys them. Returns how many were messages (error events are logged).
+    ///
+    /// Per message only what the message keeps is paid for: one copy of its bytes into the
+    /// shared buffer and one view of it each for payload and key; the partition's topic,
+    /// number and assignment are read once.
     private func convert(_ count: Int, from partition: Assigned, into messages: inout [Message<KafkaMetadata>], bytes: inout Int) -> Int {
-        var parts: [UnsafeRawBufferPointer] = []
-        parts.reserveCapacity(count * 2)
-        var valid: [Int] = []
-        valid.reserveCapacity(count)
+        let topic = partition.key.topic
+        let number = partition.key.partition
+        let assignment = partition.assignment
+        var total = 0
         for index in 0..<count {
             let message = self.buffer[index]!.pointee
             guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
@@ -265,36 +299,61 @@ final class RDKafkaConsumer: ConnectionDriver {
                 }
                 continue
             }
-            valid.append(index)
-            parts.append(UnsafeRawBufferPointer(start: message.payload, count: message.len))
-            parts.append(UnsafeRawBufferPointer(start: message.key, count: message.key == nil ? 0 : message.key_len))
+            total += message.len + (message.key == nil ? 0 : message.key_len)
         }
-        let payloads = Payload.packing(parts)
-        for (position, index) in valid.enumerated() {
+        // One buffer for the read's payloads and keys, filled straight from librdkafka's.
+        let storage = [UInt8](unsafeUninitializedCapacity: total) { destination, initialized in
+            var at = 0
+            for index in 0..<count {
+                let message = self.buffer[index]!.pointee
+                guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
+                if message.len > 0, let payload = message.payload {
+                    (destination.baseAddress! + at).update(from: payload.assumingMemoryBound(to: UInt8.self), count: message.len)
+                    at += message.len
+                }
+                if let key = message.key, message.key_len > 0 {
+                    (destination.baseAddress! + at).update(from: key.assumingMemoryBound(to: UInt8.self), count: message.key_len)
+                    at += message.key_len
+                }
+            }
+            initialized = at
+        }
+        let shared = Payload(storage)
+        var at = 0
+        var valid = 0
+        for index in 0..<count {
             let pointer = self.buffer[index]!
             let message = pointer.pointee
+            guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
             var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
             let timestamp = rd_kafka_message_timestamp(pointer, &type)
-            let payload = payloads[position * 2]
-            bytes += payload.count
+            let payload = shared.extracting(at..<at + message.len)
+            at += message.len
+            var key: Payload?
+            if message.key != nil {
+                key = shared.extracting(at..<at + message.key_len)
+                at += message.key_len
+            }
+            bytes += message.len
+            valid += 1
             messages.append(
                 Message(
                     payload: payload,
                     metadata: KafkaMetadata(
-                        topic: partition.key.topic,
-                        partition: partition.key.partition,
+                        topic: topic,
+                        partition: number,
                         offset: message.offset,
-                        key: message.key == nil ? nil : payloads[position * 2 + 1],
+                        key: key,
                         headers: Self.headers(of: pointer),
                         timestampMilliseconds: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp,
-                        assignment: partition.assignment,
-                        size: UInt32(truncatingIfNeeded: payload.count)
+                        assignment: assignment,
+                        size: UInt32(truncatingIfNeeded: message.len)
                     )
                 )
             )
         }
         for index in 0..<count { rd_kafka_message_destroy(self.buffer[index]) }
-        return valid.count
+        return valid
     }
 
     private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
@@ -428,8 +487,11 @@ final class RDKafkaConsumer: ConnectionDriver {
                 let result = rd_kafka_assign(handle, list)
                 if result != RD_KAFKA_RESP_ERR_NO_ERROR { self.logger.info("assigning failed", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(result))"]) }
             }
-            if self.paused { self.setPaused(handle, true, keys) }
-            self.logger.debug("partitions assigned", metadata: [KafkaLogKey.partition: "\(keys)"])
+            // librdkafka keeps a partition's application pause across unassign and assign: a
+            // partition paused before a revoke comes back paused. Its state is set here either
+            // way, or one paused while demand returned during the rebalance is never fetched.
+            self.setPaused(handle, self.paused, keys)
+            self.logger.debug(self.paused ? "partitions assigned, paused (no demand)" : "partitions assigned", metadata: [KafkaLogKey.partition: "\(keys)"])
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             self.revoke(handle, keys, lost: rd_kafka_assignment_lost(handle) != 0)
             if cooperative {
@@ -437,13 +499,11 @@ final class RDKafkaConsumer: ConnectionDriver {
             } else {
                 _ = rd_kafka_assign(handle, nil)
             }
-            let revoked = Set(keys)
-            for partition in self.partitions where revoked.contains(partition.key) { rd_kafka_queue_destroy(partition.queue) }
-            self.partitions.removeAll { revoked.contains($0.key) }
-            self.rotation = 0
+            self.forget(keys)
         default:
             self.logger.info("rebalance failed", metadata: [KafkaLogKey.error: "\(RDKafkaConfig.describe(error))"])
             _ = rd_kafka_assign(handle, nil)
+            self.forget(keys)
         }
     }
 
@@ -464,6 +524,14 @@ final class RDKafkaConsumer: ConnectionDriver {
         let commits = self.session.endRevoke(keys)
         if !lost { self.commitBounded(handle, commits, timeout: max(.milliseconds(100), deadline - .now)) }
         self.logger.debug("partitions revoked", metadata: [KafkaLogKey.partition: "\(keys)", KafkaLogKey.count: "\(commits.count)"])
+    }
+
+    /// Stops taking from `keys`: their partition queues are released.
+    private func forget(_ keys: [KafkaPartitionKey]) {
+        let revoked = Set(keys)
+        for partition in self.partitions where revoked.contains(partition.key) { rd_kafka_queue_destroy(partition.queue) }
+        self.partitions.removeAll { revoked.contains($0.key) }
+        self.rotation = 0
     }
 
     private func report(_ failure: OpaquePointer, _ what: String) {

@@ -23,6 +23,9 @@ final class RDKafkaContext {
     var onCommit: ((rd_kafka_resp_err_t, UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> Void)?
     /// Errors librdkafka reports (`fatal`: the client cannot go on).
     var onError: ((rd_kafka_resp_err_t, String, Bool) -> Void)?
+    /// librdkafka's statistics JSON, every `statistics.interval.ms` (only if set before
+    /// ``makeHandle(_:properties:)`` and that property is set).
+    var onStatistics: ((UnsafeBufferPointer<CChar>) -> Void)?
 
     init(logger: Logger) {
         self.logger = logger
@@ -54,6 +57,14 @@ final class RDKafkaContext {
                 return
             }
             context.onError?(code, reason.map { String(cString: $0) } ?? "", false)
+        }
+        if self.onStatistics != nil {
+            rd_kafka_conf_set_stats_cb(conf) { _, json, length, opaque in
+                guard let json, let context = RDKafkaContext.context(opaque) else { return 0 }
+                context.onStatistics?(UnsafeBufferPointer(start: json, count: length))
+                // 0: librdkafka frees the JSON.
+                return 0
+            }
         }
         if type == RD_KAFKA_PRODUCER {
             rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
