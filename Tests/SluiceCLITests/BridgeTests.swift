@@ -31,11 +31,11 @@ struct BridgeTests {
         let payloads = (0..<800).map { "order-\($0)" }
         let (source, name, client) = try await self.queue("bridge-kafka", holding: payloads)
         let (sink, _) = try await Brokers.kafkaTopic("bridge")
-        let result = try await sluice(["bridge", source, sink, "--count", "800", "--batch", "100"])
+        let result = try await sluiceIO(["bridge", source, sink, "--count", "800", "--batch", "100"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("bridged 800 in "), "\(result.output)")
         #expect(try await client.readyCount(name) == 0, "every message was acknowledged")
-        let back = try await sluice(["tail", sink, "--count", "800", "--format", "json"])
+        let back = try await sluiceIO(["tail", sink, "--count", "800", "--format", "json"])
         #expect(back.status == 0, "\(back.error)")
         let received = try jsonPayloads(back.output)
         #expect(received.count == 800)
@@ -50,13 +50,13 @@ struct BridgeTests {
         defer { _ = try? runRedis(base, ["DEL", key]) }
         let (source, _) = try await Brokers.kafkaTopic("bridge-source")
         let payloads = (0..<1000).map { "event-\($0)" }
-        let produced = try await sluice(["produce", source], input: Data(payloads.joined(separator: "\n").utf8))
+        let produced = try await sluiceIO(["produce", source], input: Data(payloads.joined(separator: "\n").utf8))
         #expect(produced.status == 0, "\(produced.error)")
-        let result = try await sluice(["bridge", source, "\(base)/0?key=\(key)&mode=stream", "--count", "1000"])
+        let result = try await sluiceIO(["bridge", source, "\(base)/0?key=\(key)&mode=stream", "--count", "1000"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("bridged 1000 in "), "\(result.output)")
         #expect(try await redisCount(base, key, command: "XLEN") == 1000)
-        let back = try await sluice(["tail", "\(base)/0?key=\(key)&mode=stream&group=check", "--count", "1000", "--format", "json"])
+        let back = try await sluiceIO(["tail", "\(base)/0?key=\(key)&mode=stream&group=check", "--count", "1000", "--format", "json"])
         #expect(back.status == 0, "\(back.error)")
         let received = try jsonPayloads(back.output)
         #expect(received.count == 1000)
@@ -69,15 +69,15 @@ struct BridgeTests {
         let base = try redisURL()
         let key = Brokers.unique("bridge-wrongtype")
         defer { _ = try? runRedis(base, ["DEL", key]) }
-        _ = try await redisCLI(base, ["SET", key, "not a list"])
+        _ = try await redisIO(base, ["SET", key, "not a list"])
         let (source, name, client) = try await self.queue("bridge-fail", holding: (0..<200).map { "kept-\($0)" })
-        let result = try await sluice(["bridge", source, "\(base)/0?key=\(key)&mode=list"])
+        let result = try await sluiceIO(["bridge", source, "\(base)/0?key=\(key)&mode=list"])
         #expect(result.status == 1, "\(result.status) \(result.error)")
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
         #expect(result.error.contains("not acknowledged"), "\(result.error)")
         #expect(result.output.hasPrefix("bridged 0 in "), "\(result.output)")
         #expect(try await client.readyCount(name) == 200)
-        #expect(try await redisCLI(base, ["GET", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "not a list")
+        #expect(try await redisIO(base, ["GET", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "not a list")
         try await client.delete(queue: name)
         await client.close()
     }
@@ -85,7 +85,7 @@ struct BridgeTests {
     /// A sink that cannot be reached fails before anything is read.
     @Test func anUnreachableSinkFailsBeforeReading() async throws {
         let (source, name, client) = try await self.queue("bridge-unreachable", holding: (0..<50).map { "kept-\($0)" })
-        let result = try await sluice(["bridge", source, "redis://:sekrit-pw@127.0.0.1:1/0?key=k"])
+        let result = try await sluiceIO(["bridge", source, "redis://:sekrit-pw@127.0.0.1:1/0?key=k"])
         #expect(result.status == 1)
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
         #expect(result.error.contains("cannot connect"), "\(result.error)")

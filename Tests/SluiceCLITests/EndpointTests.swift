@@ -13,8 +13,9 @@ import Testing
 import Glibc
 #endif
 
-/// Runs `sluice` off the pool with `input` on its standard input.
-func sluice(_ arguments: [String], input: Data) async throws -> (status: Int32, output: String, error: String) {
+/// Runs `sluice` off the pool with `input` on its standard input, reading its output while it
+/// runs (so an output larger than a pipe holds cannot stall it).
+func sluiceIO(_ arguments: [String], input: Data = Data()) async throws -> (status: Int32, output: String, error: String) {
     try await offPool {
         let process = Process()
         process.executableURL = sluiceExecutable()
@@ -36,6 +37,23 @@ func sluice(_ arguments: [String], input: Data) async throws -> (status: Int32, 
         let err = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, out, err)
+    }
+}
+
+/// Runs a Redis command with redis-cli off the pool, reading its output while it runs (a long
+/// reply cannot stall it).
+func redisIO(_ url: String, _ command: [String]) async throws -> String {
+    try await offPool {
+        let components = URLComponents(string: url)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        process.arguments = ["-h", components?.host ?? "127.0.0.1", "-p", "\(components?.port ?? 6379)"] + command
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return text
     }
 }
 
@@ -93,7 +111,7 @@ func jsonPayloads(_ output: String) throws -> [String] {
 struct EndpointTests {
     @Test func stdinToStdoutCopiesEveryLine() async throws {
         let lines = (0..<5000).map { "line \($0) ✓" }
-        let result = try await sluice(["bridge", "stdin:", "stdout:"], input: Data((lines.joined(separator: "\n") + "\n").utf8))
+        let result = try await sluiceIO(["bridge", "stdin:", "stdout:"], input: Data((lines.joined(separator: "\n") + "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         let printed = result.output.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         // The summary line is last, after the copied lines.
@@ -112,21 +130,21 @@ struct EndpointTests {
         let lines = (0..<60_000).map { "record-\($0)-" + String(repeating: "z", count: $0 % 40) }
         try Data((lines.joined(separator: "\r\n")).utf8).write(to: URL(fileURLWithPath: source))
         try Data("before\n".utf8).write(to: URL(fileURLWithPath: sink))
-        let result = try await sluice(["bridge", "file:\(source)", "file:\(sink)"])
+        let result = try await sluiceIO(["bridge", "file:\(source)", "file:\(sink)"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("bridged 60000 in "), "\(result.output)")
         let written = try String(contentsOfFile: sink, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(written == ["before"] + lines)
-        let tail = try await sluice(["tail", "file:\(source)", "--count", "3"])
+        let tail = try await sluiceIO(["tail", "file:\(source)", "--count", "3"])
         #expect(tail.status == 0, "\(tail.error)")
         #expect(tail.output == "line=1\trecord-0-\nline=2\trecord-1-z\nline=3\trecord-2-zz\n")
     }
 
     @Test func drainReadsStdin() async throws {
-        let result = try await sluice(["drain", "stdin:", "--count", "100"], input: Data((0..<150).map { "\($0)\n" }.joined().utf8))
+        let result = try await sluiceIO(["drain", "stdin:", "--count", "100"], input: Data((0..<150).map { "\($0)\n" }.joined().utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("drained 100 in "), "\(result.output)")
-        let short = try await sluice(["drain", "stdin:", "--count", "100"], input: Data("a\nb\n".utf8))
+        let short = try await sluiceIO(["drain", "stdin:", "--count", "100"], input: Data("a\nb\n".utf8))
         #expect(short.status != 0)
         #expect(short.output.hasPrefix("drained 2 in "), "\(short.output)")
     }
@@ -146,7 +164,7 @@ struct EndpointTests {
             (["produce", "kafka://127.0.0.1:19092"], "invalid Kafka URL"),
         ]
         for (arguments, expected) in cases {
-            let result = try await sluice(arguments, input: Data())
+            let result = try await sluiceIO(arguments, input: Data())
             #expect(result.status == 1, "\(arguments): \(result.status) \(result.error)")
             #expect(result.error.split(separator: "\n").count == 1, "\(arguments): \(result.error)")
             #expect(result.error.contains(expected), "\(arguments): \(result.error)")
@@ -167,7 +185,7 @@ struct EndpointTests {
             ["bridge", "stdin:", "redis://u:\(secret)@127.0.0.1:1/0?key=k"],
         ]
         for arguments in cases {
-            let result = try await sluice(arguments, input: Data("x\n".utf8))
+            let result = try await sluiceIO(arguments, input: Data("x\n".utf8))
             #expect(result.status == 1, "\(arguments.prefix(2)): \(result.status) \(result.error)")
             #expect(result.error.split(separator: "\n").count == 1, "\(arguments.prefix(2)): \(result.error)")
             #expect(!(result.output + result.error).contains(String(secret.prefix(7))), "a secret was printed: \(result.error)")
@@ -176,7 +194,7 @@ struct EndpointTests {
 
     @Test func everySubcommandsHelpShowsAnExample() async throws {
         for command in ["drain", "tail", "produce", "bridge", "wordcount"] {
-            let result = try await sluice([command, "--help"])
+            let result = try await sluiceIO([command, "--help"])
             #expect(result.status == 0)
             #expect(result.output.contains("sluice \(command) "), "\(command) --help has no example: \(result.output)")
         }

@@ -19,20 +19,20 @@ struct ProduceTests {
         let key = Brokers.unique("produce")
         defer { _ = try? runRedis(base, ["DEL", key]) }
         let lines = (0..<3000).map { "line-\($0) with spaces" }
-        let result = try await sluice(["produce", "\(base)/0?key=\(key)", "--batch", "100"], input: Data(lines.joined(separator: "\n").utf8))
+        let result = try await sluiceIO(["produce", "\(base)/0?key=\(key)", "--batch", "100"], input: Data(lines.joined(separator: "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 3000 in "), "\(result.output)")
         #expect(result.output.hasSuffix("msg/s)\n"))
-        #expect(try await redisCLI(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init) == lines)
+        #expect(try await redisIO(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init) == lines)
     }
 
     @Test func linesGoIntoKafkaAndComeBack() async throws {
         let (url, _) = try await Brokers.kafkaTopic("produce")
         let lines = (0..<500).map { "kafka line \($0)" }
-        let result = try await sluice(["produce", url], input: Data((lines.joined(separator: "\n") + "\n").utf8))
+        let result = try await sluiceIO(["produce", url], input: Data((lines.joined(separator: "\n") + "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 500 in "), "\(result.output)")
-        let back = try await sluice(["tail", url, "--count", "500", "--format", "json"])
+        let back = try await sluiceIO(["tail", url, "--count", "500", "--format", "json"])
         #expect(back.status == 0, "\(back.error)")
         #expect(try jsonPayloads(back.output) == lines)
     }
@@ -46,11 +46,11 @@ struct ProduceTests {
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
         let lines = (0..<400).map { "rabbit line \($0)" }
-        let result = try await sluice(["produce", "\(base)?queue=\(queue)"], input: Data(lines.joined(separator: "\n").utf8))
+        let result = try await sluiceIO(["produce", "\(base)?queue=\(queue)"], input: Data(lines.joined(separator: "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 400 in "), "\(result.output)")
         #expect(try await client.readyCount(queue) == 400)
-        let back = try await sluice(["drain", "\(base)?queue=\(queue)", "--count", "400"])
+        let back = try await sluiceIO(["drain", "\(base)?queue=\(queue)", "--count", "400"])
         #expect(back.status == 0, "\(back.error)")
         #expect(try await client.readyCount(queue) == 0)
         try await client.delete(queue: queue)
@@ -61,10 +61,10 @@ struct ProduceTests {
         let base = try redisURL()
         let key = Brokers.unique("generated")
         defer { _ = try? runRedis(base, ["DEL", key]) }
-        let result = try await sluice(["produce", "\(base)/0?key=\(key)", "--count", "2500", "--size", "64"])
+        let result = try await sluiceIO(["produce", "\(base)/0?key=\(key)", "--count", "2500", "--size", "64"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 2500 in "), "\(result.output)")
-        let items = try await redisCLI(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init)
+        let items = try await redisIO(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init)
         #expect(items.count == 2500)
         #expect(items.allSatisfy { $0.utf8.count == 64 })
         #expect(items.first == "1" + String(repeating: "x", count: 63))
@@ -83,13 +83,13 @@ struct ProduceTests {
             (["--size", "10"], "--size needs --count"),
         ]
         for (arguments, expected) in cases {
-            let result = try await sluice(["produce", "redis://127.0.0.1:1/0?key=k"] + arguments, input: Data())
+            let result = try await sluiceIO(["produce", "redis://127.0.0.1:1/0?key=k"] + arguments, input: Data())
             #expect(result.status != 0, "\(arguments)")
             #expect(result.error.hasPrefix("Error: "), "\(arguments): \(result.error)")
             #expect(result.error.contains(expected), "\(arguments): \(result.error)")
         }
         for (command, arguments) in [("tail", ["--count", "0"]), ("bridge", ["stdout:", "--count", "0"]), ("bridge", ["stdout:", "--batch", "-1"]), ("tail", ["--format", "xml"])] {
-            let result = try await sluice([command, "stdin:"] + arguments, input: Data())
+            let result = try await sluiceIO([command, "stdin:"] + arguments, input: Data())
             #expect(result.status != 0, "\(command) \(arguments)")
             #expect(result.error.hasPrefix("Error: "), "\(command) \(arguments): \(result.error)")
         }
