@@ -20,8 +20,8 @@ struct Bridge: AsyncParsableCommand {
             the sink refuses is given back to the source (requeued, or not committed) and ends the \
             bridge with one error line and exit status 1. A sink that cannot be reached fails before \
             anything is read. Without --count the bridge runs until the source ends or SIGINT/SIGTERM, \
-            which drain gracefully (exit status 130 or 143); a second SIGINT stops at once. Ends with \
-            one summary line.
+            which drain gracefully (exit status 130 or 143); a second SIGINT stops at once. Runs over a \
+            second show a live status on stderr (--status). Ends with one summary line.
 
             Example:
               sluice bridge 'amqp://guest:guest@127.0.0.1:5672/?queue=orders' \
@@ -42,7 +42,7 @@ struct Bridge: AsyncParsableCommand {
     func validate() throws { try self.transfer.validate() }
 
     func run() async throws {
-        try await runReportingErrors {
+        try await reportingErrors {
             let sink = try SinkEndpoint(url: self.sink)
             try await sink.connect()
             let outcome = try await withSource(self.source, limit: self.transfer.count, TransferUser(transfer: self.transfer.transfer(name: "bridge"), sink: sink))
@@ -62,6 +62,9 @@ struct TransferOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "The most messages delivered to the sink at once (1 to 100000).")
     var batch: Int = 500
 
+    @Option(help: "The live status of runs longer than a second, on stderr: auto (redrawn in place on a terminal, plain lines otherwise), terminal, lines or off.")
+    var status: StatusOption = .auto
+
     func validate() throws {
         if let count, !(1...1_000_000_000).contains(count) {
             throw ValidationError("invalid --count \(count): it must be from 1 to 1000000000")
@@ -71,7 +74,7 @@ struct TransferOptions: ParsableArguments {
 
     /// The transfer these options describe.
     func transfer(name: String) -> Transfer {
-        Transfer(name: name, count: self.count, batchSize: self.batch, maxDemand: max(self.batch * 2, 10))
+        Transfer(name: name, count: self.count, batchSize: self.batch, maxDemand: max(self.batch * 2, 10), status: self.status.mode)
     }
 }
 
@@ -83,18 +86,5 @@ struct TransferUser: SourceUser {
     func use<Source: PipelineSource>(_ source: Source) async throws -> TransferOutcome where Source.Metadata: MetadataFields {
         let sink = self.sink
         return try await self.transfer.run(source) { batch in try await sink.deliver(&batch) }
-    }
-}
-
-/// Runs `body`; an error other than an exit status prints one redacted line on standard
-/// error and exits with status 1.
-func runReportingErrors(_ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let exit as ExitCode {
-        throw exit
-    } catch {
-        FileHandle.standardError.write(Data("sluice: \(Redaction.redact("\(error)"))\n".utf8))
-        throw ExitCode.failure
     }
 }

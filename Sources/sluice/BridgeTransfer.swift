@@ -66,12 +66,13 @@ struct Transfer {
     /// What the processor asks the source for at once.
     var maxDemand: Int = 1000
 
-    /// Runs the transfer; `started` is called with the pipeline once it was created (for a
-    /// live status), and its result is finished (`finish`) when the transfer ends.
+    /// The live status on standard error (for runs over a second).
+    var status: LiveStatus.Mode = .automatic
+
+    /// Runs the transfer, with the live status drawn meanwhile.
     func run<Source: PipelineSource>(
         _ source: Source,
-        deliver: @escaping @Sendable (inout [Message<Source.Metadata>]) async throws -> Void,
-        started: (Pipeline<Source>) -> (any TransferObserver)? = { _ in nil }
+        deliver: @escaping @Sendable (inout [Message<Source.Metadata>]) async throws -> Void
     ) async throws -> TransferOutcome {
         let target = self.count
         let taken = Atomic<Int>(0)
@@ -107,25 +108,11 @@ struct Transfer {
         }
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
-        let observer = started(pipeline)
+        let sampler = PipelineStatusSampler(pipeline)
+        let status = LiveStatus(title: "sluice \(self.name)", mode: self.status, firstDrawAfter: .seconds(1)) { await sampler.sample() }
         let clock = ContinuousClock()
         let start = clock.now
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await pipeline.run() }
-                group.addTask {
-                    for await _ in stop {}
-                    pipeline.drain()
-                }
-                while try await group.next() != nil {
-                    stopContinuation.finish()
-                }
-            }
-        } catch {
-            await observer?.finish()
-            throw error
-        }
-        await observer?.finish()
+        try await runWithStatus(pipeline, status: status, drainingWhen: stop, stopContinuation)
         return TransferOutcome(
             moved: pipeline.statistics.acknowledged,
             elapsed: clock.now - start,
@@ -133,10 +120,4 @@ struct Transfer {
             failure: failure.withLock { $0 }
         )
     }
-}
-
-/// Something that watches a running transfer (a live status) and is told when it ended.
-protocol TransferObserver {
-    /// The transfer ended: stop watching (and print a last status).
-    func finish() async
 }

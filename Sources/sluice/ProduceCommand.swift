@@ -20,7 +20,8 @@ struct Produce: AsyncParsableCommand {
             (the message number padded with x). Messages go to the sink in batches, and the next batch \
             is read only once the sink confirmed the last (publisher confirms, Kafka delivery \
             reports, Redis replies), so a slow broker slows the producer down. Ends with one line: \
-            produced N in S s (R msg/s). SIGINT/SIGTERM stop reading and finish what was read.
+            produced N in S s (R msg/s). SIGINT/SIGTERM stop reading and finish what was read; \
+            a second SIGINT stops at once. Runs over a second show a live status on stderr (--status).
 
             Examples:
               seq 1000 | sluice produce 'redis://127.0.0.1:6379/0?key=numbers'
@@ -47,7 +48,7 @@ struct Produce: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await runReportingErrors {
+        try await reportingErrors {
             let sink = try SinkEndpoint(url: self.url)
             try await sink.connect()
             let input: LineInput = self.size.map { .generated(count: self.transfer.count ?? 0, size: $0) } ?? .standardInput

@@ -20,7 +20,7 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Move messages from brokers through Sluice pipelines.",
-        subcommands: [Drain.self, Tail.self, Produce.self, Bridge.self, WordCount.self]
+        subcommands: [Demo.self, Drain.self, Tail.self, Produce.self, Bridge.self, WordCount.self]
     )
 
     /// Parses and runs like the argument parser's own `main`, but every message it prints
@@ -47,7 +47,7 @@ struct SluiceCommand: AsyncParsableCommand {
 }
 
 /// `sluice drain URL --count N`: consume and acknowledge N messages, discarding them.
-struct Drain: AsyncParsableCommand {
+struct Drain: AsyncParsableCommand, BrokerSourceUser {
     static let configuration = CommandConfiguration(
         abstract: "Consume and acknowledge N messages from a broker URL through a pipeline, discarding them.",
         discussion: """
@@ -84,6 +84,9 @@ struct Drain: AsyncParsableCommand {
     @Option(help: "A file whose first line is the broker password (instead of a password in the URL).")
     var passwordFile: String?
 
+    @Option(help: "The live status of runs longer than a second, on stderr: auto (redrawn in place on a terminal, plain lines otherwise), terminal, lines or off.")
+    var status: StatusOption = .auto
+
     func validate() throws {
         guard self.count > 0 else { throw ValidationError("invalid --count \(self.count): it must be a whole number of 1 or more") }
         guard (1...1024).contains(self.concurrency) else {
@@ -110,26 +113,26 @@ struct Drain: AsyncParsableCommand {
     }
 
     func run() async throws {
-        do {
+        try await reportingErrors {
             if case .redis = try EndpointScheme(url: self.url) {
-                try await self.drain(RedisSource(configuration: self.redisConfiguration()))
+                try await withBrokerSource(url: self.url, redis: { _ in try self.redisConfiguration() }, self)
             } else {
+                // The other brokers, and stdin: and file:PATH (at most --count lines are read).
                 try await withSource(self.url, limit: self.count, DrainUser(drain: self))
             }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            FileHandle.standardError.write(Data("sluice: \(Redaction.redact("\(error)"))\n".utf8))
-            throw ExitCode.failure
         }
     }
 
-    /// Hands a source of any connector to ``drain(_:)``.
+    /// Hands a source of any endpoint to ``use(_:)``.
     private struct DrainUser: SourceUser {
         let drain: Drain
         func use<Source: PipelineSource>(_ source: Source) async throws {
-            try await self.drain.drain(source)
+            try await self.drain.use(source)
         }
+    }
+
+    func use<Source: PipelineSource>(_ source: Source) async throws {
+        try await self.drain(source)
     }
 
     private func drain<Source: PipelineSource>(_ source: Source) async throws {
@@ -154,20 +157,11 @@ struct Drain: AsyncParsableCommand {
         // SIGINT and SIGTERM drain gracefully: stop reading, finish and settle what was taken.
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
+        let sampler = PipelineStatusSampler(pipeline)
+        let status = LiveStatus(title: "sluice drain", mode: self.status.mode, firstDrawAfter: .seconds(1)) { await sampler.sample() }
         let clock = ContinuousClock()
         let started = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await pipeline.run() }
-            group.addTask {
-                for await _ in reached {}
-                pipeline.drain()
-            }
-            // Whichever ends first (the pipeline, done or failed, or the trigger after draining),
-            // make sure the trigger does not wait for a count that will never come.
-            while try await group.next() != nil {
-                reachedContinuation.finish()
-            }
-        }
+        try await runWithStatus(pipeline, status: status, drainingWhen: reached, reachedContinuation)
         let elapsed = clock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let drained = min(target, taken.load(ordering: .relaxed))

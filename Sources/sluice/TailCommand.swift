@@ -20,7 +20,8 @@ struct Tail: AsyncParsableCommand {
             (newline, carriage return and tab escaped as \\n, \\r, \\t; a payload that is not UTF-8 \
             as base64:…); --format json prints one JSON object per line: {"metadata":{…},"payload":"…"} \
             (or "payload_base64" when the payload is not UTF-8). Without --count it runs until \
-            SIGINT/SIGTERM, which drain gracefully (exit status 130 or 143); a second SIGINT stops at once.
+            SIGINT/SIGTERM, which drain gracefully (exit status 130 or 143); a second SIGINT stops at once. \
+            When stdout is not a terminal, runs over a second show a live status on stderr.
 
             Examples:
               sluice tail 'redis://127.0.0.1:6379/0?key=events&mode=stream' --count 10
@@ -46,8 +47,11 @@ struct Tail: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await runReportingErrors {
-            var transfer = Transfer(name: "tail", count: self.count, batchSize: 100, batchTimeout: .milliseconds(5), maxDemand: 200)
+        try await reportingErrors {
+            // Messages go to stdout; the live status goes to stderr only when stdout is not a
+            // terminal (on one, it would be drawn among the messages).
+            let status: LiveStatus.Mode = isatty(STDOUT_FILENO) == 1 ? .off : .automatic
+            var transfer = Transfer(name: "tail", count: self.count, batchSize: 100, batchTimeout: .milliseconds(5), maxDemand: 200, status: status)
             if let count = self.count { transfer.maxDemand = min(transfer.maxDemand, max(count, 10)) }
             let outcome = try await withSource(self.url, limit: self.count, TailUser(transfer: transfer, format: self.format))
             try outcome.finish(count: self.count)
