@@ -127,6 +127,28 @@ struct TailTests {
         #expect(printed + (try await left()) == 300, "printed \(printed)")
     }
 
+    /// With stdout not a terminal, a run over a second shows the live status on stderr (plain
+    /// lines), and the messages alone on stdout.
+    @Test func showsTheLiveStatusOnStderrWhenStdoutIsNotATerminal() async throws {
+        let base = try redisURL()
+        let key = Brokers.unique("tail-status")
+        defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:status"]) }
+        _ = try await redisIO(base, ["RPUSH", key, "one", "two"])
+        let started = try startSluice(["tail", "\(base)/0?key=\(key)&mode=reliable&consumer=status"])
+        let output = started.output.fileHandleForReading
+        let reading = Task { try await offPool { output.readDataToEndOfFile() } }
+        try await pause(milliseconds: 2500)
+        kill(started.process.processIdentifier, SIGTERM)
+        let printed = String(decoding: try await reading.value, as: UTF8.self)
+        try await exited(started)
+        #expect(started.process.terminationStatus == 143)
+        #expect(printed == "key=\(key)\tone\nkey=\(key)\ttwo\n")
+        let error = String(decoding: started.error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(error.contains("sluice tail"), "\(error)")
+        #expect(error.contains("processed 2"), "\(error)")
+        #expect(!error.contains("\u{1B}["), "plain lines, not redrawn: \(error)")
+    }
+
     /// The first SIGINT drains (waiting here for a write nobody reads); a second one stops at
     /// once with status 130.
     @Test func aSecondSIGINTStopsAtOnce() async throws {
