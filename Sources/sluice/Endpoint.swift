@@ -57,7 +57,9 @@ enum Redaction {
     /// replaced by `***`.
     static func redact(_ text: String) -> String {
         let redacted = RedisConfiguration.redacting(text)
-        // Kafka's secret librdkafka properties (sasl.oauthbearer.client.secret, ssl.key.pem, …).
+        // Kafka's secret librdkafka properties (sasl.oauthbearer.client.secret, ssl.key.pem, …):
+        // the same scan as RedisConfiguration.redacting's for `password` parameters, with the
+        // names KafkaConfiguration.isSecret knows (both are internal to their modules).
         var output = ""
         var name = ""
         var skipping = false

@@ -14,22 +14,9 @@ import Testing
 /// the source's messages unacknowledged.
 @Suite("sluice bridge", .serialized, .timeLimit(.minutes(1)))
 struct BridgeTests {
-    /// A new RabbitMQ queue holding `payloads`, and its client.
-    private func queue(_ purpose: String, holding payloads: [String]) async throws -> (url: String, name: String, client: RabbitMQClient) {
-        let base = try Brokers.rabbitMQ()
-        let queue = Brokers.unique(purpose)
-        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
-        configuration.topology.declare = true
-        configuration.topology.durable = false
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
-        try await client.publish(payloads.map { Array($0.utf8) })
-        return ("\(base)?queue=\(queue)", queue, client)
-    }
-
     @Test func rabbitMQToKafkaLosesNothing() async throws {
         let payloads = (0..<800).map { "order-\($0)" }
-        let (source, name, client) = try await self.queue("bridge-kafka", holding: payloads)
+        let (source, name, client) = try await Brokers.rabbitQueue("bridge-kafka", holding: payloads)
         let (sink, _) = try await Brokers.kafkaTopic("bridge")
         let result = try await sluiceIO(["bridge", source, sink, "--count", "800", "--batch", "100"])
         #expect(result.status == 0, "\(result.error)")
@@ -69,22 +56,22 @@ struct BridgeTests {
         let base = try redisURL()
         let key = Brokers.unique("bridge-wrongtype")
         defer { _ = try? runRedis(base, ["DEL", key]) }
-        _ = try await redisIO(base, ["SET", key, "not a list"])
-        let (source, name, client) = try await self.queue("bridge-fail", holding: (0..<200).map { "kept-\($0)" })
+        _ = try await redisCLI(base, ["SET", key, "not a list"])
+        let (source, name, client) = try await Brokers.rabbitQueue("bridge-fail", holding: (0..<200).map { "kept-\($0)" })
         let result = try await sluiceIO(["bridge", source, "\(base)/0?key=\(key)&mode=list"])
         #expect(result.status == 1, "\(result.status) \(result.error)")
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
         #expect(result.error.contains("not acknowledged"), "\(result.error)")
         #expect(result.output.hasPrefix("bridged 0 in "), "\(result.output)")
         #expect(try await client.readyCount(name) == 200)
-        #expect(try await redisIO(base, ["GET", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "not a list")
+        #expect(try await redisCLI(base, ["GET", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "not a list")
         try await client.delete(queue: name)
         await client.close()
     }
 
     /// A sink that cannot be reached fails before anything is read.
     @Test func anUnreachableSinkFailsBeforeReading() async throws {
-        let (source, name, client) = try await self.queue("bridge-unreachable", holding: (0..<50).map { "kept-\($0)" })
+        let (source, name, client) = try await Brokers.rabbitQueue("bridge-unreachable", holding: (0..<50).map { "kept-\($0)" })
         let result = try await sluiceIO(["bridge", source, "redis://:sekrit-pw@127.0.0.1:1/0?key=k"])
         #expect(result.status == 1)
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import SluiceRabbitMQ
 import Testing
 
 #if canImport(Glibc)
@@ -40,23 +41,6 @@ func sluiceIO(_ arguments: [String], input: Data = Data()) async throws -> (stat
     }
 }
 
-/// Runs a Redis command with redis-cli off the pool, reading its output while it runs (a long
-/// reply cannot stall it).
-func redisIO(_ url: String, _ command: [String]) async throws -> String {
-    try await offPool {
-        let components = URLComponents(string: url)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        process.arguments = ["-h", components?.host ?? "127.0.0.1", "-p", "\(components?.port ?? 6379)"] + command
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return text
-    }
-}
-
 /// The shared brokers' addresses from `scripts/brokers env`; a missing one fails the test.
 enum Brokers {
     static func variable(_ name: String) throws -> String {
@@ -87,6 +71,19 @@ enum Brokers {
             process.waitUntilExit()
             guard process.terminationStatus == 0 else { throw CLITestFailure("tansu topic create \(topic) failed") }
         }
+    }
+
+    /// A new RabbitMQ queue (not durable) holding `payloads`, its URL and a client for it.
+    static func rabbitQueue(_ purpose: String, holding payloads: [String] = []) async throws -> (url: String, name: String, client: RabbitMQClient) {
+        let base = try self.rabbitMQ()
+        let queue = self.unique(purpose)
+        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
+        configuration.topology.declare = true
+        configuration.topology.durable = false
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        if !payloads.isEmpty { try await client.publish(payloads.map { Array($0.utf8) }) }
+        return ("\(base)?queue=\(queue)", queue, client)
     }
 
     /// A Kafka URL of a new topic, read from the start by a new group.

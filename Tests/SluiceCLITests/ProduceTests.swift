@@ -23,7 +23,7 @@ struct ProduceTests {
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 3000 in "), "\(result.output)")
         #expect(result.output.hasSuffix("msg/s)\n"))
-        #expect(try await redisIO(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init) == lines)
+        #expect(try await redisCLI(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init) == lines)
     }
 
     @Test func linesGoIntoKafkaAndComeBack() async throws {
@@ -38,19 +38,13 @@ struct ProduceTests {
     }
 
     @Test func linesGoIntoRabbitMQAndComeBack() async throws {
-        let base = try Brokers.rabbitMQ()
-        let queue = Brokers.unique("produce")
-        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
-        configuration.topology.declare = true
-        configuration.topology.durable = false
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
+        let (url, queue, client) = try await Brokers.rabbitQueue("produce")
         let lines = (0..<400).map { "rabbit line \($0)" }
-        let result = try await sluiceIO(["produce", "\(base)?queue=\(queue)"], input: Data(lines.joined(separator: "\n").utf8))
+        let result = try await sluiceIO(["produce", url], input: Data(lines.joined(separator: "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 400 in "), "\(result.output)")
         #expect(try await client.readyCount(queue) == 400)
-        let back = try await sluiceIO(["drain", "\(base)?queue=\(queue)", "--count", "400"])
+        let back = try await sluiceIO(["drain", url, "--count", "400"])
         #expect(back.status == 0, "\(back.error)")
         #expect(try await client.readyCount(queue) == 0)
         try await client.delete(queue: queue)
@@ -64,7 +58,7 @@ struct ProduceTests {
         let result = try await sluiceIO(["produce", "\(base)/0?key=\(key)", "--count", "2500", "--size", "64"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 2500 in "), "\(result.output)")
-        let items = try await redisIO(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init)
+        let items = try await redisCLI(base, ["LRANGE", key, "0", "-1"]).split(separator: "\n").map(String.init)
         #expect(items.count == 2500)
         #expect(items.allSatisfy { $0.utf8.count == 64 })
         #expect(items.first == "1" + String(repeating: "x", count: 63))

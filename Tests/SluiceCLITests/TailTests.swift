@@ -16,7 +16,7 @@ import Glibc
 
 /// The length of a Redis list (or stream, with `XLEN`).
 func redisCount(_ base: String, _ key: String, command: String = "LLEN") async throws -> Int {
-    Int(try await redisIO(base, [command, key]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    Int(try await redisCLI(base, [command, key]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
 }
 
 /// `sluice tail` against Redis, RabbitMQ and Kafka: text and JSON lines with metadata,
@@ -27,7 +27,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-text")
         defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:tailer"]) }
-        _ = try await redisIO(base, ["RPUSH", key] + (0..<50).map { "item \($0)" })
+        _ = try await redisCLI(base, ["RPUSH", key] + (0..<50).map { "item \($0)" })
         let result = try await sluiceIO(["tail", "\(base)/0?key=\(key)&mode=reliable&consumer=tailer", "--count", "50"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.split(separator: "\n").map(String.init) == (0..<50).map { "key=\(key)\titem \($0)" })
@@ -39,7 +39,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-json")
         defer { _ = try? runRedis(base, ["DEL", key]) }
-        _ = try await redisIO(base, ["EVAL", "for i = 1, 20 do redis.call('XADD', KEYS[1], '*', 'payload', 'entry \"' .. i .. '\"') end return 1", "1", key])
+        _ = try await redisCLI(base, ["EVAL", "for i = 1, 20 do redis.call('XADD', KEYS[1], '*', 'payload', 'entry \"' .. i .. '\"') end return 1", "1", key])
         let result = try await sluiceIO(["tail", "\(base)/0?key=\(key)&mode=stream", "--count", "20", "--format", "json"])
         #expect(result.status == 0, "\(result.error)")
         #expect(try jsonPayloads(result.output) == (1...20).map { "entry \"\($0)\"" })
@@ -48,7 +48,7 @@ struct TailTests {
         #expect(metadata?["key"] as? String == key)
         #expect((metadata?["id"] as? String)?.contains("-") == true)
         #expect(metadata?["deliveries"] as? Int == 1)
-        let pending = try await redisIO(base, ["XPENDING", key, "sluice"]).split(separator: "\n").first.map(String.init)
+        let pending = try await redisCLI(base, ["XPENDING", key, "sluice"]).split(separator: "\n").first.map(String.init)
         #expect(pending == "0", "every entry was acknowledged")
     }
 
@@ -56,7 +56,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-binary")
         defer { _ = try? runRedis(base, ["DEL", key]) }
-        _ = try await redisIO(base, ["EVAL", "redis.call('RPUSH', KEYS[1], '\\255\\254ok') return 1", "1", key])
+        _ = try await redisCLI(base, ["EVAL", "redis.call('RPUSH', KEYS[1], '\\255\\254ok') return 1", "1", key])
         let json = try await sluiceIO(["tail", "\(base)/0?key=\(key)&mode=list", "--count", "1", "--format", "json"])
         #expect(json.status == 0, "\(json.error)")
         #expect(json.output.contains("\"payload_base64\":\"\(Data([0xFF, 0xFE, 0x6F, 0x6B]).base64EncodedString())\""), "\(json.output)")
@@ -64,14 +64,8 @@ struct TailTests {
 
     @Test func printsRabbitMQMessagesWithTheirMetadata() async throws {
         let base = try Brokers.rabbitMQ()
-        let queue = Brokers.unique("tail")
-        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
-        configuration.topology.declare = true
-        configuration.topology.durable = false
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
-        try await client.publish((0..<30).map { Array("rabbit-\($0)".utf8) })
-        let result = try await sluiceIO(["tail", "\(base)?queue=\(queue)", "--count", "30", "--format", "json"])
+        let (url, queue, client) = try await Brokers.rabbitQueue("tail", holding: (0..<30).map { "rabbit-\($0)" })
+        let result = try await sluiceIO(["tail", url, "--count", "30", "--format", "json"])
         #expect(result.status == 0, "\(result.error)")
         #expect(try jsonPayloads(result.output) == (0..<30).map { "rabbit-\($0)" })
         #expect(result.output.contains("\"routing_key\":\"\(queue)\""))
@@ -103,7 +97,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-ack")
         defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:acker"]) }
-        _ = try await redisIO(base, ["EVAL", "for i = 1, 300 do redis.call('RPUSH', KEYS[1], string.rep('a', 3999)) end return 1", "1", key])
+        _ = try await redisCLI(base, ["EVAL", "for i = 1, 300 do redis.call('RPUSH', KEYS[1], string.rep('a', 3999)) end return 1", "1", key])
         let started = try startSluice(["tail", "\(base)/0?key=\(key)&mode=reliable&consumer=acker&batch=10"])
         func left() async throws -> Int {
             try await redisCount(base, key) + redisCount(base, "\(key):processing:acker")
@@ -133,7 +127,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-status")
         defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:status"]) }
-        _ = try await redisIO(base, ["RPUSH", key, "one", "two"])
+        _ = try await redisCLI(base, ["RPUSH", key, "one", "two"])
         let started = try startSluice(["tail", "\(base)/0?key=\(key)&mode=reliable&consumer=status"])
         let output = started.output.fileHandleForReading
         let reading = Task { try await offPool { output.readDataToEndOfFile() } }
@@ -155,7 +149,7 @@ struct TailTests {
         let base = try redisURL()
         let key = Brokers.unique("tail-sigint")
         defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:stuck"]) }
-        _ = try await redisIO(base, ["EVAL", "for i = 1, 100 do redis.call('RPUSH', KEYS[1], string.rep('b', 3999)) end return 1", "1", key])
+        _ = try await redisCLI(base, ["EVAL", "for i = 1, 100 do redis.call('RPUSH', KEYS[1], string.rep('b', 3999)) end return 1", "1", key])
         let started = try startSluice(["tail", "\(base)/0?key=\(key)&mode=reliable&consumer=stuck"])
         try await pause(milliseconds: 1000)
         kill(started.process.processIdentifier, SIGINT)
