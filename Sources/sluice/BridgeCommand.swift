@@ -24,7 +24,7 @@ struct Bridge: AsyncParsableCommand {
             second show a live status on stderr (--status). Ends with one summary line.
 
             Example:
-              sluice bridge 'amqp://guest:guest@127.0.0.1:5672/?queue=orders' \
+              sluice bridge 'amqp://127.0.0.1:5672/?queue=orders' \
             'kafka://127.0.0.1:9092/orders?group=bridge' --count 1000
 
             \(EndpointHelp.urls)

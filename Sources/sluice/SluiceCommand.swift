@@ -64,7 +64,7 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
 
             Examples:
               sluice drain 'redis://127.0.0.1:6379/0?key=jobs&mode=reliable' --count 1000
-              sluice drain 'amqp://guest:guest@127.0.0.1:5672/?queue=orders' --count 100
+              sluice drain 'amqp://127.0.0.1:5672/?queue=orders' --count 100
             """
     )
 

@@ -194,6 +194,9 @@ struct EndpointTests {
             let result = try await sluiceIO([command, "--help"])
             #expect(result.status == 0)
             #expect(result.output.contains("sluice \(command) "), "\(command) --help has no example: \(result.output)")
+            // An example is runnable as shown: no redacted password in it.
+            let examples = result.output.split(separator: "\n").filter { $0.hasPrefix("  sluice ") }
+            #expect(!examples.isEmpty && examples.allSatisfy { !$0.contains("***") }, "\(command): \(examples)")
         }
     }
 }
