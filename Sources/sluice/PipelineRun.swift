@@ -14,14 +14,14 @@ import SluiceRabbitMQ
 import SluiceRedis
 
 /// Runs a command's body: an error other than an exit code becomes one line on stderr
-/// (passwords redacted) and exit status 1.
+/// (passwords and secrets redacted, ``Redaction/redact(_:)``) and exit status 1.
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let exit as ExitCode {
         throw exit
     } catch {
-        FileHandle.standardError.write(Data("sluice: \(RedisConfiguration.redacting("\(error)"))\n".utf8))
+        FileHandle.standardError.write(Data("sluice: \(Redaction.redact("\(error)"))\n".utf8))
         throw ExitCode.failure
     }
 }

@@ -20,12 +20,12 @@ struct SluiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Move messages from brokers through Sluice pipelines.",
-        subcommands: [Demo.self, Drain.self, WordCount.self]
+        subcommands: [Demo.self, Drain.self, Tail.self, Produce.self, Bridge.self, WordCount.self]
     )
 
     /// Parses and runs like the argument parser's own `main`, but every message it prints
     /// (usage errors such as "Unexpected argument" repeat what was typed) goes through
-    /// ``RedisConfiguration/redacting(_:)``, so that no password in a URL is ever printed.
+    /// ``Redaction/redact(_:)``, so that no password or secret in a URL is ever printed.
     static func main() async {
         do {
             var command = try Self.parseAsRoot()
@@ -36,7 +36,7 @@ struct SluiceCommand: AsyncParsableCommand {
             }
         } catch {
             let code = Self.exitCode(for: error)
-            let message = RedisConfiguration.redacting(Self.fullMessage(for: error))
+            let message = Redaction.redact(Self.fullMessage(for: error))
             if !message.isEmpty {
                 let stream = code == .success ? FileHandle.standardOutput : FileHandle.standardError
                 stream.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
@@ -59,7 +59,12 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
             messages taken beyond N are not committed. SIGINT or SIGTERM drains gracefully: reading stops, what \
             was taken is handled and settled (or given back to the head of the list, in order), the summary line \
             is printed, and the exit status is 130 or 143. Passwords never appear in output; keep one out of the \
-            URL (and `ps`) with --password-file or the URL parameter password_env=VARIABLE.
+            URL (and `ps`) with --password-file or the URL parameter password_env=VARIABLE. stdin: and \
+            file:PATH drain lines.
+
+            Examples:
+              sluice drain 'redis://127.0.0.1:6379/0?key=jobs&mode=reliable' --count 1000
+              sluice drain 'amqp://127.0.0.1:5672/?queue=orders' --count 100
             """
     )
 
@@ -109,7 +114,20 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
 
     func run() async throws {
         try await reportingErrors {
-            try await withBrokerSource(url: self.url, redis: { _ in try self.redisConfiguration() }, self)
+            if case .redis = try EndpointScheme(url: self.url) {
+                try await withBrokerSource(url: self.url, redis: { _ in try self.redisConfiguration() }, self)
+            } else {
+                // The other brokers, and stdin: and file:PATH (at most --count lines are read).
+                try await withSource(self.url, limit: self.count, DrainUser(drain: self))
+            }
+        }
+    }
+
+    /// Hands a source of any endpoint to ``use(_:)``.
+    private struct DrainUser: SourceUser {
+        let drain: Drain
+        func use<Source: PipelineSource>(_ source: Source) async throws {
+            try await self.drain.use(source)
         }
     }
 
@@ -154,7 +172,8 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
 }
 
 /// Catches SIGINT and SIGTERM while a drain runs: the first one calls `onSignal` (once) and is
-/// remembered for the exit status (128 + the signal: 130, 143).
+/// remembered for the exit status (128 + the signal: 130, 143); a second SIGINT ends the
+/// process at once with status 130 (the broker delivers what was not settled again).
 final class DrainSignals {
     /// The first signal caught (0: none), shared with the handlers.
     private final class First: Sendable {
@@ -172,7 +191,14 @@ final class DrainSignals {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                if first.number.compareExchange(expected: 0, desired: number, ordering: .relaxed).exchanged { onSignal() }
+                if first.number.compareExchange(expected: 0, desired: number, ordering: .relaxed).exchanged {
+                    onSignal()
+                } else if number == SIGINT {
+                    // A second SIGINT: stop at once, without waiting for the drain.
+                    let line = Array("sluice: stopped at once (second SIGINT); what was taken and not settled is delivered again\n".utf8)
+                    _ = line.withUnsafeBytes { Foundation.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                    _exit(130)
+                }
             }
             source.resume()
             sources.append(source)
@@ -198,12 +224,6 @@ final class DrainSignals {
 struct PasswordFileUnreadable: Error, CustomStringConvertible {
     let path: String
     var description: String { "cannot read the password file \(self.path)" }
-}
-
-/// A URL whose scheme no connector handles.
-struct UnsupportedURL: Error, CustomStringConvertible {
-    let scheme: String
-    var description: String { "unsupported URL scheme \"\(self.scheme)\"; supported: redis://, unix://, amqp://, amqps://, kafka://" }
 }
 
 /// The error of messages taken after the count was reached (they are requeued).

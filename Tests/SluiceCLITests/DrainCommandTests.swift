@@ -91,6 +91,8 @@ func runRedis(_ url: String, _ command: [String]) throws -> String {
     let output = Pipe()
     process.standardOutput = output
     try process.run()
+    // Read before waiting: a reply larger than the pipe holds would stall redis-cli otherwise.
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
-    return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return text
 }
