@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import Synchronization
 import Testing
 
 /// The `sluice` executable built next to the test bundle.
@@ -29,10 +30,26 @@ func runSluice(_ arguments: [String]) throws -> (status: Int32, output: String, 
     process.standardOutput = output
     process.standardError = error
     try process.run()
+    let (out, err) = readToEnd(output, error)
     process.waitUntilExit()
-    let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let err = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     return (process.terminationStatus, out, err)
+}
+
+/// Reads a child's standard output and standard error to their ends at the same time (error
+/// on a thread of its own), so that neither pipe can fill up and stall the child while the
+/// other is read; call it before waiting for the child.
+func readToEnd(_ output: Pipe, _ error: Pipe) -> (output: String, error: String) {
+    let errorText = Mutex("")
+    let done = DispatchSemaphore(value: 0)
+    let reader = Thread {
+        let data = error.fileHandleForReading.readDataToEndOfFile()
+        errorText.withLock { $0 = String(decoding: data, as: UTF8.self) }
+        done.signal()
+    }
+    reader.start()
+    let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    done.wait()
+    return (out, errorText.withLock { $0 })
 }
 
 func redisURL() throws -> String {

@@ -69,8 +69,7 @@ func startSluice(_ arguments: [String], environment: [String: String] = [:]) thr
 
 /// Waits for a started `sluice` and returns what it printed.
 func finish(_ started: StartedSluice) -> (status: Int32, output: String, error: String) {
-    let out = String(decoding: started.output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let err = String(decoding: started.error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let (out, err) = readToEnd(started.output, started.error)
     started.process.waitUntilExit()
     return (started.process.terminationStatus, out, err)
 }

@@ -34,8 +34,7 @@ func sluiceIO(_ arguments: [String], input: Data = Data()) async throws -> (stat
             try? stdin.fileHandleForWriting.close()
         }
         writer.start()
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let err = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let (out, err) = readToEnd(output, error)
         process.waitUntilExit()
         return (process.terminationStatus, out, err)
     }
