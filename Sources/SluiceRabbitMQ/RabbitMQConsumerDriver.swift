@@ -114,7 +114,9 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         if let since = self.tracker.deferredSince, ContinuousClock.now - since >= self.configuration.ackDelay {
             self.send(self.tracker.flushDeferred())
         }
-        if more { return .again }
+        // A send that failed gave the connection up: reconnect on the next turn rather than
+        // wait on the socket of the closed one.
+        if more || self.connection == nil { return .again }
         // Wake at least every half heartbeat (librabbitmq sends and checks heartbeats inside
         // its reads), and when deferred acknowledgements fall due.
         var timeout = connection.heartbeat > 0 ? Duration.milliseconds(connection.heartbeat * 500) : Duration.seconds(1)

@@ -42,15 +42,7 @@ struct RabbitMQBrokerRestartTests {
     /// messages of the dead channel are dropped and counted, never sent on the new channel
     /// (which would close it with an unknown delivery tag: a second reconnect); every message
     /// is handled at least once and the queue ends empty.
-    @Test(
-        .disabled(
-            """
-            Intermittent: once in a CI run the source reconnected (generation 2, stale settlements \
-            dropped) and then received nothing for 40 s; it passes alone. Open in issue 15 until the \
-            stall after a kill -9 restart is understood.
-            """
-        )
-    )
+    @Test
     func killedAndRestartedBrokerLosesNothing() async throws {
         try await PrivateRabbitNode.with { node in
             let total = 1000
@@ -76,7 +68,16 @@ struct RabbitMQBrokerRestartTests {
                 try await node.start()
                 try await waitUntil(seconds: 60, "the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
                 restarted.store(true, ordering: .relaxed)
-                try await waitUntil(seconds: 40, "every message handled") { Set(handled.all).count >= total }
+                do {
+                    try await waitUntil(seconds: 40, "every message handled") { Set(handled.all).count >= total }
+                } catch {
+                    let counts = try await node.counts(queue)
+                    let consumers = try await node.control(["list_consumers", "--no-table-headers"])
+                    throw TestFailure(
+                        "\(error); handled \(Set(handled.all).count) of \(total); broker: \(counts.ready) ready, "
+                            + "\(counts.unacknowledged) unacknowledged; consumers: \(consumers)"
+                    )
+                }
                 try await waitUntil("every message acknowledged") {
                     let counts = try await node.counts(queue)
                     return counts.ready == 0 && counts.unacknowledged == 0
