@@ -21,7 +21,15 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
     struct SettleBatch: Sendable {
         var acknowledged: [UInt64] = []
         var rejected: [(tag: UInt64, requeue: Bool)] = []
+        /// The payload bytes of the settled deliveries.
+        var bytes = 0
         var count: Int { self.acknowledged.count + self.rejected.count }
+
+        /// Adds the acknowledgement of `tag` (`requeue` `nil`), or its rejection.
+        mutating func add(_ tag: UInt64, bytes: Int, requeue: Bool? = nil) {
+            if let requeue { self.rejected.append((tag, requeue)) } else { self.acknowledged.append(tag) }
+            self.bytes += bytes
+        }
     }
 
     enum Command: Sendable {
@@ -146,7 +154,6 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         // Acknowledgements go out as a `multiple` ack per quarter of the prefetch (or after
         // the ack delay): a few frames per window for the broker, three quarters kept flowing.
         self.tracker = AckTracker(generation: self.generation, coalescing: self.prefetch / 4)
-        self.session?.channelOpened(generation: self.generation)
         if self.reconnect.connected() || self.generation > 1 {
             self.session?.counters.reconnectCount.add(1, ordering: .relaxed)
             self.logger.info("reconnected to RabbitMQ; topology declared again", metadata: [RabbitMQLogKey.generation: "\(self.generation)"])

@@ -22,10 +22,8 @@ final class RabbitMQSession: Sendable {
     let loop: ConnectionLoop<RabbitMQConsumerDriver>
     let counters = RabbitMQCounters()
 
-    private let deliveries = Mutex(DeliveryBuffer<Message<RabbitMQMetadata>>())
+    private let deliveries: Mutex<DeliveryBuffer<Message<RabbitMQMetadata>>>
     private let stage = Mutex<StageHandle<RabbitMQSourceStage>?>(nil)
-    /// The channel generation deliveries currently come from (0 before the first channel).
-    private let currentGeneration = Atomic<UInt64>(0)
     private let staleMetric: Counter
     private let refusedMetric: Counter
 
@@ -36,6 +34,7 @@ final class RabbitMQSession: Sendable {
         self.configuration = configuration
         self.prefetch = prefetch
         self.logger = logger
+        self.deliveries = Mutex(DeliveryBuffer(prefetch: prefetch))
         let driverLogger = logger
         let dimensions = [("queue", configuration.queue)]
         self.staleMetric = Counter(label: "sluice_amqp_stale_settlements", dimensions: dimensions)
@@ -89,6 +88,9 @@ final class RabbitMQSession: Sendable {
     /// Whether the consumer was cancelled and every delivery was emitted.
     var isDrained: Bool { self.deliveries.withLock { $0.isDrained } }
 
+    /// Deliveries of the current channel not settled yet (at most the prefetch).
+    var unsettled: Int { self.deliveries.withLock { $0.unsettled } }
+
     /// Drain: `basic.cancel`; deliveries that arrived are still handed out as asked.
     func drain() {
         if !self.loop.enqueue(.cancel) { self.finished() }
@@ -111,15 +113,22 @@ final class RabbitMQSession: Sendable {
         guard !settlement.isEmpty else { return }
         var batches: [UInt64: RabbitMQConsumerDriver.SettleBatch] = [:]
         for message in settlement.acknowledged {
-            batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(message.metadata.deliveryTag)
+            let metadata = message.metadata
+            batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: message.payload.count)
         }
         for (message, disposition) in settlement.failed {
-            let tag = message.metadata.deliveryTag
+            let metadata = message.metadata
+            let bytes = message.payload.count
             switch disposition {
-            case .requeue: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, true))
-            case .deadLetter: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, false))
-            default: batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(tag)
+            case .requeue: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes, requeue: true)
+            case .deadLetter: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes, requeue: false)
+            default: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes)
             }
+        }
+        // Their places in the prefetch window are free (the acknowledgements may still be
+        // coalescing, so the broker's count can lag behind; never the other way round).
+        self.deliveries.withLock { buffer in
+            for (generation, batch) in batches { buffer.settled(count: batch.count, bytes: batch.bytes, generation: generation) }
         }
         for (generation, batch) in batches where !self.loop.enqueue(.settle(generation: generation, batch)) {
             self.unsent(batch.count, generation: generation, reason: "the source was already shut down")
@@ -128,23 +137,19 @@ final class RabbitMQSession: Sendable {
 
     // MARK: The connection's side (its thread)
 
-    /// A channel of `generation` started consuming.
-    func channelOpened(generation: UInt64) {
-        self.currentGeneration.store(generation, ordering: .relaxed)
-    }
-
     /// Deliveries arrived.
     func arrived(_ messages: [Message<RabbitMQMetadata>]) {
         guard !messages.isEmpty else { return }
-        if self.deliveries.withLock({ $0.arrived(messages) }) == .notifyStage { self.post(.arrived) }
+        var bytes = 0
+        for message in messages { bytes += message.payload.count }
+        if self.deliveries.withLock({ $0.arrived(messages, bytes: bytes) }) == .notifyStage { self.post(.arrived) }
     }
 
-    /// The channel of `generation` closed: its deliveries not yet emitted are dropped (the
-    /// broker requeued them).
+    /// The channel of `generation` closed: the broker requeued what it left unacknowledged,
+    /// so its deliveries not yet emitted are dropped and the prefetch window is free for the
+    /// next channel (late settlements of this one no longer count in it).
     func channelClosed(generation: UInt64) {
-        let dropped = self.deliveries.withLock { buffer in
-            buffer.removeAll { $0.metadata.channelGeneration == generation }
-        }
+        let dropped = self.deliveries.withLock { $0.channelClosed(next: generation + 1) }
         if dropped > 0 {
             self.logger.debug("dropped deliveries of a closed channel (the broker requeued them)", metadata: [
                 RabbitMQLogKey.count: "\(dropped)", RabbitMQLogKey.generation: "\(generation)",

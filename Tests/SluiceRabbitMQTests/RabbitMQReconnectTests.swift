@@ -35,6 +35,8 @@ struct CapturingSource: PipelineSource {
     }
 
     var counters: RabbitMQCounters? { self.box.acknowledger.withLock { $0?.counters } }
+    /// What the source's read credit counts as delivered and not settled (`nil` before start).
+    var unsettled: Int? { self.box.acknowledger.withLock { $0?.unsettled } }
 }
 
 @Suite("RabbitMQ reconnect", .timeLimit(.minutes(1)))

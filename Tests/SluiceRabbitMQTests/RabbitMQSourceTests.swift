@@ -59,29 +59,38 @@ struct RabbitMQSourceTests {
         let queue = configuration.queue
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
-        try await client.publish(payloads(200))
+        // Enough that the queue cannot empty while rabbitmqctl samples it (about 0.5 s a call;
+        // the handlers take some 500 a second).
+        let total = 2000
+        try await client.publish(payloads(total))
         let handled = Atomic<Int>(0)
-        let pipeline = Pipeline("slow", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+        let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
+        let pipeline = Pipeline("slow", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
             Processors(concurrency: 2, maxDemand: 5) { _ in
                 try await Task.sleep(for: .milliseconds(20))
                 handled.add(1, ordering: .relaxed)
             }
         }
         var samples: [(ready: Int, unacknowledged: Int)] = []
+        var credit: [Int] = []
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("the first messages handled") { handled.load(ordering: .relaxed) >= 5 }
             for _ in 0..<4 {
                 samples.append(try await RabbitControl.counts(queue))
+                credit.append(try #require(source.unsettled))
             }
             pipeline.drain()
             try await group.waitForAll()
         }
         for sample in samples {
             #expect(sample.unacknowledged <= 20, "the broker reports \(sample.unacknowledged) unacknowledged")
-            #expect(sample.ready + sample.unacknowledged + 20 >= 200 - handled.load(ordering: .relaxed))
+            #expect(sample.ready + sample.unacknowledged + 20 >= total - handled.load(ordering: .relaxed))
         }
         #expect(samples.contains { $0.unacknowledged == 20 }, "the window was never full: \(samples)")
+        // The source's read credit sees the same window: never more than the prefetch unsettled
+        // (its count can only run behind the broker's, while acknowledgements coalesce).
+        #expect(credit.allSatisfy { $0 <= 20 } && credit.contains { $0 >= 10 }, "unsettled in the read credit: \(credit)")
         #expect(samples.contains { $0.ready > 0 })
         try await client.delete(queue: configuration.queue)
         await client.close()
