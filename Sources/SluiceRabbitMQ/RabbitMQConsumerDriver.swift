@@ -194,6 +194,10 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
                 """,
                 metadata: [RabbitMQLogKey.error: "\(error)", RabbitMQLogKey.generation: "\(generation)"]
             )
+        } else if error.code == .preconditionFailed {
+            // A 406 channel close while consuming answers a settlement: an unknown delivery tag
+            // (or one settled twice).
+            self.session?.refused(error, generation: generation)
         } else {
             self.logger.warning(
                 "lost the RabbitMQ connection or channel; reconnecting",

@@ -25,6 +25,7 @@ final class RabbitMQSession: Sendable {
     private let deliveries: Mutex<DeliveryBuffer<Message<RabbitMQMetadata>>>
     private let stage = Mutex<StageHandle<RabbitMQSourceStage>?>(nil)
     private let staleMetric: Counter
+    private let unsentMetric: Counter
     private let refusedMetric: Counter
 
     init(configuration: RabbitMQConfiguration, prefetch: Int, logger: Logger) {
@@ -38,7 +39,8 @@ final class RabbitMQSession: Sendable {
         let driverLogger = logger
         let dimensions = [("queue", configuration.queue)]
         self.staleMetric = Counter(label: "sluice_amqp_stale_settlements", dimensions: dimensions)
-        self.refusedMetric = Counter(label: "sluice_amqp_unsent_settlements", dimensions: dimensions)
+        self.unsentMetric = Counter(label: "sluice_amqp_unsent_settlements", dimensions: dimensions)
+        self.refusedMetric = Counter(label: "sluice_amqp_refused_settlements", dimensions: dimensions)
         let box = SessionBox()
         self.loop = ConnectionLoop(name: "sluice-amqp") {
             RabbitMQConsumerDriver(configuration: configuration, prefetch: prefetch, logger: driverLogger, session: box)
@@ -179,10 +181,25 @@ final class RabbitMQSession: Sendable {
     /// Settlements that could not be sent (the connection broke before they went out).
     func unsent(_ count: Int, generation: UInt64, reason: String) {
         self.counters.unsentCount.add(count, ordering: .relaxed)
-        self.refusedMetric.increment(by: Int64(count))
+        self.unsentMetric.increment(by: Int64(count))
         self.logger.warning(
             "settlements were not sent: \(reason); the broker redelivers those messages",
             metadata: [RabbitMQLogKey.count: "\(count)", RabbitMQLogKey.generation: "\(generation)"]
+        )
+    }
+
+    /// The broker refused a settlement of `generation` (an unknown or already settled
+    /// delivery tag) and closed the channel with `error`: counted, and logged as an error
+    /// (something settled a message twice, or one this channel never delivered).
+    func refused(_ error: RabbitMQError, generation: UInt64) {
+        self.counters.refusedCount.add(1, ordering: .relaxed)
+        self.refusedMetric.increment()
+        self.logger.error(
+            """
+            RabbitMQ refused a settlement and closed the channel; the messages it left unacknowledged \
+            are redelivered; reconnecting
+            """,
+            metadata: [RabbitMQLogKey.error: "\(error)", RabbitMQLogKey.generation: "\(generation)"]
         )
     }
 
@@ -197,11 +214,14 @@ package final class RabbitMQCounters: Sendable {
     let staleCount = Atomic<Int>(0)
     let unsentCount = Atomic<Int>(0)
     let reconnectCount = Atomic<Int>(0)
+    let refusedCount = Atomic<Int>(0)
 
     /// Settlements dropped because their channel had closed.
     package var stale: Int { self.staleCount.load(ordering: .relaxed) }
     /// Settlements that could not be sent.
     package var unsent: Int { self.unsentCount.load(ordering: .relaxed) }
+    /// Settlements the broker refused (it closed the channel over them).
+    package var refused: Int { self.refusedCount.load(ordering: .relaxed) }
     /// Channels opened after the first (reconnects).
     package var reconnects: Int { self.reconnectCount.load(ordering: .relaxed) }
 }

@@ -154,6 +154,16 @@ enum RabbitControl {
 
     /// Closes the broker connection that consumes `queue` (no other).
     static func closeConsumerConnection(of queue: String) async throws {
+        try await self.closeConnection(try await self.consumerConnection(of: queue))
+    }
+
+    /// Closes the broker connection named `connection` (from ``consumerConnection(of:)``).
+    static func closeConnection(_ connection: String) async throws {
+        _ = try await self.run(["close_connection", connection, "closed by a Sluice test"])
+    }
+
+    /// The broker's name of the connection that consumes `queue`.
+    static func consumerConnection(of queue: String) async throws -> String {
         let consumers = try await self.run(["list_consumers", "--no-table-headers", "queue_name", "channel_pid"])
         let channels = consumers.split(separator: "\n").compactMap { line -> Substring? in
             let fields = line.split(separator: "\t")
@@ -166,6 +176,6 @@ enum RabbitControl {
             return fields.count == 2 && fields[0] == channel ? fields[1] : nil
         }.first
         guard let connection else { throw TestFailure("no connection for channel \(channel)") }
-        _ = try await self.run(["close_connection", String(connection), "closed by a Sluice test"])
+        return String(connection)
     }
 }
