@@ -65,24 +65,19 @@ struct RabbitMQBrokerRestartTests {
             let queue = configuration.queue
             let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
             let handled = Recorder<String>()
-            let restarted = Atomic<Bool>(false)
-            let logger = Logger(label: "sluice.test.amqp.restart")
-            let pipeline = Pipeline("restart", source: source, configuration: PipelineConfiguration(logger: logger)) {
-                Processors(concurrency: 2, maxDemand: 25) { message in
-                    // Hold the first channel's handlers until the broker is back.
-                    while message.metadata.channelGeneration == 1 && handled.count >= 30 && !restarted.load(ordering: .relaxed) {
-                        try await Task.sleep(for: .milliseconds(5))
-                    }
-                    handled.append(message.text)
-                }
-            }
+            // Hold the first channel's handlers until the broker is back.
+            let restarted = Flag()
+            let pipeline = pipelineHoldingTheFirstChannel(
+                "restart", source: source, logger: Logger(label: "sluice.test.amqp.restart"),
+                maxDemand: 25, holdAfter: 30, release: restarted, handled: handled
+            )
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await pipeline.run() }
                 try await waitUntil("30 handled") { handled.count >= 30 }
                 try await node.kill()
                 try await node.start()
                 try await waitUntil(seconds: 60, "the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
-                restarted.store(true, ordering: .relaxed)
+                restarted.set()
                 do {
                     try await waitUntil(seconds: 40, "every message handled") { Set(handled.all).count >= total }
                 } catch {

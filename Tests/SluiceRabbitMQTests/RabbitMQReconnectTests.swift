@@ -58,22 +58,17 @@ struct RabbitMQReconnectTests {
         try await client.publish(payloads(1000))
         let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
         let handled = Recorder<String>()
-        let reconnected = Atomic<Bool>(false)
-        let pipeline = Pipeline("close", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
-            Processors(concurrency: 2, maxDemand: 25) { message in
-                // Hold the first window's handlers until the channel they came on is gone.
-                while message.metadata.channelGeneration == 1 && handled.count >= 30 && !reconnected.load(ordering: .relaxed) {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                handled.append(message.text)
-            }
-        }
+        // Hold the first window's handlers until the channel they came on is gone.
+        let reconnected = Flag()
+        let pipeline = pipelineHoldingTheFirstChannel(
+            "close", source: source, logger: self.logger, maxDemand: 25, holdAfter: 30, release: reconnected, handled: handled
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("30 handled") { handled.count >= 30 }
             try await RabbitControl.closeConsumerConnection(of: queue)
             try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
-            reconnected.store(true, ordering: .relaxed)
+            reconnected.set()
             try await waitUntil("every message handled") { Set(handled.all).count >= 1000 }
             try await waitUntil("every message acknowledged") {
                 let counts = try await RabbitControl.counts(queue)
@@ -94,31 +89,22 @@ struct RabbitMQReconnectTests {
     /// the channel with 406 PRECONDITION_FAILED) is reported, never swallowed: counted (and a
     /// metric), logged as an error; the source reconnects and nothing is lost.
     @Test func aSettlementTheBrokerRefusesIsReported() async throws {
-        var configuration = try RabbitTestEnvironment.configuration("refused")
-        configuration.reconnectBackoff = .milliseconds(20)
+        let (configuration, client) = try await preloadedQueue("refused", count: 200) { $0.reconnectBackoff = .milliseconds(20) }
         let queue = configuration.queue
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
-        try await client.publish(payloads(200))
         let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
         let handled = Recorder<String>()
-        let forged = Atomic<Bool>(false)
         let (logger, log) = RecordingLogHandler.logger("sluice.test.amqp.refused")
-        let pipeline = Pipeline("refused", source: source, configuration: PipelineConfiguration(logger: logger)) {
-            Processors(concurrency: 2, maxDemand: 10) { message in
-                // Keep the first channel's deliveries unacknowledged until the forged tag went out.
-                while message.metadata.channelGeneration == 1 && handled.count >= 5 && !forged.load(ordering: .relaxed) {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                handled.append(message.text)
-            }
-        }
+        // Keep the first channel's deliveries unacknowledged until the forged tag went out.
+        let forged = Flag()
+        let pipeline = pipelineHoldingTheFirstChannel(
+            "refused", source: source, logger: logger, maxDemand: 10, holdAfter: 5, release: forged, handled: handled
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("5 handled") { handled.count >= 5 }
             let forgedTag = Message(payload: [UInt8](), metadata: RabbitMQMetadata(deliveryTag: 1_000_000, channelGeneration: 1))
             try #require(source.acknowledger).settle(Settlement(acknowledged: [forgedTag]))
-            forged.store(true, ordering: .relaxed)
+            forged.set()
             try await waitUntil("the refusal was reported and the source reconnected") {
                 (source.counters?.refused ?? 0) >= 1 && (source.counters?.reconnects ?? 0) >= 1
             }
@@ -139,10 +125,10 @@ struct RabbitMQReconnectTests {
         await client.close()
     }
 
-    /// The whole configured topology is declared again on reconnect: with the exchange and the
-    /// queue deleted under a running source and then its connection closed, the source
-    /// reconnects and declares exchange, queue and binding again, so messages published to the
-    /// exchange afterwards reach it.
+    /// The whole configured topology is declared again on reconnect: with the exchange and then
+    /// the queue deleted under a running source, the broker cancels its consumer (`basic.cancel`,
+    /// which the client asked for), the source reconnects and declares exchange, queue and
+    /// binding again, so messages published to the exchange afterwards reach it.
     @Test func reconnectDeclaresExchangeQueueAndBindingAgain() async throws {
         var configuration = try RabbitTestEnvironment.configuration("topology")
         let exchange = RabbitTestEnvironment.uniqueName("topology-x")
@@ -162,10 +148,10 @@ struct RabbitMQReconnectTests {
             group.addTask { try await pipeline.run() }
             try await client.publish(payloads(20, prefix: "a"), exchange: exchange, routingKey: "orders.new")
             try await waitUntil("the first messages handled") { Set(handled.all).count >= 20 }
-            // Neither exists when the source reconnects.
-            let connection = try await RabbitControl.consumerConnection(of: queue)
-            try await client.delete(queue: queue, exchange: exchange)
-            try await RabbitControl.closeConnection(connection)
+            // The exchange first (its binding goes with it), then the queue, whose deletion
+            // cancels the consumer: when the source reconnects, neither exists.
+            try await client.delete(queue: RabbitTestEnvironment.uniqueName("none"), exchange: exchange)
+            try await client.delete(queue: queue)
             try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
             try await client.publish(payloads(30, prefix: "b"), exchange: exchange, routingKey: "orders.new")
             try await waitUntil("the messages published after the reconnect handled") {

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import Logging
 import Sluice
 import SluiceRabbitMQ
 import Synchronization
@@ -65,6 +66,50 @@ func waitUntil(seconds: Double = 20, _ what: String, _ condition: @Sendable () a
         try await Task.sleep(for: .milliseconds(20))
     }
     throw TestFailure("timed out after \(seconds) s waiting until \(what)")
+}
+
+/// A flag a test sets and handlers read (shareable, unlike an `Atomic`).
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { self.value.store(true, ordering: .relaxed) }
+    var isSet: Bool { self.value.load(ordering: .relaxed) }
+}
+
+/// A pipeline whose handlers record each message's text, and hold every delivery of the
+/// first channel once `holdAfter` messages were handled, until `release` is set: those stay
+/// unacknowledged on that channel while a test breaks it (their settlements are then stale).
+func pipelineHoldingTheFirstChannel(
+    _ name: String,
+    source: CapturingSource,
+    logger: Logger,
+    maxDemand: Int,
+    holdAfter: Int,
+    release: Flag,
+    handled: Recorder<String>
+) -> Pipeline<CapturingSource> {
+    Pipeline(name, source: source, configuration: PipelineConfiguration(logger: logger)) {
+        Processors(concurrency: 2, maxDemand: maxDemand) { message in
+            while message.metadata.channelGeneration == 1 && handled.count >= holdAfter && !release.isSet {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            handled.append(message.text)
+        }
+    }
+}
+
+/// A configuration for the shared broker (see ``RabbitTestEnvironment/configuration(_:query:)``)
+/// changed by `adjust`, its queue declared and holding `count` messages, and a client on it.
+func preloadedQueue(
+    _ purpose: String,
+    count: Int,
+    _ adjust: (inout RabbitMQConfiguration) -> Void = { _ in }
+) async throws -> (RabbitMQConfiguration, RabbitMQClient) {
+    var configuration = try RabbitTestEnvironment.configuration(purpose)
+    adjust(&configuration)
+    let client = RabbitMQClient(configuration: configuration)
+    try await client.declare(configuration)
+    try await client.publish(payloads(count))
+    return (configuration, client)
 }
 
 /// A thread-safe recorder of what handlers saw.
@@ -154,16 +199,6 @@ enum RabbitControl {
 
     /// Closes the broker connection that consumes `queue` (no other).
     static func closeConsumerConnection(of queue: String) async throws {
-        try await self.closeConnection(try await self.consumerConnection(of: queue))
-    }
-
-    /// Closes the broker connection named `connection` (from ``consumerConnection(of:)``).
-    static func closeConnection(_ connection: String) async throws {
-        _ = try await self.run(["close_connection", connection, "closed by a Sluice test"])
-    }
-
-    /// The broker's name of the connection that consumes `queue`.
-    static func consumerConnection(of queue: String) async throws -> String {
         let consumers = try await self.run(["list_consumers", "--no-table-headers", "queue_name", "channel_pid"])
         let channels = consumers.split(separator: "\n").compactMap { line -> Substring? in
             let fields = line.split(separator: "\t")
@@ -176,6 +211,6 @@ enum RabbitControl {
             return fields.count == 2 && fields[0] == channel ? fields[1] : nil
         }.first
         guard let connection else { throw TestFailure("no connection for channel \(channel)") }
-        return String(connection)
+        _ = try await self.run(["close_connection", String(connection), "closed by a Sluice test"])
     }
 }
