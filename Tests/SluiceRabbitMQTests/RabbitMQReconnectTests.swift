@@ -69,12 +69,7 @@ struct RabbitMQReconnectTests {
             try await RabbitControl.closeConsumerConnection(of: queue)
             try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
             reconnected.set()
-            try await waitUntil("every message handled") { Set(handled.all).count >= 1000 }
-            try await waitUntil("every message acknowledged") {
-                let counts = try await RabbitControl.counts(queue)
-                return counts.ready == 0 && counts.unacknowledged == 0
-            }
-            pipeline.drain()
+            try await waitUntilAllHandledAndAcknowledged(1000, handled: handled, pipeline: pipeline) { try await RabbitControl.counts(queue) }
             try await group.waitForAll()
         }
         let counters = try #require(source.counters)
@@ -108,12 +103,7 @@ struct RabbitMQReconnectTests {
             try await waitUntil("the refusal was reported and the source reconnected") {
                 (source.counters?.refused ?? 0) >= 1 && (source.counters?.reconnects ?? 0) >= 1
             }
-            try await waitUntil("every message handled") { Set(handled.all).count >= 200 }
-            try await waitUntil("every message acknowledged") {
-                let counts = try await RabbitControl.counts(queue)
-                return counts.ready == 0 && counts.unacknowledged == 0
-            }
-            pipeline.drain()
+            try await waitUntilAllHandledAndAcknowledged(200, handled: handled, pipeline: pipeline) { try await RabbitControl.counts(queue) }
             try await group.waitForAll()
         }
         let counters = try #require(source.counters)

@@ -97,6 +97,22 @@ func pipelineHoldingTheFirstChannel(
     }
 }
 
+/// Waits until `handled` holds `total` distinct messages and the broker's `counts` show the
+/// queue empty with nothing unacknowledged, then drains `pipeline`.
+func waitUntilAllHandledAndAcknowledged(
+    _ total: Int,
+    handled: Recorder<String>,
+    pipeline: Pipeline<CapturingSource>,
+    counts: @Sendable () async throws -> (ready: Int, unacknowledged: Int)
+) async throws {
+    try await waitUntil("every message handled") { Set(handled.all).count >= total }
+    try await waitUntil("every message acknowledged") {
+        let counts = try await counts()
+        return counts.ready == 0 && counts.unacknowledged == 0
+    }
+    pipeline.drain()
+}
+
 /// A configuration for the shared broker (see ``RabbitTestEnvironment/configuration(_:query:)``)
 /// changed by `adjust`, its queue declared and holding `count` messages, and a client on it.
 func preloadedQueue(
