@@ -24,11 +24,27 @@
 #include <amqp_ssl_socket.h>
 #endif
 
-/// `amqp_login` (variadic) with the PLAIN mechanism: user name and password.
+/// `amqp_login` (variadic) with the PLAIN mechanism: user name and password. The client also
+/// announces the `consumer_cancel_notify` capability (librabbitmq merges it into its own), so
+/// the broker sends `basic.cancel` when it cancels a consumer (its queue was deleted) instead
+/// of dropping the consumer without a word.
 static inline amqp_rpc_reply_t sluice_amqp_login_plain(amqp_connection_state_t state, const char *vhost,
                                                        int channel_max, int frame_max, int heartbeat,
                                                        const char *user, const char *password) {
-    return amqp_login(state, vhost, channel_max, frame_max, heartbeat, AMQP_SASL_METHOD_PLAIN, user, password);
+    amqp_table_entry_t capability;
+    capability.key = amqp_cstring_bytes("consumer_cancel_notify");
+    capability.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    capability.value.value.boolean = 1;
+    amqp_table_entry_t property;
+    property.key = amqp_cstring_bytes("capabilities");
+    property.value.kind = AMQP_FIELD_KIND_TABLE;
+    property.value.value.table.num_entries = 1;
+    property.value.value.table.entries = &capability;
+    amqp_table_t properties;
+    properties.num_entries = 1;
+    properties.entries = &property;
+    return amqp_login_with_properties(state, vhost, channel_max, frame_max, heartbeat, &properties,
+                                      AMQP_SASL_METHOD_PLAIN, user, password);
 }
 
 /// The method id of connection.close (`AMQP_CONNECTION_CLOSE_METHOD`, a cast macro).

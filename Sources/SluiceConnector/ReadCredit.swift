@@ -24,6 +24,13 @@
 ///   back, a read waits until a whole read (or a quarter of the window) is free. No read starts while the unsettled bytes reach
 ///   ``Window/bytes`` (a read's size is known only once it arrived, so the bytes can exceed
 ///   the window by what the reads in flight bring).
+///
+/// A broker that pushes within a window of its own (an AMQP consumer's prefetch) sends items
+/// no read asked for: the reader counts them with ``pushed(count:bytes:)``, and demand claims
+/// the ones that came ahead of it with ``claimAhead(demand:)``. Items belong to an *epoch* (a
+/// channel, a session): when the broker takes back what an epoch left unsettled (its channel
+/// closed, so it redelivers them), ``startEpoch(_:)`` frees the window of them, and
+/// ``settled(count:bytes:epoch:)`` ignores their late settlements.
 package struct ReadCredit: Sendable {
     /// The bound on what was read and not yet settled with the broker.
     package struct Window: Sendable, Hashable {
@@ -83,6 +90,10 @@ package struct ReadCredit: Sendable {
     private var readerWaiting = false
     /// The cap of the last ``nextRead(cap:)``, for deciding whether to wake the reader.
     private var lastCap = 1
+    /// Pushed items that no demand claimed yet (``pushed(count:bytes:)``).
+    private(set) package var ahead = 0
+    /// The epoch items are read and settled in (``startEpoch(_:)``).
+    private(set) package var epoch: UInt64
 
     /// Creates the credit of a source.
     ///
@@ -92,12 +103,14 @@ package struct ReadCredit: Sendable {
     ///     destructive source (a list pop), which must never take more than was demanded.
     ///   - limit: The most items all reads together may bring (`nil`: no limit), for a
     ///     consumer that takes a fixed count and then ends: it never asks for more.
-    package init(window: Window, prefetch: Int = 0, limit: Int? = nil) {
+    ///   - epoch: The first epoch (see ``startEpoch(_:)``).
+    package init(window: Window, prefetch: Int = 0, limit: Int? = nil, epoch: UInt64 = 0) {
         precondition(prefetch >= 0, "prefetch must not be negative")
         precondition((limit ?? 0) >= 0, "a limit must not be negative")
         self.window = window
         self.prefetch = prefetch
         self.remainingLimit = limit
+        self.epoch = epoch
         if limit == 0 { self.phase = .draining }
     }
 
@@ -163,6 +176,52 @@ package struct ReadCredit: Sendable {
         self.unsettledCount = max(0, self.unsettledCount - count)
         self.unsettledBytes = max(0, self.unsettledBytes - bytes)
         return self.wakeIfCredit()
+    }
+
+    /// `count` items of `bytes` payload bytes arrived without a read asking for them (a
+    /// broker pushing within its own window). Pending demand takes what it can; the rest wait
+    /// ``ahead`` of demand for ``claimAhead(demand:)``. All of them are unsettled until
+    /// settled. Returns how many of them pending demand took.
+    @discardableResult
+    package mutating func pushed(count: Int, bytes: Int) -> Int {
+        precondition(count >= 0 && bytes >= 0, "\(#function): \(count) items of \(bytes) bytes")
+        let claimed = min(count, self.pending)
+        self.pending -= claimed
+        self.ahead += count - claimed
+        self.unsettledCount += count
+        self.unsettledBytes += bytes
+        return claimed
+    }
+
+    /// The stage asked for `demand` more from a pushing broker: items pushed ahead of demand
+    /// serve it first, the rest is pending (as after ``request(_:)``). Returns how many of the
+    /// items waiting ahead it claimed.
+    package mutating func claimAhead(demand: Int) -> Int {
+        precondition(demand >= 0, "demand must not be negative")
+        let claimed = min(demand, self.ahead)
+        self.ahead -= claimed
+        self.pending += demand - claimed
+        return claimed
+    }
+
+    /// The broker took back every item of the epochs before `epoch` that is not settled yet
+    /// (their channel closed and it redelivers them): they leave the window, items still
+    /// waiting ``ahead`` of demand are gone, and later settlements of those epochs are
+    /// ignored. Reads and pushes from now on count in `epoch`.
+    package mutating func startEpoch(_ epoch: UInt64) -> WakeAction {
+        precondition(epoch > self.epoch, "epoch \(epoch) does not follow \(self.epoch)")
+        self.epoch = epoch
+        self.ahead = 0
+        self.unsettledCount = 0
+        self.unsettledBytes = 0
+        return self.wakeIfCredit()
+    }
+
+    /// ``settled(count:bytes:)`` of items read in `epoch`; settlements of an epoch before the
+    /// current one change nothing (``startEpoch(_:)`` freed their window already).
+    package mutating func settled(count: Int, bytes: Int, epoch: UInt64) -> WakeAction {
+        guard epoch >= self.epoch else { return .none }
+        return self.settled(count: count, bytes: bytes)
     }
 
     /// Stop starting reads; the reads in flight still complete.

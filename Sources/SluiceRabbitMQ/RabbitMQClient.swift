@@ -40,6 +40,22 @@ package final class RabbitMQClient: Sendable {
         }
     }
 
+    /// Publishes `payload` to the configured queue (through the default exchange) with the
+    /// given `basic.properties`, so that a test can check what the source decodes.
+    package func publish(
+        _ payload: [UInt8],
+        contentType: String? = nil,
+        headers: [String: String] = [:],
+        messageID: String? = nil,
+        timestamp: UInt64? = nil
+    ) async throws(RabbitMQError) {
+        let queue = self.configuration.queue
+        let properties = AMQPMessageProperties(contentType: contentType, headers: headers, messageID: messageID, timestamp: timestamp)
+        try await self.run { connection throws(RabbitMQError) in
+            try connection.publish(payload, routingKey: queue, properties: properties)
+        }
+    }
+
     /// How many messages `queue` holds ready.
     package func readyCount(_ queue: String) async throws(RabbitMQError) -> Int {
         try await self.run { connection throws(RabbitMQError) in try connection.readyCount(queue) }

@@ -21,7 +21,15 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
     struct SettleBatch: Sendable {
         var acknowledged: [UInt64] = []
         var rejected: [(tag: UInt64, requeue: Bool)] = []
+        /// The payload bytes of the settled deliveries.
+        var bytes = 0
         var count: Int { self.acknowledged.count + self.rejected.count }
+
+        /// Adds the acknowledgement of `tag` (`requeue` `nil`), or its rejection.
+        mutating func add(_ tag: UInt64, bytes: Int, requeue: Bool? = nil) {
+            if let requeue { self.rejected.append((tag, requeue)) } else { self.acknowledged.append(tag) }
+            self.bytes += bytes
+        }
     }
 
     enum Command: Sendable {
@@ -114,7 +122,9 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         if let since = self.tracker.deferredSince, ContinuousClock.now - since >= self.configuration.ackDelay {
             self.send(self.tracker.flushDeferred())
         }
-        if more { return .again }
+        // A send that failed gave the connection up: reconnect on the next turn rather than
+        // wait on the socket of the closed one.
+        if more || self.connection == nil { return .again }
         // Wake at least every half heartbeat (librabbitmq sends and checks heartbeats inside
         // its reads), and when deferred acknowledgements fall due.
         var timeout = connection.heartbeat > 0 ? Duration.milliseconds(connection.heartbeat * 500) : Duration.seconds(1)
@@ -144,7 +154,6 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         // Acknowledgements go out as a `multiple` ack per quarter of the prefetch (or after
         // the ack delay): a few frames per window for the broker, three quarters kept flowing.
         self.tracker = AckTracker(generation: self.generation, coalescing: self.prefetch / 4)
-        self.session?.channelOpened(generation: self.generation)
         if self.reconnect.connected() || self.generation > 1 {
             self.session?.counters.reconnectCount.add(1, ordering: .relaxed)
             self.logger.info("reconnected to RabbitMQ; topology declared again", metadata: [RabbitMQLogKey.generation: "\(self.generation)"])
@@ -185,6 +194,10 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
                 """,
                 metadata: [RabbitMQLogKey.error: "\(error)", RabbitMQLogKey.generation: "\(generation)"]
             )
+        } else if error.code == .preconditionFailed {
+            // A 406 channel close while consuming answers a settlement: an unknown delivery tag
+            // (or one settled twice).
+            self.session?.refused(error, generation: generation)
         } else {
             self.logger.warning(
                 "lost the RabbitMQ connection or channel; reconnecting",

@@ -22,11 +22,10 @@ final class RabbitMQSession: Sendable {
     let loop: ConnectionLoop<RabbitMQConsumerDriver>
     let counters = RabbitMQCounters()
 
-    private let deliveries = Mutex(DeliveryBuffer<Message<RabbitMQMetadata>>())
+    private let deliveries: Mutex<DeliveryBuffer<Message<RabbitMQMetadata>>>
     private let stage = Mutex<StageHandle<RabbitMQSourceStage>?>(nil)
-    /// The channel generation deliveries currently come from (0 before the first channel).
-    private let currentGeneration = Atomic<UInt64>(0)
     private let staleMetric: Counter
+    private let unsentMetric: Counter
     private let refusedMetric: Counter
 
     init(configuration: RabbitMQConfiguration, prefetch: Int, logger: Logger) {
@@ -36,10 +35,12 @@ final class RabbitMQSession: Sendable {
         self.configuration = configuration
         self.prefetch = prefetch
         self.logger = logger
+        self.deliveries = Mutex(DeliveryBuffer(prefetch: prefetch))
         let driverLogger = logger
         let dimensions = [("queue", configuration.queue)]
         self.staleMetric = Counter(label: "sluice_amqp_stale_settlements", dimensions: dimensions)
-        self.refusedMetric = Counter(label: "sluice_amqp_unsent_settlements", dimensions: dimensions)
+        self.unsentMetric = Counter(label: "sluice_amqp_unsent_settlements", dimensions: dimensions)
+        self.refusedMetric = Counter(label: "sluice_amqp_refused_settlements", dimensions: dimensions)
         let box = SessionBox()
         self.loop = ConnectionLoop(name: "sluice-amqp") {
             RabbitMQConsumerDriver(configuration: configuration, prefetch: prefetch, logger: driverLogger, session: box)
@@ -89,6 +90,9 @@ final class RabbitMQSession: Sendable {
     /// Whether the consumer was cancelled and every delivery was emitted.
     var isDrained: Bool { self.deliveries.withLock { $0.isDrained } }
 
+    /// Deliveries of the current channel not settled yet (at most the prefetch).
+    var unsettled: Int { self.deliveries.withLock { $0.unsettled } }
+
     /// Drain: `basic.cancel`; deliveries that arrived are still handed out as asked.
     func drain() {
         if !self.loop.enqueue(.cancel) { self.finished() }
@@ -111,15 +115,22 @@ final class RabbitMQSession: Sendable {
         guard !settlement.isEmpty else { return }
         var batches: [UInt64: RabbitMQConsumerDriver.SettleBatch] = [:]
         for message in settlement.acknowledged {
-            batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(message.metadata.deliveryTag)
+            let metadata = message.metadata
+            batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: message.payload.count)
         }
         for (message, disposition) in settlement.failed {
-            let tag = message.metadata.deliveryTag
+            let metadata = message.metadata
+            let bytes = message.payload.count
             switch disposition {
-            case .requeue: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, true))
-            case .deadLetter: batches[message.metadata.channelGeneration, default: .init()].rejected.append((tag, false))
-            default: batches[message.metadata.channelGeneration, default: .init()].acknowledged.append(tag)
+            case .requeue: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes, requeue: true)
+            case .deadLetter: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes, requeue: false)
+            default: batches[metadata.channelGeneration, default: .init()].add(metadata.deliveryTag, bytes: bytes)
             }
+        }
+        // Their places in the prefetch window are free (the acknowledgements may still be
+        // coalescing, so the broker's count can lag behind; never the other way round).
+        self.deliveries.withLock { buffer in
+            for (generation, batch) in batches { buffer.settled(count: batch.count, bytes: batch.bytes, generation: generation) }
         }
         for (generation, batch) in batches where !self.loop.enqueue(.settle(generation: generation, batch)) {
             self.unsent(batch.count, generation: generation, reason: "the source was already shut down")
@@ -128,23 +139,19 @@ final class RabbitMQSession: Sendable {
 
     // MARK: The connection's side (its thread)
 
-    /// A channel of `generation` started consuming.
-    func channelOpened(generation: UInt64) {
-        self.currentGeneration.store(generation, ordering: .relaxed)
-    }
-
     /// Deliveries arrived.
     func arrived(_ messages: [Message<RabbitMQMetadata>]) {
         guard !messages.isEmpty else { return }
-        if self.deliveries.withLock({ $0.arrived(messages) }) == .notifyStage { self.post(.arrived) }
+        var bytes = 0
+        for message in messages { bytes += message.payload.count }
+        if self.deliveries.withLock({ $0.arrived(messages, bytes: bytes) }) == .notifyStage { self.post(.arrived) }
     }
 
-    /// The channel of `generation` closed: its deliveries not yet emitted are dropped (the
-    /// broker requeued them).
+    /// The channel of `generation` closed: the broker requeued what it left unacknowledged,
+    /// so its deliveries not yet emitted are dropped and the prefetch window is free for the
+    /// next channel (late settlements of this one no longer count in it).
     func channelClosed(generation: UInt64) {
-        let dropped = self.deliveries.withLock { buffer in
-            buffer.removeAll { $0.metadata.channelGeneration == generation }
-        }
+        let dropped = self.deliveries.withLock { $0.channelClosed(next: generation + 1) }
         if dropped > 0 {
             self.logger.debug("dropped deliveries of a closed channel (the broker requeued them)", metadata: [
                 RabbitMQLogKey.count: "\(dropped)", RabbitMQLogKey.generation: "\(generation)",
@@ -174,10 +181,25 @@ final class RabbitMQSession: Sendable {
     /// Settlements that could not be sent (the connection broke before they went out).
     func unsent(_ count: Int, generation: UInt64, reason: String) {
         self.counters.unsentCount.add(count, ordering: .relaxed)
-        self.refusedMetric.increment(by: Int64(count))
+        self.unsentMetric.increment(by: Int64(count))
         self.logger.warning(
             "settlements were not sent: \(reason); the broker redelivers those messages",
             metadata: [RabbitMQLogKey.count: "\(count)", RabbitMQLogKey.generation: "\(generation)"]
+        )
+    }
+
+    /// The broker refused a settlement of `generation` (an unknown or already settled
+    /// delivery tag) and closed the channel with `error`: counted, and logged as an error
+    /// (something settled a message twice, or one this channel never delivered).
+    func refused(_ error: RabbitMQError, generation: UInt64) {
+        self.counters.refusedCount.add(1, ordering: .relaxed)
+        self.refusedMetric.increment()
+        self.logger.error(
+            """
+            RabbitMQ refused a settlement and closed the channel; the messages it left unacknowledged \
+            are redelivered; reconnecting
+            """,
+            metadata: [RabbitMQLogKey.error: "\(error)", RabbitMQLogKey.generation: "\(generation)"]
         )
     }
 
@@ -192,11 +214,14 @@ package final class RabbitMQCounters: Sendable {
     let staleCount = Atomic<Int>(0)
     let unsentCount = Atomic<Int>(0)
     let reconnectCount = Atomic<Int>(0)
+    let refusedCount = Atomic<Int>(0)
 
     /// Settlements dropped because their channel had closed.
     package var stale: Int { self.staleCount.load(ordering: .relaxed) }
     /// Settlements that could not be sent.
     package var unsent: Int { self.unsentCount.load(ordering: .relaxed) }
+    /// Settlements the broker refused (it closed the channel over them).
+    package var refused: Int { self.refusedCount.load(ordering: .relaxed) }
     /// Channels opened after the first (reconnects).
     package var reconnects: Int { self.reconnectCount.load(ordering: .relaxed) }
 }

@@ -178,4 +178,8 @@ public struct RabbitMQAcknowledger: Acknowledger {
 
     /// The source's counts (stale and unsent settlements, reconnects), for tests.
     package var counters: RabbitMQCounters { self.session.counters }
+
+    /// Deliveries of the current channel not settled yet, waiting ones included (the read
+    /// credit's count; at most the prefetch), for tests.
+    package var unsettled: Int { self.session.unsettled }
 }

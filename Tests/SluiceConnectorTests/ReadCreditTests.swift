@@ -228,4 +228,98 @@ struct ReadCreditLimitTests {
             #expect(credit.isExhausted == (brought == limit))
         }
     }
+
+    // MARK: A broker that pushes (AMQP prefetch)
+
+    @Test func pushedItemsServePendingDemandAndWaitAheadOfTheRest() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 50, bytes: 1 << 30))
+        _ = credit.request(10)
+        #expect(credit.pushed(count: 4, bytes: 40) == 4, "pending demand takes all four")
+        #expect(credit.pushed(count: 10, bytes: 100) == 6, "six more were demanded; four come ahead of demand")
+        #expect(credit.pendingDemand == 0)
+        #expect(credit.ahead == 4)
+        #expect(credit.unsettled == 14)
+        #expect(credit.claimAhead(demand: 3) == 3)
+        #expect(credit.claimAhead(demand: 5) == 1, "one was left ahead; the other four are pending")
+        #expect(credit.ahead == 0)
+        #expect(credit.pendingDemand == 4)
+        #expect(credit.pushed(count: 2, bytes: 20) == 2)
+        #expect(credit.pendingDemand == 2)
+        _ = credit.settled(count: 16, bytes: 160)
+        #expect(credit.unsettled == 0)
+    }
+
+    /// What a closed channel left unsettled leaves the window at once, and its late
+    /// settlements do not free the new epoch's window a second time.
+    @Test func aNewEpochFreesTheWindowAndIgnoresOlderSettlements() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 50, bytes: 1 << 30), epoch: 1)
+        _ = credit.request(30)
+        _ = credit.pushed(count: 50, bytes: 500)
+        #expect(credit.unsettled == 50 && credit.ahead == 20)
+        _ = credit.settled(count: 10, bytes: 100, epoch: 1)
+        #expect(credit.unsettled == 40)
+        _ = credit.startEpoch(2)
+        #expect(credit.epoch == 2)
+        #expect(credit.unsettled == 0, "the broker took the 40 back")
+        #expect(credit.ahead == 0, "the items waiting ahead of demand went with their channel")
+        _ = credit.pushed(count: 30, bytes: 300)
+        #expect(credit.settled(count: 20, bytes: 200, epoch: 1) == .none)
+        #expect(credit.unsettled == 30, "late settlements of epoch 1 change nothing")
+        _ = credit.settled(count: 30, bytes: 300, epoch: 2)
+        #expect(credit.unsettled == 0)
+    }
+
+    @Test func aNewEpochWakesAReaderTheWindowHeldBack() {
+        var credit = ReadCredit(window: ReadCredit.Window(count: 10, bytes: 1 << 30))
+        _ = credit.request(100)
+        #expect(credit.nextRead(cap: 10) == 10)
+        credit.completed(asked: 10, got: 10, bytes: 10)
+        #expect(credit.nextRead(cap: 10) == nil, "the window is full")
+        #expect(credit.startEpoch(1) == .wakeReader)
+        #expect(credit.nextRead(cap: 10) == 10)
+    }
+
+    /// Random pushes, claims, settlements and epochs: demand is never lost or doubled (every
+    /// unit of demand is pending or was served by exactly one item) and the unsettled count
+    /// equals what the current epoch pushed and did not settle.
+    @Test func pushedAccountingHoldsUnderRandomInterleavings() {
+        var random = SeededRandom(seed: 7)
+        var credit = ReadCredit(window: ReadCredit.Window(count: 1 << 20, bytes: 1 << 40), epoch: 1)
+        var demanded = 0
+        var served = 0
+        var unsettledNow = 0
+        var aheadNow = 0
+        for _ in 0..<5000 {
+            switch random.next() % 5 {
+            case 0:
+                let demand = Int(random.next() % 30)
+                demanded += demand
+                let claimed = credit.claimAhead(demand: demand)
+                served += claimed
+                aheadNow -= claimed
+            case 1:
+                let count = Int(random.next() % 30)
+                let claimed = credit.pushed(count: count, bytes: count)
+                served += claimed
+                aheadNow += count - claimed
+                unsettledNow += count
+            case 2:
+                let count = Int(random.next() % UInt64(unsettledNow + 1))
+                _ = credit.settled(count: count, bytes: count, epoch: credit.epoch)
+                unsettledNow -= count
+            case 3:
+                _ = credit.settled(count: Int(random.next() % 30), bytes: 0, epoch: credit.epoch - 1)
+            default:
+                if random.next() % 10 == 0 {
+                    _ = credit.startEpoch(credit.epoch + 1)
+                    // What waited ahead is gone with its channel; its demand was never spent.
+                    unsettledNow = 0
+                    aheadNow = 0
+                }
+            }
+            #expect(credit.pendingDemand == demanded - served)
+            #expect(credit.ahead == aheadNow)
+            #expect(credit.unsettled == unsettledNow)
+        }
+    }
 }

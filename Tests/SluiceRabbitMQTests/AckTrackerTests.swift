@@ -81,33 +81,66 @@ import Testing
 
 @Suite struct DeliveryBufferTests {
     @Test func deliveriesBeyondDemandWaitAndDemandBeyondDeliveriesWaits() {
-        var buffer = DeliveryBuffer<Int>()
-        #expect(buffer.arrived([1, 2, 3]) == .none)
+        var buffer = DeliveryBuffer<Int>(prefetch: 10)
+        #expect(buffer.arrived([1, 2, 3], bytes: 3) == .none)
         #expect(buffer.request(2) == [1, 2])
         #expect(buffer.count == 1)
         #expect(buffer.request(3) == [3])
         #expect(buffer.pendingDemand == 2)
-        #expect(buffer.arrived([4]) == .notifyStage)
+        #expect(buffer.arrived([4], bytes: 1) == .notifyStage)
         // One note covers every arrival until the stage takes.
-        #expect(buffer.arrived([5, 6]) == .none)
+        #expect(buffer.arrived([5, 6], bytes: 2) == .none)
         #expect(buffer.takeDemanded() == [4, 5])
         #expect(buffer.count == 1)
         #expect(buffer.pendingDemand == 0)
+        #expect(buffer.unsettled == 6, "every delivery holds a place in the prefetch window until settled")
+        buffer.settled(count: 5, bytes: 5, generation: 1)
+        #expect(buffer.unsettled == 1)
     }
 
     @Test func finishingTellsTheStageOnceAndDrainsAfterTheLastTake() {
-        var buffer = DeliveryBuffer<Int>()
-        _ = buffer.arrived([1, 2])
+        var buffer = DeliveryBuffer<Int>(prefetch: 10)
+        _ = buffer.arrived([1, 2], bytes: 2)
         #expect(buffer.finish() == .notifyStage)
+        #expect(buffer.finish() == .none)
         #expect(!buffer.isDrained)
         #expect(buffer.takeAll() == [1, 2])
         #expect(buffer.isDrained)
+        #expect(buffer.request(5).isEmpty, "nothing is left to claim")
     }
 
-    @Test func staleDeliveriesAreRemoved() {
-        var buffer = DeliveryBuffer<Int>()
-        _ = buffer.arrived([1, 2, 3, 4])
-        #expect(buffer.removeAll { $0 % 2 == 0 } == 2)
-        #expect(buffer.request(10) == [1, 3])
+    @Test func deliveriesThatArriveWhileDrainingAreStillHandedOut() {
+        var buffer = DeliveryBuffer<Int>(prefetch: 10)
+        _ = buffer.request(3)
+        _ = buffer.finish()
+        _ = buffer.takeDemanded()
+        #expect(buffer.arrived([1, 2], bytes: 2) == .notifyStage, "deliveries before cancel-ok")
+        #expect(buffer.takeDemanded() == [1, 2])
+        #expect(buffer.isDrained)
+    }
+
+    /// A closed channel's waiting deliveries are dropped (the broker requeued them), the demand
+    /// they had claimed is pending again, the window is free for the next channel, and late
+    /// settlements of the closed one do not free the new channel's window.
+    @Test func aClosedChannelGivesBackItsDemandAndItsWindow() {
+        var buffer = DeliveryBuffer<Int>(prefetch: 10)
+        _ = buffer.request(4)
+        #expect(buffer.arrived([1, 2, 3, 4, 5, 6], bytes: 6) == .notifyStage)
+        #expect(buffer.unsettled == 6)
+        // The channel closes before the stage took the four it had claimed.
+        #expect(buffer.channelClosed(next: 2) == 6)
+        #expect(buffer.count == 0)
+        #expect(buffer.pendingDemand == 4)
+        #expect(buffer.unsettled == 0)
+        #expect(buffer.takeDemanded().isEmpty)
+        #expect(buffer.arrived([11, 12, 13, 14, 15], bytes: 5) == .notifyStage)
+        #expect(buffer.takeDemanded() == [11, 12, 13, 14])
+        buffer.settled(count: 4, bytes: 4, generation: 1)
+        #expect(buffer.unsettled == 5, "settlements of the closed channel change nothing")
+        buffer.settled(count: 4, bytes: 4, generation: 2)
+        #expect(buffer.unsettled == 1)
+        #expect(buffer.request(1) == [15])
+        #expect(buffer.channelClosed(next: 2) == 0, "a second report of the same close changes nothing")
+        #expect(buffer.unsettled == 1)
     }
 }

@@ -82,6 +82,15 @@ final class PrivateRabbitNode: Sendable {
         return RabbitControl.parseCounts(text, queue: queue)
     }
 
+    /// The last `limit` lines of the node's own log that mention any of `words` (for a
+    /// failure's message: what the broker said about a queue and its recovery).
+    func logLines(mentioning words: [String], limit: Int = 30) -> [String] {
+        let file = self.file("logs").appendingPathComponent("\(self.name).log")
+        guard let text = try? String(contentsOf: file, encoding: .utf8) else { return ["(no log at \(file.path))"] }
+        let lines = text.split(separator: "\n").filter { line in words.contains { line.contains($0) } }
+        return lines.suffix(limit).map(String.init)
+    }
+
     // MARK: Blocking parts (threads of their own)
 
     private var environment: [String: String] {

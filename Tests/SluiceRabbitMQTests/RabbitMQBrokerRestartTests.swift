@@ -18,10 +18,16 @@ import Testing
 struct RabbitMQBrokerRestartTests {
     /// A durable queue on `node` filled with `count` persistent messages through the sink
     /// (confirmed, so on disk before anything is killed), and a source configuration for it.
-    private func preload(_ node: PrivateRabbitNode, purpose: String, count: Int) async throws -> RabbitMQConfiguration {
+    private func preload(
+        _ node: PrivateRabbitNode,
+        purpose: String,
+        count: Int,
+        queueType: RabbitMQConfiguration.Topology.QueueType? = nil
+    ) async throws -> RabbitMQConfiguration {
         var configuration = try RabbitMQConfiguration(url: node.url + "?queue=\(RabbitTestEnvironment.uniqueName(purpose))")
         configuration.topology.declare = true
         configuration.topology.durable = true
+        configuration.topology.queueType = queueType
         configuration.persistent = true
         configuration.reconnectBackoff = .milliseconds(50)
         configuration.maximumReconnectBackoff = .milliseconds(500)
@@ -32,7 +38,9 @@ struct RabbitMQBrokerRestartTests {
         try await sink.connect()
         try await sink.send(payloads(count))
         await sink.close()
-        #expect(try await node.counts(configuration.queue).ready == count)
+        // A quorum queue's counts reach rabbitmqctl a moment after the confirms.
+        let queue = configuration.queue
+        try await waitUntil("the broker counts \(count) ready") { try await node.counts(queue).ready == count }
         return configuration
     }
 
@@ -42,41 +50,45 @@ struct RabbitMQBrokerRestartTests {
     /// messages of the dead channel are dropped and counted, never sent on the new channel
     /// (which would close it with an unknown delivery tag: a second reconnect); every message
     /// is handled at least once and the queue ends empty.
-    @Test(
-        .disabled(
-            """
-            Intermittent: once in a CI run the source reconnected (generation 2, stale settlements \
-            dropped) and then received nothing for 40 s; it passes alone. Open in issue 15 until the \
-            stall after a kill -9 restart is understood.
-            """
-        )
-    )
+    ///
+    /// The queue is a quorum queue. With a classic queue this RabbitMQ (3.10.8) was seen, about
+    /// once in 30 runs and once in CI, to come back from the kill empty: after the restart it
+    /// reported 0 ready and 0 unacknowledged with the new consumer attached, although 50 of the
+    /// messages had been delivered and never acknowledged (their settlements were dropped as
+    /// stale) and 925 never delivered. No client can get back what the broker lost; a quorum
+    /// queue's log is written before it confirms, and it recovers whole from a kill.
+    @Test
     func killedAndRestartedBrokerLosesNothing() async throws {
         try await PrivateRabbitNode.with { node in
             let total = 1000
-            let configuration = try await self.preload(node, purpose: "restart", count: total)
+            let configuration = try await self.preload(node, purpose: "restart", count: total, queueType: .quorum)
             let queue = configuration.queue
             let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
             let handled = Recorder<String>()
-            let restarted = Atomic<Bool>(false)
-            let logger = Logger(label: "sluice.test.amqp.restart")
-            let pipeline = Pipeline("restart", source: source, configuration: PipelineConfiguration(logger: logger)) {
-                Processors(concurrency: 2, maxDemand: 25) { message in
-                    // Hold the first channel's handlers until the broker is back.
-                    while message.metadata.channelGeneration == 1 && handled.count >= 30 && !restarted.load(ordering: .relaxed) {
-                        try await Task.sleep(for: .milliseconds(5))
-                    }
-                    handled.append(message.text)
-                }
-            }
+            // Hold the first channel's handlers until the broker is back.
+            let restarted = Flag()
+            let pipeline = pipelineHoldingTheFirstChannel(
+                "restart", source: source, logger: Logger(label: "sluice.test.amqp.restart"),
+                maxDemand: 25, holdAfter: 30, release: restarted, handled: handled
+            )
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await pipeline.run() }
                 try await waitUntil("30 handled") { handled.count >= 30 }
                 try await node.kill()
                 try await node.start()
                 try await waitUntil(seconds: 60, "the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
-                restarted.store(true, ordering: .relaxed)
-                try await waitUntil(seconds: 40, "every message handled") { Set(handled.all).count >= total }
+                restarted.set()
+                do {
+                    try await waitUntil(seconds: 40, "every message handled") { Set(handled.all).count >= total }
+                } catch {
+                    let counts = try await node.counts(queue)
+                    let consumers = try await node.control(["list_consumers", "--no-table-headers"])
+                    throw TestFailure(
+                        "\(error); handled \(Set(handled.all).count) of \(total); broker: \(counts.ready) ready, "
+                            + "\(counts.unacknowledged) unacknowledged; consumers: \(consumers); the node's log on the queue:\n"
+                            + node.logLines(mentioning: [queue, "unclean", "recover"]).joined(separator: "\n")
+                    )
+                }
                 try await waitUntil("every message acknowledged") {
                     let counts = try await node.counts(queue)
                     return counts.ready == 0 && counts.unacknowledged == 0

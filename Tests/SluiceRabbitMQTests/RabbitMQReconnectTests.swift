@@ -35,6 +35,10 @@ struct CapturingSource: PipelineSource {
     }
 
     var counters: RabbitMQCounters? { self.box.acknowledger.withLock { $0?.counters } }
+    /// The running source's acknowledger (`nil` before start).
+    var acknowledger: RabbitMQAcknowledger? { self.box.acknowledger.withLock { $0 } }
+    /// What the source's read credit counts as delivered and not settled (`nil` before start).
+    var unsettled: Int? { self.box.acknowledger.withLock { $0?.unsettled } }
 }
 
 @Suite("RabbitMQ reconnect", .timeLimit(.minutes(1)))
@@ -54,28 +58,18 @@ struct RabbitMQReconnectTests {
         try await client.publish(payloads(1000))
         let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
         let handled = Recorder<String>()
-        let reconnected = Atomic<Bool>(false)
-        let pipeline = Pipeline("close", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
-            Processors(concurrency: 2, maxDemand: 25) { message in
-                // Hold the first window's handlers until the channel they came on is gone.
-                while message.metadata.channelGeneration == 1 && handled.count >= 30 && !reconnected.load(ordering: .relaxed) {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                handled.append(message.text)
-            }
-        }
+        // Hold the first window's handlers until the channel they came on is gone.
+        let reconnected = Flag()
+        let pipeline = pipelineHoldingTheFirstChannel(
+            "close", source: source, logger: self.logger, maxDemand: 25, holdAfter: 30, release: reconnected, handled: handled
+        )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("30 handled") { handled.count >= 30 }
             try await RabbitControl.closeConsumerConnection(of: queue)
             try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
-            reconnected.store(true, ordering: .relaxed)
-            try await waitUntil("every message handled") { Set(handled.all).count >= 1000 }
-            try await waitUntil("every message acknowledged") {
-                let counts = try await RabbitControl.counts(queue)
-                return counts.ready == 0 && counts.unacknowledged == 0
-            }
-            pipeline.drain()
+            reconnected.set()
+            try await waitUntilAllHandledAndAcknowledged(1000, handled: handled, pipeline: pipeline) { try await RabbitControl.counts(queue) }
             try await group.waitForAll()
         }
         let counters = try #require(source.counters)
@@ -83,6 +77,80 @@ struct RabbitMQReconnectTests {
         #expect(counters.stale > 0, "the held messages' settlements belong to the closed channel")
         #expect(Set(handled.all) == Set((0..<1000).map { "m\($0)" }))
         try await client.delete(queue: queue)
+        await client.close()
+    }
+
+    /// A settlement the broker refuses (a delivery tag the channel never delivered: it closes
+    /// the channel with 406 PRECONDITION_FAILED) is reported, never swallowed: counted (and a
+    /// metric), logged as an error; the source reconnects and nothing is lost.
+    @Test func aSettlementTheBrokerRefusesIsReported() async throws {
+        let (configuration, client) = try await preloadedQueue("refused", count: 200) { $0.reconnectBackoff = .milliseconds(20) }
+        let queue = configuration.queue
+        let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
+        let handled = Recorder<String>()
+        let (logger, log) = RecordingLogHandler.logger("sluice.test.amqp.refused")
+        // Keep the first channel's deliveries unacknowledged until the forged tag went out.
+        let forged = Flag()
+        let pipeline = pipelineHoldingTheFirstChannel(
+            "refused", source: source, logger: logger, maxDemand: 10, holdAfter: 5, release: forged, handled: handled
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("5 handled") { handled.count >= 5 }
+            let forgedTag = Message(payload: [UInt8](), metadata: RabbitMQMetadata(deliveryTag: 1_000_000, channelGeneration: 1))
+            try #require(source.acknowledger).settle(Settlement(acknowledged: [forgedTag]))
+            forged.set()
+            try await waitUntil("the refusal was reported and the source reconnected") {
+                (source.counters?.refused ?? 0) >= 1 && (source.counters?.reconnects ?? 0) >= 1
+            }
+            try await waitUntilAllHandledAndAcknowledged(200, handled: handled, pipeline: pipeline) { try await RabbitControl.counts(queue) }
+            try await group.waitForAll()
+        }
+        let counters = try #require(source.counters)
+        #expect(counters.refused == 1)
+        let reports = log.all.filter { $0.level == .error && $0.message.contains("refused a settlement") }
+        #expect(reports.count == 1, "\(log.all.map(\.message))")
+        #expect(Set(handled.all) == Set((0..<200).map { "m\($0)" }))
+        try await client.delete(queue: queue)
+        await client.close()
+    }
+
+    /// The whole configured topology is declared again on reconnect: with the exchange and then
+    /// the queue deleted under a running source, the broker cancels its consumer (`basic.cancel`,
+    /// which the client asked for), the source reconnects and declares exchange, queue and
+    /// binding again, so messages published to the exchange afterwards reach it.
+    @Test func reconnectDeclaresExchangeQueueAndBindingAgain() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("topology")
+        let exchange = RabbitTestEnvironment.uniqueName("topology-x")
+        configuration.topology.exchange = exchange
+        configuration.topology.durable = false
+        configuration.topology.bindingKeys = ["orders.new"]
+        configuration.reconnectBackoff = .milliseconds(20)
+        let queue = configuration.queue
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
+        let handled = Recorder<String>()
+        let pipeline = Pipeline("topology", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in handled.append(message.text) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await client.publish(payloads(20, prefix: "a"), exchange: exchange, routingKey: "orders.new")
+            try await waitUntil("the first messages handled") { Set(handled.all).count >= 20 }
+            // The exchange first (its binding goes with it), then the queue, whose deletion
+            // cancels the consumer: when the source reconnects, neither exists.
+            try await client.delete(queue: RabbitTestEnvironment.uniqueName("none"), exchange: exchange)
+            try await client.delete(queue: queue)
+            try await waitUntil("the source reconnected") { (source.counters?.reconnects ?? 0) >= 1 }
+            try await client.publish(payloads(30, prefix: "b"), exchange: exchange, routingKey: "orders.new")
+            try await waitUntil("the messages published after the reconnect handled") {
+                Set(handled.all).isSuperset(of: (0..<30).map { "b\($0)" })
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        try await client.delete(queue: queue, exchange: exchange)
         await client.close()
     }
 

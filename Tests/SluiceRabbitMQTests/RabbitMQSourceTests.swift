@@ -23,21 +23,7 @@ struct RabbitMQSourceTests {
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
         try await client.publish(payloads(1000))
-        let seen = Recorder<Message<RabbitMQMetadata>>()
-        let pipeline = Pipeline("e2e", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
-            Processors(concurrency: 2, maxDemand: 100) { message in seen.append(message) }
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await pipeline.run() }
-            try await waitUntil("1000 handled") { seen.count >= 1000 }
-            try await waitUntil("every message acknowledged") {
-                let counts = try await RabbitControl.counts(configuration.queue)
-                return counts.ready == 0 && counts.unacknowledged == 0
-            }
-            pipeline.drain()
-            try await group.waitForAll()
-        }
-        let messages = seen.all
+        let messages = try await self.consume(1000, configuration, maxDemand: 100, untilAcknowledged: true)
         #expect(Set(messages.map(\.text)) == Set((0..<1000).map { "m\($0)" }))
         #expect(messages.count == 1000)
         let first = try #require(messages.first)
@@ -51,6 +37,67 @@ struct RabbitMQSourceTests {
         await client.close()
     }
 
+    /// A delivery's properties reach its metadata: headers (as text), content type, message
+    /// id, timestamp, with the delivery tag, the redelivered flag, exchange and routing key.
+    @Test func metadataCarriesTheDeliveryAndItsProperties() async throws {
+        let configuration = try RabbitTestEnvironment.configuration("metadata")
+        let client = RabbitMQClient(configuration: configuration)
+        try await client.declare(configuration)
+        try await client.publish(
+            Array("order".utf8),
+            contentType: "application/json",
+            headers: ["tenant": "acme", "region": "eu-1"],
+            messageID: "order-7",
+            timestamp: 1_700_000_000
+        )
+        try await client.publish(payloads(1, prefix: "plain"))
+        let messages = try await self.consume(2, configuration, maxDemand: 10, untilAcknowledged: false)
+            .sorted { $0.metadata.deliveryTag < $1.metadata.deliveryTag }
+        try #require(messages.count == 2)
+        let order = messages[0].metadata
+        #expect(messages[0].text == "order")
+        #expect(order.deliveryTag == 1 && !order.redelivered)
+        #expect(order.exchange == "" && order.routingKey == configuration.queue)
+        #expect(order.headers == ["tenant": "acme", "region": "eu-1"])
+        #expect(order.contentType == "application/json")
+        #expect(order.messageID == "order-7")
+        #expect(order.timestamp == 1_700_000_000)
+        let plain = messages[1].metadata
+        #expect(plain.deliveryTag == 2)
+        #expect(plain.headers.isEmpty && plain.contentType == nil && plain.messageID == nil && plain.timestamp == nil)
+        try await client.delete(queue: configuration.queue)
+        await client.close()
+    }
+
+    /// Runs a pipeline on `configuration`'s queue until it handled `count` messages (and, if
+    /// `untilAcknowledged`, the broker holds none ready or unacknowledged), drains it, and
+    /// returns what the handlers saw.
+    private func consume(
+        _ count: Int,
+        _ configuration: RabbitMQConfiguration,
+        maxDemand: Int,
+        untilAcknowledged: Bool
+    ) async throws -> [Message<RabbitMQMetadata>] {
+        let seen = Recorder<Message<RabbitMQMetadata>>()
+        let pipeline = Pipeline("consume", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 2, maxDemand: maxDemand) { message in seen.append(message) }
+        }
+        let queue = configuration.queue
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("\(count) handled") { seen.count >= count }
+            if untilAcknowledged {
+                try await waitUntil("every message acknowledged") {
+                    let counts = try await RabbitControl.counts(queue)
+                    return counts.ready == 0 && counts.unacknowledged == 0
+                }
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        return seen.all
+    }
+
     /// Prefetch 20 and a slow consumer: the broker never has more than 20 unacknowledged, and
     /// the rest stays ready in the queue.
     @Test func backPressureHoldsThePrefetch() async throws {
@@ -59,29 +106,38 @@ struct RabbitMQSourceTests {
         let queue = configuration.queue
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
-        try await client.publish(payloads(200))
+        // Enough that the queue cannot empty while rabbitmqctl samples it (about 0.5 s a call;
+        // the handlers take some 500 a second).
+        let total = 2000
+        try await client.publish(payloads(total))
         let handled = Atomic<Int>(0)
-        let pipeline = Pipeline("slow", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+        let source = CapturingSource(base: RabbitMQSource(configuration: configuration))
+        let pipeline = Pipeline("slow", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
             Processors(concurrency: 2, maxDemand: 5) { _ in
                 try await Task.sleep(for: .milliseconds(20))
                 handled.add(1, ordering: .relaxed)
             }
         }
         var samples: [(ready: Int, unacknowledged: Int)] = []
+        var credit: [Int] = []
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("the first messages handled") { handled.load(ordering: .relaxed) >= 5 }
             for _ in 0..<4 {
                 samples.append(try await RabbitControl.counts(queue))
+                credit.append(try #require(source.unsettled))
             }
             pipeline.drain()
             try await group.waitForAll()
         }
         for sample in samples {
             #expect(sample.unacknowledged <= 20, "the broker reports \(sample.unacknowledged) unacknowledged")
-            #expect(sample.ready + sample.unacknowledged + 20 >= 200 - handled.load(ordering: .relaxed))
+            #expect(sample.ready + sample.unacknowledged + 20 >= total - handled.load(ordering: .relaxed))
         }
         #expect(samples.contains { $0.unacknowledged == 20 }, "the window was never full: \(samples)")
+        // The source's read credit sees the same window: never more than the prefetch unsettled
+        // (its count can only run behind the broker's, while acknowledgements coalesce).
+        #expect(credit.allSatisfy { $0 <= 20 } && credit.contains { $0 >= 10 }, "unsettled in the read credit: \(credit)")
         #expect(samples.contains { $0.ready > 0 })
         try await client.delete(queue: configuration.queue)
         await client.close()

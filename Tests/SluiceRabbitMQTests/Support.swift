@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import Logging
 import Sluice
 import SluiceRabbitMQ
 import Synchronization
@@ -65,6 +66,66 @@ func waitUntil(seconds: Double = 20, _ what: String, _ condition: @Sendable () a
         try await Task.sleep(for: .milliseconds(20))
     }
     throw TestFailure("timed out after \(seconds) s waiting until \(what)")
+}
+
+/// A flag a test sets and handlers read (shareable, unlike an `Atomic`).
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { self.value.store(true, ordering: .relaxed) }
+    var isSet: Bool { self.value.load(ordering: .relaxed) }
+}
+
+/// A pipeline whose handlers record each message's text, and hold every delivery of the
+/// first channel once `holdAfter` messages were handled, until `release` is set: those stay
+/// unacknowledged on that channel while a test breaks it (their settlements are then stale).
+func pipelineHoldingTheFirstChannel(
+    _ name: String,
+    source: CapturingSource,
+    logger: Logger,
+    maxDemand: Int,
+    holdAfter: Int,
+    release: Flag,
+    handled: Recorder<String>
+) -> Pipeline<CapturingSource> {
+    Pipeline(name, source: source, configuration: PipelineConfiguration(logger: logger)) {
+        Processors(concurrency: 2, maxDemand: maxDemand) { message in
+            while message.metadata.channelGeneration == 1 && handled.count >= holdAfter && !release.isSet {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            handled.append(message.text)
+        }
+    }
+}
+
+/// Waits until `handled` holds `total` distinct messages and the broker's `counts` show the
+/// queue empty with nothing unacknowledged, then drains `pipeline`.
+func waitUntilAllHandledAndAcknowledged(
+    _ total: Int,
+    handled: Recorder<String>,
+    pipeline: Pipeline<CapturingSource>,
+    counts: @Sendable () async throws -> (ready: Int, unacknowledged: Int)
+) async throws {
+    try await waitUntil("every message handled") { Set(handled.all).count >= total }
+    try await waitUntil("every message acknowledged") {
+        let counts = try await counts()
+        return counts.ready == 0 && counts.unacknowledged == 0
+    }
+    pipeline.drain()
+}
+
+/// A configuration for the shared broker (see ``RabbitTestEnvironment/configuration(_:query:)``)
+/// changed by `adjust`, its queue declared and holding `count` messages, and a client on it.
+func preloadedQueue(
+    _ purpose: String,
+    count: Int,
+    _ adjust: (inout RabbitMQConfiguration) -> Void = { _ in }
+) async throws -> (RabbitMQConfiguration, RabbitMQClient) {
+    var configuration = try RabbitTestEnvironment.configuration(purpose)
+    adjust(&configuration)
+    let client = RabbitMQClient(configuration: configuration)
+    try await client.declare(configuration)
+    try await client.publish(payloads(count))
+    return (configuration, client)
 }
 
 /// A thread-safe recorder of what handlers saw.

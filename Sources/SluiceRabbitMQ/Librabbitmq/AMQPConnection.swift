@@ -191,16 +191,7 @@ final class AMQPConnection {
         if let type = topology.queueType { arguments.append(("x-queue-type", type.description)) }
         if let exchange = topology.deadLetterExchange { arguments.append(("x-dead-letter-exchange", exchange)) }
         if let key = topology.deadLetterRoutingKey { arguments.append(("x-dead-letter-routing-key", key)) }
-        let entries = UnsafeMutablePointer<amqp_table_entry_t>.allocate(capacity: max(1, arguments.count))
-        defer { entries.deallocate() }
-        for (index, (key, value)) in arguments.enumerated() {
-            var field = amqp_field_value_t()
-            field.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
-            field.value.bytes = strings.bytes(value)
-            entries[index] = amqp_table_entry_t(key: strings.bytes(key), value: field)
-        }
-        let table = amqp_table_t(num_entries: Int32(arguments.count), entries: arguments.isEmpty ? nil : entries)
-        _ = amqp_queue_declare(self.state, self.channel, queue, 0, durable, 0, 0, table)
+        _ = amqp_queue_declare(self.state, self.channel, queue, 0, durable, 0, 0, strings.table(arguments))
         try self.check(amqp_get_rpc_reply(self.state), "declaring queue \(configuration.queue)")
         if let exchange = topology.exchange {
             for key in topology.bindingKeys.isEmpty ? [configuration.queue] : topology.bindingKeys {
@@ -375,6 +366,38 @@ final class AMQPConnection {
         try self.sent(status, "basic.publish")
     }
 
+    /// `basic.publish` of `body` to the default exchange with `properties` (content type,
+    /// headers, message id, timestamp): for tools and tests. The sink publishes through
+    /// ``publish(_:route:mandatory:persistent:messageID:)``.
+    func publish(_ body: [UInt8], routingKey: String, properties message: AMQPMessageProperties) throws(RabbitMQError) {
+        var strings = CStrings()
+        defer { strings.release() }
+        var properties = amqp_basic_properties_t()
+        if let type = message.contentType {
+            properties._flags |= contentTypeFlag
+            properties.content_type = strings.bytes(type)
+        }
+        if !message.headers.isEmpty {
+            properties._flags |= headersFlag
+            properties.headers = strings.table(message.headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        }
+        if let id = message.messageID {
+            properties._flags |= messageIDFlag
+            properties.message_id = strings.bytes(id)
+        }
+        if let timestamp = message.timestamp {
+            properties._flags |= timestampFlag
+            properties.timestamp = timestamp
+        }
+        let status = body.withUnsafeBytes { bytes in
+            amqp_basic_publish(
+                self.state, self.channel, amqp_empty_bytes, strings.bytes(routingKey), 0, 0, &properties,
+                amqp_bytes_t(len: bytes.count, bytes: UnsafeMutableRawPointer(mutating: bytes.baseAddress))
+            )
+        }
+        try self.sent(status, "basic.publish")
+    }
+
     // MARK: Helpers
 
     private func sent(_ status: Int32, _ what: String) throws(RabbitMQError) {
@@ -518,20 +541,44 @@ final class AMQPRoute {
 @available(*, unavailable)
 extension AMQPRoute: Sendable {}
 
-/// C strings made for one librabbitmq call, freed together after it.
+/// The optional `basic.properties` ``AMQPConnection/publish(_:routingKey:properties:)`` sets.
+struct AMQPMessageProperties {
+    var contentType: String?
+    var headers: [String: String] = [:]
+    var messageID: String?
+    var timestamp: UInt64?
+}
+
+/// C strings (and tables of them) made for one librabbitmq call, freed together after it.
 struct CStrings {
     private var pointers: [UnsafeMutablePointer<CChar>] = []
+    private var tables: [UnsafeMutablePointer<amqp_table_entry_t>] = []
 
-    /// `text` as `amqp_bytes_t`, valid until ``free()``.
+    /// `text` as `amqp_bytes_t`, valid until ``release()``.
     mutating func bytes(_ text: String) -> amqp_bytes_t {
         let pointer = strdup(text)!
         self.pointers.append(pointer)
         return amqp_bytes_t(len: strlen(pointer), bytes: UnsafeMutableRawPointer(pointer))
     }
 
-    /// Frees every string made.
+    /// `entries` as a field table of text values, valid until ``release()``.
+    mutating func table(_ entries: [(String, String)]) -> amqp_table_t {
+        guard !entries.isEmpty else { return amqp_table_t(num_entries: 0, entries: nil) }
+        let table = UnsafeMutablePointer<amqp_table_entry_t>.allocate(capacity: entries.count)
+        self.tables.append(table)
+        for (index, (key, value)) in entries.enumerated() {
+            var field = amqp_field_value_t()
+            field.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
+            field.value.bytes = self.bytes(value)
+            table[index] = amqp_table_entry_t(key: self.bytes(key), value: field)
+        }
+        return amqp_table_t(num_entries: Int32(entries.count), entries: table)
+    }
+
+    /// Frees every string and table made.
     func release() {
         for pointer in self.pointers { free(pointer) }
+        for table in self.tables { table.deallocate() }
     }
 }
 
