@@ -108,7 +108,7 @@ struct Transfer {
         }
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
-        let sampler = PipelineStatusSampler(pipeline)
+        let sampler = PipelineStatusSampler(pipeline) { target.map { max(0, taken.load(ordering: .relaxed) - $0) } ?? 0 }
         let status = LiveStatus(title: "sluice \(self.name)", mode: self.status, firstDrawAfter: .seconds(1)) { await sampler.sample() }
         let clock = ContinuousClock()
         let start = clock.now

@@ -132,7 +132,7 @@ struct Demo: AsyncParsableCommand, BrokerSourceUser {
         }
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
-        let sampler = PipelineStatusSampler(pipeline)
+        let sampler = PipelineStatusSampler(pipeline) { givenBack.load(ordering: .relaxed) }
         let status = LiveStatus(title: "sluice demo", mode: self.status.mode) { await sampler.sample() }
         let clock = ContinuousClock()
         let started = clock.now

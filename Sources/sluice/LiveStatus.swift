@@ -20,7 +20,10 @@ import Darwin
 /// One sample of a running command, taken at each redraw.
 struct StatusSample: Sendable {
     var processed: Int = 0  // settled successfully
-    var failed: Int = 0
+    var failed: Int = 0  // failed for good (dead-lettered, requeued after an error, dropped)
+    /// Taken beyond a command's `--count` and given back to the broker untouched: neither
+    /// processed nor failed (shown only when there are some).
+    var givenBack: Int = 0
     var retried: Int = 0
     var deadLettered: Int = 0
     var inFlight: Int = 0
@@ -36,7 +39,7 @@ struct StatusSample: Sendable {
     }
 
     /// Messages settled one way or the other.
-    var settled: Int { self.processed + self.failed }
+    var settled: Int { self.processed + self.failed + self.givenBack }
 }
 
 /// Draws samples: redrawn in place on a terminal (ANSI, one block, rate over the last
@@ -219,13 +222,14 @@ struct StatusRenderer: Sendable {
             let span = seconds - Self.seconds(previous.elapsed)
             if span > 0 { current = Double(sample.settled - previous.sample.settled) / span }
         }
-        let counts = [
+        var counts = [
             "processed \(Self.format(sample.processed))",
             "failed \(Self.format(sample.failed))",
             "retried \(Self.format(sample.retried))",
             "dead-lettered \(Self.format(sample.deadLettered))",
             "in flight \(Self.format(sample.inFlight))",
         ]
+        if sample.givenBack > 0 { counts.insert("given back \(Self.format(sample.givenBack))", at: 2) }
         var rates = "\(Self.format(current)) msg/s now, \(Self.format(overall)) msg/s overall"
         if let lag = sample.lag { rates += ", lag \(Self.format(lag))" }
         let stages = Self.groups(sample.stages).map { "\($0.name) \(Self.format($0.pendingDemand))" }
@@ -311,13 +315,21 @@ final class PipelineStatusSampler: Sendable {
 
     private let statistics: @Sendable () -> PipelineStatistics
     private let statuses: @Sendable () async -> [StageStatus]
+    private let givenBack: @Sendable () -> Int
     private let wait: Duration
     private let state = Mutex(State())
 
-    /// Samples `pipeline`, waiting at most `wait` for its stages at each sample.
-    init<Source: PipelineSource>(_ pipeline: Pipeline<Source>, wait: Duration = .milliseconds(200)) {
+    /// Samples `pipeline`, waiting at most `wait` for its stages at each sample. `givenBack`
+    /// counts the messages the command took beyond its `--count` and failed with the
+    /// `.requeue` disposition: they are shown as given back, not as failed.
+    init<Source: PipelineSource>(
+        _ pipeline: Pipeline<Source>,
+        wait: Duration = .milliseconds(200),
+        givenBack: @escaping @Sendable () -> Int = { 0 }
+    ) {
         self.statistics = { pipeline.statistics }
         self.statuses = { await pipeline.stageStatuses() }
+        self.givenBack = givenBack
         self.wait = wait
     }
 
@@ -335,10 +347,13 @@ final class PipelineStatusSampler: Sendable {
     func sample() async -> StatusSample {
         await self.refreshStages()
         let statistics = self.statistics()
+        // Counted by the handler just before it fails the message: at most the requeued ones.
+        let givenBack = min(self.givenBack(), statistics.requeued)
         let (stages, running) = self.state.withLock { ($0.stages, $0.seenRunning) }
         return StatusSample(
             processed: statistics.acknowledged,
-            failed: statistics.failed,
+            failed: statistics.failed - givenBack,
+            givenBack: givenBack,
             retried: statistics.retried,
             deadLettered: statistics.deadLettered,
             inFlight: statistics.inFlight,

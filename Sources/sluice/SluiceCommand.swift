@@ -157,7 +157,7 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
         // SIGINT and SIGTERM drain gracefully: stop reading, finish and settle what was taken.
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
-        let sampler = PipelineStatusSampler(pipeline)
+        let sampler = PipelineStatusSampler(pipeline) { max(0, taken.load(ordering: .relaxed) - target) }
         let status = LiveStatus(title: "sluice drain", mode: self.status.mode, firstDrawAfter: .seconds(1)) { await sampler.sample() }
         let clock = ContinuousClock()
         let started = clock.now

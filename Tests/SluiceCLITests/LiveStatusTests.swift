@@ -80,6 +80,16 @@ struct StatusRendererTests {
         #expect(line.contains("pending demand: source 100 | processor x2 100 | batcher.orders 1,500"), "\(line)")
     }
 
+    @Test("messages given back beyond --count are shown as given back, not as failed")
+    func givenBackIsNotFailed() {
+        let renderer = StatusRenderer(title: "sluice tail", style: .lines)
+        var given = sample(settled: 3)
+        given.givenBack = 17
+        let line = renderer.render(given, elapsed: .seconds(1), replacing: true, final: true)
+        #expect(line.contains("processed 3, failed 0, given back 17, retried 3"), "\(line)")
+        #expect(!renderer.render(sample(settled: 3), elapsed: .seconds(1), replacing: true).contains("given back"))
+    }
+
     @Test("the current rate is taken since the previous sample, the overall one since the start")
     func ratesComeFromTheSamples() {
         let renderer = StatusRenderer(title: "t", style: .lines)
