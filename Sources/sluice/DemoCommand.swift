@@ -14,7 +14,7 @@ import Synchronization
 
 /// `sluice demo [--source URL] [--count N]`: the ETL example of examples/pipeline with a live
 /// status and a summary.
-struct Demo: AsyncParsableCommand, BrokerSourceUser {
+struct Demo: AsyncParsableCommand, SourceUser {
     static let configuration = CommandConfiguration(
         abstract: "Run the example ETL pipeline (JSON orders → processors → batches → a store) with a live status.",
         discussion: """
@@ -71,15 +71,8 @@ struct Demo: AsyncParsableCommand, BrokerSourceUser {
             }
             print("sluice demo: orders from \(RedisConfiguration.redacting(url))" + (self.count.map { ", at most \($0)" } ?? ""))
             fflush(nil)
-            try await withBrokerSource(url: url, redis: self.redisConfiguration, self)
+            try await withSource(url, limit: self.count, self)
         }
-    }
-
-    /// The Redis configuration of `url`, limited to `--count` (the source never takes more).
-    private func redisConfiguration(_ url: String) throws -> RedisConfiguration {
-        var configuration = try RedisConfiguration(url: url)
-        if let count = self.count { configuration.limit = count }
-        return configuration
     }
 
     func use<Source: PipelineSource>(_ source: Source) async throws {

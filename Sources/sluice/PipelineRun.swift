@@ -58,30 +58,3 @@ func runWithStatus<Source: PipelineSource>(
     }
     await status.finish()
 }
-
-/// What a command does with the source a broker URL names, whatever the source's type.
-protocol BrokerSourceUser {
-    /// Runs the command on `source`.
-    func use<Source: PipelineSource>(_ source: Source) async throws
-}
-
-/// Makes the source a broker URL names (`redis://`, `unix://`, `amqp://`, `amqps://`,
-/// `kafka://`) and hands it to `user`; `redis` makes the Redis configuration of the URL (where
-/// the caller sets its limit or password).
-func withBrokerSource(
-    url: String,
-    redis: (String) throws -> RedisConfiguration = { try RedisConfiguration(url: $0) },
-    _ user: some BrokerSourceUser
-) async throws {
-    let scheme = url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
-    switch scheme {
-    case "redis", "unix":
-        try await user.use(RedisSource(configuration: redis(url)))
-    case "amqp", "amqps":
-        try await user.use(RabbitMQSource(url: url))
-    case "kafka":
-        try await user.use(KafkaSource(url: url))
-    default:
-        throw UnsupportedURL(scheme: scheme)
-    }
-}

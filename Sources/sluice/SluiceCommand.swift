@@ -47,7 +47,7 @@ struct SluiceCommand: AsyncParsableCommand {
 }
 
 /// `sluice drain URL --count N`: consume and acknowledge N messages, discarding them.
-struct Drain: AsyncParsableCommand, BrokerSourceUser {
+struct Drain: AsyncParsableCommand, SourceUser {
     static let configuration = CommandConfiguration(
         abstract: "Consume and acknowledge N messages from a broker URL through a pipeline, discarding them.",
         discussion: """
@@ -97,37 +97,20 @@ struct Drain: AsyncParsableCommand, BrokerSourceUser {
         }
     }
 
-    /// The Redis configuration of the URL: the password from `--password-file` if given, and
-    /// a limit of `--count` (the source never takes more).
-    private func redisConfiguration() throws -> RedisConfiguration {
-        var configuration = try RedisConfiguration(url: self.url)
-        configuration.limit = self.count
-        if let path = self.passwordFile {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw PasswordFileUnreadable(path: path)
-            }
-            let line = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-            configuration.password = line
+    /// The password of `--password-file` (its first line), if given.
+    private func filePassword() throws -> String? {
+        guard let path = self.passwordFile else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PasswordFileUnreadable(path: path)
         }
-        return configuration
+        return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
     }
 
     func run() async throws {
         try await reportingErrors {
-            if case .redis = try EndpointScheme(url: self.url) {
-                try await withBrokerSource(url: self.url, redis: { _ in try self.redisConfiguration() }, self)
-            } else {
-                // The other brokers, and stdin: and file:PATH (at most --count lines are read).
-                try await withSource(self.url, limit: self.count, DrainUser(drain: self))
-            }
-        }
-    }
-
-    /// Hands a source of any endpoint to ``use(_:)``.
-    private struct DrainUser: SourceUser {
-        let drain: Drain
-        func use<Source: PipelineSource>(_ source: Source) async throws {
-            try await self.drain.use(source)
+            // Every endpoint, stdin: and file:PATH included; at most --count is read where the
+            // connector can cap its reads (Redis, lines).
+            try await withSource(self.url, limit: self.count, password: try self.filePassword(), self)
         }
     }
 
