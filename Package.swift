@@ -87,6 +87,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "Sluice",
+                "SluiceConnector",
                 "SluiceRedis",
                 "SluiceRabbitMQ",
                 "SluiceKafka",

@@ -183,7 +183,7 @@ public struct KafkaConfiguration: Sendable, CustomStringConvertible {
     }
 
     /// Whether the value of librdkafka property `name` is a secret (never shown).
-    static func isSecret(_ name: String) -> Bool {
+    package static func isSecret(_ name: String) -> Bool {
         let lowered = name.lowercased()
         return lowered.contains("password") || lowered.contains("secret") || lowered.hasSuffix(".pem")
             || lowered == "sasl.oauthbearer.config" || lowered == "ssl.key.pem"

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import SluiceConnector
 
 /// Where and how a ``RedisSource`` or ``RedisSink`` talks to Redis.
 ///
@@ -374,30 +375,7 @@ extension RedisConfiguration {
         output += result
         // Then every parameter whose name ends in "password" (percent-decoded, any case; also
         // inside another value, as in dead=password=…): its value up to the next & or #.
-        var redacted = ""
-        var name = ""
-        var skipping = false
-        for character in output {
-            if skipping {
-                guard character == "&" || character == "#" || character.isWhitespace else { continue }
-                skipping = false
-            }
-            redacted.append(character)
-            if character == "=" {
-                if (name.removingPercentEncoding ?? name).lowercased().hasSuffix("password") {
-                    redacted += "***"
-                    skipping = true
-                    name = ""
-                } else {
-                    name.append(character)
-                }
-            } else if character == "&" || character == "?" || character == "#" || character.isWhitespace {
-                name = ""
-            } else {
-                name.append(character)
-            }
-        }
-        return redacted
+        return SecretParameters.redacting(output) { $0.hasSuffix("password") }
     }
 
     /// A URL (or part of one) as errors show it: redacted (``redacting(_:)``), its percent-

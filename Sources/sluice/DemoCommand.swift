@@ -69,7 +69,7 @@ struct Demo: AsyncParsableCommand, SourceUser {
                 fflush(nil)
                 return try await self.run(DemoOrders(count: count), limit: nil)
             }
-            print("sluice demo: orders from \(RedisConfiguration.redacting(url))" + (self.count.map { ", at most \($0)" } ?? ""))
+            print("sluice demo: orders from \(Redaction.redact(url))" + (self.count.map { ", at most \($0)" } ?? ""))
             fflush(nil)
             try await withSource(url, limit: self.count, self)
         }

@@ -10,6 +10,7 @@ import Foundation
 import Sluice
 import SluiceKafka
 import SluiceRabbitMQ
+import SluiceConnector
 import SluiceRedis
 
 /// The URLs every `sluice` subcommand reads, as the help texts show them.
@@ -56,33 +57,11 @@ enum Redaction {
     /// named like a password, a secret or a private key (Redis, AMQP and Kafka URLs alike),
     /// replaced by `***`.
     static func redact(_ text: String) -> String {
-        let redacted = RedisConfiguration.redacting(text)
-        // Kafka's secret librdkafka properties (sasl.oauthbearer.client.secret, ssl.key.pem, …):
-        // the same scan as RedisConfiguration.redacting's for `password` parameters, with the
-        // names KafkaConfiguration.isSecret knows (both are internal to their modules).
-        var output = ""
-        var name = ""
-        var skipping = false
-        for character in redacted {
-            if skipping {
-                guard character == "&" || character == "#" || character.isWhitespace else { continue }
-                skipping = false
-            }
-            output.append(character)
-            if character == "=" {
-                let lowered = (name.removingPercentEncoding ?? name).lowercased()
-                if lowered.contains("secret") || lowered.hasSuffix(".pem") || lowered == "sasl.oauthbearer.config" {
-                    output += "***"
-                    skipping = true
-                }
-                name = ""
-            } else if character == "&" || character == "?" || character == "#" || character.isWhitespace {
-                name = ""
-            } else {
-                name.append(character)
-            }
+        // Redis passwords (URL credentials and password= parameters, also those of AMQP URLs),
+        // then Kafka's secret librdkafka properties (sasl.oauthbearer.client.secret, ssl.key.pem, …).
+        SecretParameters.redacting(RedisConfiguration.redacting(text)) { name in
+            KafkaConfiguration.isSecret(String(name.split(separator: "=").last ?? ""))
         }
-        return output
     }
 
     /// A URL as errors show it: redacted and at most 200 characters long.

@@ -188,6 +188,18 @@ struct EndpointTests {
         }
     }
 
+    /// A Kafka secret property is redacted in the argument parser's messages (which repeat
+    /// what was typed) and in the demo's opening line, like passwords are.
+    @Test func kafkaSecretsNeverShowInUsageErrorsOrTheDemo() async throws {
+        let secret = "hunter2-\(UUID().uuidString.prefix(6))"
+        let url = "kafka://127.0.0.1:1/t?group=g&sasl.oauthbearer.client.secret=\(secret)&connect_timeout_ms=1000"
+        for arguments in [["drain", "redis://127.0.0.1:1/0?key=k", url, "--count", "1"], ["demo", "--source", url, "--count", "1"]] {
+            let result = try await sluiceIO(arguments)
+            #expect(result.status != 0, "\(arguments.prefix(1)): \(result.error)")
+            #expect(!(result.output + result.error).contains(String(secret.prefix(7))), "a secret was printed: \(result.output) \(result.error)")
+        }
+    }
+
     @Test func everySubcommandsHelpShowsAnExample() async throws {
         for command in ["drain", "tail", "produce", "bridge", "wordcount"] {
             let result = try await sluiceIO([command, "--help"])
