@@ -61,6 +61,11 @@ struct SupervisorTests {
         #expect(starts.value == ["producer", "consumer", "consumer"])
         #expect((try await firstConsumer.ended().error as? TestFailure)?.label == "consumer crash on -1")
         #expect(supervisor.restartCount == 1)
+        // The start closure ran; the supervisor stores the handle it returned just after, so
+        // wait for that rather than read it at once.
+        try await eventually("the supervisor holding the restarted consumer") {
+            supervisor.handle("consumer", as: RecordingConsumer.self).map { $0.id != firstConsumer.id } ?? false
+        }
         let secondConsumer = try #require(supervisor.handle("consumer", as: RecordingConsumer.self))
         #expect(secondConsumer.id != firstConsumer.id)
 
