@@ -142,17 +142,26 @@ struct ConnectionLoopTests {
     @Test func stopAndWaitFromACancelledTaskStillWaitsForTheLoop() async throws {
         let script = FakeDriver.Script()
         let loop = ConnectionLoop(name: "test-cancelled") { FakeDriver(script: script) }
-        // A command inside a "C call" for 200 ms.
-        loop.enqueue { _ in usleep(200_000) }
-        try await Task.sleep(for: .milliseconds(20))
+        let waiting = Atomic<Bool>(false)
+        let callReturned = Atomic<Bool>(false)
+        // A command inside a "C call" that returns 100 ms after the waiter began to wait (so
+        // the wait overlaps the call however late the waiter task runs).
+        loop.enqueue { _ in
+            let until = ContinuousClock.now + .seconds(10)
+            while !waiting.load(ordering: .acquiring) && ContinuousClock.now < until { usleep(1000) }
+            usleep(100_000)
+            callReturned.store(true, ordering: .releasing)
+        }
         let waiter = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             let start = ContinuousClock.now
+            waiting.store(true, ordering: .releasing)
             let ended = await loop.stopAndWait(timeout: .seconds(5))
-            return (ended, ContinuousClock.now - start)
+            return (ended, ContinuousClock.now - start, callReturned.load(ordering: .acquiring))
         }
-        let (ended, waited) = await waiter.value
+        let (ended, waited, returnedFirst) = await waiter.value
         #expect(ended, "returned before the loop ended")
+        #expect(returnedFirst, "returned while the loop was still inside the call (after \(waited))")
         #expect(waited >= .milliseconds(100), "waited only \(waited)")
         let closed = script.closed.load(ordering: .relaxed)
         #expect(closed)

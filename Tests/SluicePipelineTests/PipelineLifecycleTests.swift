@@ -74,6 +74,11 @@ final class Gate: Sendable {
                     group.addTask { try await pipeline.run() }
                     await started.wait()
                     trigger.triggerGracefulShutdown()
+                    // The pipeline drains from a task of its own: release the handlers only once
+                    // the source stage ended, or a slow machine lets them finish and ask for
+                    // (and get) every message before the drain began.
+                    let source = try #require(pipeline.stages.first)
+                    _ = await source.waitForTermination()
                     release.open()
                     try await group.waitForAll()
                 }
