@@ -63,7 +63,7 @@ struct BridgeTests {
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
         #expect(result.error.contains("not acknowledged"), "\(result.error)")
         #expect(result.output.hasPrefix("bridged 0 in "), "\(result.output)")
-        #expect(try await client.readyCount(name) == 200)
+        #expect(try await Brokers.readyCount(client, name, reaching: 200) == 200)
         #expect(try await redisCLI(base, ["GET", key]).trimmingCharacters(in: .whitespacesAndNewlines) == "not a list")
         try await client.delete(queue: name)
         await client.close()
@@ -77,7 +77,7 @@ struct BridgeTests {
         #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
         #expect(result.error.contains("cannot connect"), "\(result.error)")
         #expect(!result.error.contains("sekrit"))
-        #expect(try await client.readyCount(name) == 50)
+        #expect(try await Brokers.readyCount(client, name, reaching: 50) == 50)
         try await client.delete(queue: name)
         await client.close()
     }

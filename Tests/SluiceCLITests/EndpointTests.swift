@@ -85,6 +85,20 @@ enum Brokers {
         return ("\(base)?queue=\(queue)", queue, client)
     }
 
+    /// The queue's ready count once it reached `expected` (polled for up to 10 s), else the last
+    /// count read. After a command exits, the broker requeues what the command's channel held
+    /// unacknowledged a moment later (when it sees the connection close), so a count read at
+    /// once can miss those. Nothing consumes the queue meanwhile, so the count only grows.
+    static func readyCount(_ client: RabbitMQClient, _ queue: String, reaching expected: Int) async throws -> Int {
+        let deadline = ContinuousClock.now + .seconds(10)
+        var count = try await client.readyCount(queue)
+        while count < expected && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            count = try await client.readyCount(queue)
+        }
+        return count
+    }
+
     /// A Kafka URL of a new topic, read from the start by a new group.
     static func kafkaTopic(_ purpose: String) async throws -> (url: String, topic: String) {
         let topic = self.unique(purpose)

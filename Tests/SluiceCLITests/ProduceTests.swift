@@ -43,7 +43,7 @@ struct ProduceTests {
         let result = try await sluiceIO(["produce", url], input: Data(lines.joined(separator: "\n").utf8))
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("produced 400 in "), "\(result.output)")
-        #expect(try await client.readyCount(queue) == 400)
+        #expect(try await Brokers.readyCount(client, queue, reaching: 400) == 400)
         let back = try await sluiceIO(["drain", url, "--count", "400"])
         #expect(back.status == 0, "\(back.error)")
         #expect(try await client.readyCount(queue) == 0)

@@ -32,7 +32,7 @@ struct RabbitMQDrainCommandTests {
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("drained 200 in "))
         #expect(result.output.contains("msg/s)"))
-        #expect(try await client.readyCount(queue) == 100)
+        #expect(try await Brokers.readyCount(client, queue, reaching: 100) == 100)
         try await client.delete(queue: queue)
         await client.close()
     }
