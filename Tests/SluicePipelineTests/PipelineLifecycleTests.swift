@@ -15,6 +15,10 @@ import SluiceTestKit
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A gate a handler can wait on until the test opens it.
 /// A gate handlers wait on; a cancelled wait returns at once, so a stuck test fails at its
 /// time limit instead of hanging.
@@ -127,6 +131,50 @@ final class Gate: Sendable {
         }
         #expect(source.emittedCount == 2)
         #expect(source.settlementCounts.isEmpty, "nothing in flight may be acknowledged after the deadline")
+    }
+
+    /// A handler that ignores cancellation holds the run past the deadline until it returns
+    /// (nothing can end a task from outside), and what it finished then is not acknowledged.
+    @Test func aHandlerThatIgnoresCancellationHoldsTheRunAndIsNotAcknowledged() async throws {
+        let source = InMemorySource()
+        let clock = ManualClock()
+        let started = Gate()
+        let release = Recorder<Bool>()
+        let order = Recorder<String>()
+        let pipeline = Pipeline(
+            "stuck",
+            source: source,
+            configuration: PipelineConfiguration(shutdownTimeout: .seconds(5), clock: PipelineClock(clock))
+        ) {
+            Processors(concurrency: 1, maxDemand: 1) { _ in
+                started.open()
+                // Deaf to cancellation, like a blocking call (briefly holds a pool thread).
+                while release.count == 0 { usleep(1000) }
+                order.append("handler returned")
+            }
+        }
+        source.push(payloads(3))
+        try await withTimeLimit(.seconds(20)) {
+            try await testGracefulShutdown { trigger in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await pipeline.run()
+                        order.append("run returned")
+                    }
+                    await started.wait()
+                    trigger.triggerGracefulShutdown()
+                    await clock.waitForSleepers(1)  // the deadline
+                    clock.advance(by: .seconds(5))
+                    try await Task.sleep(for: .milliseconds(300))
+                    #expect(order.all.isEmpty, "run() returned while a handler was still running")
+                    release.append(true)
+                    try await group.waitForAll()
+                }
+            }
+        }
+        #expect(order.all == ["handler returned", "run returned"])
+        #expect(source.emittedCount == 1)
+        #expect(source.settlementCounts.isEmpty, "a message finished after the deadline may not be acknowledged")
     }
 
     @Test func cancellingTheRunIsPromptAndAcknowledgesNothingInFlight() async throws {

@@ -17,6 +17,11 @@ public struct PipelineConfiguration: Sendable {
     public var failurePolicy: FailurePolicy
     /// How long a graceful shutdown may take to finish in-flight work before the remaining
     /// messages are left unacknowledged for the broker to deliver again. Default: 30 s.
+    ///
+    /// At the deadline every stage is killed and the handlers still running are cancelled;
+    /// ``Pipeline/run()`` returns once they returned. A handler that ignores cancellation (a
+    /// blocking call, a loop that never checks `Task.isCancelled`) holds the run until it
+    /// returns: Swift cannot end a task from outside. Its message is not acknowledged.
     public var shutdownTimeout: Duration
     /// At most this many messages per interval (`nil`: unlimited). Changeable at runtime with
     /// ``Pipeline/setRateLimit(_:)``.
