@@ -35,4 +35,10 @@ package final class RunningSession<Session: AnyObject & Sendable>: Sendable {
 
     /// The running session, if any.
     package var session: Session? { self.current.withLock { $0 } }
+
+    /// The running session, or `notRunning` thrown when there is none.
+    package func session<Failure: Error>(orThrow notRunning: @autoclosure () -> Failure) throws(Failure) -> Session {
+        guard let session = self.session else { throw notRunning() }
+        return session
+    }
 }

@@ -33,9 +33,8 @@ extension KafkaSource {
     ///   connected, or after it ended); `connectionFailed` when a broker did not answer
     ///   within ``lagQueryTimeout``; `clientFailed` when one answered with an error.
     public func lag() async throws(KafkaError) -> Int? {
-        guard let session = self.running.session, let loop = session.consumerLoop else {
-            throw KafkaError(.shutDown, "the Kafka source is not running: its lag is known only while a pipeline runs it")
-        }
+        let notRunning = KafkaError(.shutDown, "the Kafka source is not running: its lag is known only while a pipeline runs it")
+        guard let loop = try self.running.session(orThrow: notRunning).consumerLoop else { throw notRunning }
         let result: Result<Int?, KafkaError> = await withCheckedContinuation { continuation in
             let queued = loop.enqueue(.lag { continuation.resume(returning: $0) })
             if !queued { continuation.resume(returning: .failure(KafkaError(.shutDown, "the Kafka source was shut down"))) }

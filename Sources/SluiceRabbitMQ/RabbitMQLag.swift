@@ -26,10 +26,8 @@ extension RabbitMQSource {
     ///   `notFound` when the queue was deleted (the source then reconnects, as after any lost
     ///   channel).
     public func lag() async throws(RabbitMQError) -> Int? {
-        guard let session = self.running.session else {
-            throw RabbitMQError(.shutDown, "the RabbitMQ source is not running: its lag is known only while a pipeline runs it")
-        }
-        return try await session.readyCount()
+        let notRunning = RabbitMQError(.shutDown, "the RabbitMQ source is not running: its lag is known only while a pipeline runs it")
+        return try await self.running.session(orThrow: notRunning).readyCount()
     }
 }
 

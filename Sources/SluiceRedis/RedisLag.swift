@@ -28,10 +28,8 @@ extension RedisSource {
     ///   connected, or after it ended); `connectionFailed` or `connectionLost` while Redis
     ///   cannot be reached; `noGroup` when the stream has no such group any more.
     public func lag() async throws(RedisError) -> Int? {
-        guard let session = self.running.session else {
-            throw RedisError(.shutDown, "the Redis source is not running: its lag is known only while a pipeline runs it")
-        }
-        return try await session.lag()
+        let notRunning = RedisError(.shutDown, "the Redis source is not running: its lag is known only while a pipeline runs it")
+        return try await self.running.session(orThrow: notRunning).lag()
     }
 }
 
