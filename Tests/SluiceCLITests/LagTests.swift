@@ -33,16 +33,23 @@ struct LagSamplerTests {
         let count = QueryCount()
         let sampler = LagSampler(interval: .milliseconds(100)) { count.value.add(1, ordering: .relaxed).newValue }
         #expect(sampler.current == nil, "nothing before it starts")
+        let clock = ContinuousClock()
+        let started = clock.now
         sampler.start()
-        try await Task.sleep(for: .milliseconds(550))
+        while count.value.load(ordering: .relaxed) < 3 { try await Task.sleep(for: .milliseconds(5)) }
         let asked = count.value.load(ordering: .relaxed)
-        #expect((2...7).contains(asked), "\(asked) queries in 550 ms at one per 100 ms")
-        #expect(sampler.current.map { $0 >= 1 && $0 <= asked } == true)
+        let elapsed = clock.now - started
+        // The n-th query starts (n − 1) intervals after the first at the earliest.
+        #expect(Double(asked - 1) <= elapsed / .milliseconds(100), "\(asked) queries in \(elapsed) at one per 100 ms")
+        try await waitUntilAnswered(sampler)
+        #expect(sampler.current.map { $0 >= 1 && $0 <= asked + 1 } == true)
         sampler.stop()
+        let atStop = count.value.load(ordering: .relaxed)
         #expect(sampler.current == nil)
         sampler.start()
         try await Task.sleep(for: .milliseconds(250))
-        #expect(count.value.load(ordering: .relaxed) <= asked + 1, "not again after stop()")
+        // A query that had just begun may still count once; none starts after stop().
+        #expect(count.value.load(ordering: .relaxed) <= atStop + 1, "not again after stop()")
     }
 
     @Test("a failing query shows no lag, and the sampler keeps asking")
@@ -57,6 +64,11 @@ struct LagSamplerTests {
         while count.value.load(ordering: .relaxed) < 3 { try await Task.sleep(for: .milliseconds(5)) }
         #expect(sampler.current == nil, "the answer before the failure is not shown any more")
     }
+}
+
+/// Waits until `sampler` shows an answer.
+private func waitUntilAnswered(_ sampler: LagSampler) async throws {
+    while sampler.current == nil { try await Task.sleep(for: .milliseconds(5)) }
 }
 
 @Suite("sluice live status lag", .serialized, .timeLimit(.minutes(1)))
