@@ -100,6 +100,23 @@ struct KafkaLagTests {
         await #expect(throws: KafkaError.self, "ended") { _ = try await source.lag() }
     }
 
+    @Test("a group that starts at the latest offset and never committed has no lag for what came before it")
+    func latestStartsWithoutLag() async throws {
+        var configuration = try await KafkaTestEnvironment.configuration("lag-latest", partitions: 1)
+        configuration.offsetReset = .latest
+        let admin = KafkaTestEnvironment.admin(configuration)
+        // One message per produce request (see above), so that the end offset is right.
+        for index in 0..<3 { try await admin.produce(topic: configuration.topics[0], values: [Array("old-\(index)".utf8)], partition: 0) }
+        let source = KafkaSource(configuration: configuration)
+        let pipeline = Pipeline("lag-latest", source: source) {
+            Processors(concurrency: 1, maxDemand: 1) { _ in }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil(seconds: 30, "the consumer was assigned") { (try? await source.lag()) != nil }
+            #expect(try await source.lag() == 0, "the 3 older messages are not this group's to read")
+        }
+    }
+
     @Test("while the brokers cannot be reached the query fails within its timeout, and the source keeps running")
     func anUnreachableBrokerFailsTheQuery() async throws {
         guard let tansu = ProcessInfo.processInfo.environment["SLUICE_TANSU"], !tansu.isEmpty else {
