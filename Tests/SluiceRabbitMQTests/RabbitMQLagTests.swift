@@ -51,4 +51,40 @@ struct RabbitMQLagTests {
         try await client.delete(queue: queue)
         await client.close()
     }
+
+    @Test("after the broker closed the consumer's connection the query fails or waits, then answers again once reconnected")
+    func answersAgainAfterAReconnect() async throws {
+        let (configuration, client) = try await preloadedQueue("lag-reconnect", count: 10) { $0.maximumReconnectBackoff = .milliseconds(200) }
+        let queue = configuration.queue
+        let source = RabbitMQSource(configuration: configuration)
+        let release = Flag()
+        let handled = Recorder<String>()
+        let pipeline = Pipeline("lag-reconnect", source: source) {
+            Processors(concurrency: 1, maxDemand: 2) { message in
+                while !release.isSet { try await Task.sleep(for: .milliseconds(5)) }
+                handled.append(message.text)
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("the prefetch was delivered") { try await RabbitControl.counts(queue).unacknowledged > 0 }
+            try await RabbitControl.closeConsumerConnection(of: queue)
+            // Queried while the source notices the loss and reconnects: an error or an answer,
+            // never a crash; then the broker's count again, with the new channel's deliveries.
+            try await waitUntil("the lag matches the broker's count after the reconnect") {
+                guard let lag = try? await source.lag() else { return false }
+                let counts = try await RabbitControl.counts(queue)
+                return counts.unacknowledged > 0 && lag == counts.ready && counts.ready + counts.unacknowledged == 10
+            }
+            release.set()
+            try await waitUntil("every message was handled, the lag is 0") {
+                guard (try? await source.lag()) == 0 else { return false }
+                return Set(handled.all).count == 10
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        try await client.delete(queue: queue)
+        await client.close()
+    }
 }
