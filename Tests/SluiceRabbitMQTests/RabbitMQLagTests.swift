@@ -11,6 +11,23 @@ import Sluice
 import SluiceRabbitMQ
 import Testing
 
+/// A pipeline on `source` whose one processor holds every delivery until `release` is set (so
+/// the broker delivers the prefetch and stops), then records its text in `handled`.
+private func holdingPipeline(
+    _ name: String,
+    source: RabbitMQSource,
+    maxDemand: Int,
+    release: Flag,
+    handled: Recorder<String>
+) -> Pipeline<RabbitMQSource> {
+    Pipeline(name, source: source) {
+        Processors(concurrency: 1, maxDemand: maxDemand) { message in
+            while !release.isSet { try await Task.sleep(for: .milliseconds(5)) }
+            handled.append(message.text)
+        }
+    }
+}
+
 @Suite("RabbitMQ source lag", .timeLimit(.minutes(1)))
 struct RabbitMQLagTests {
     @Test("the lag is the queue's ready count: N − the deliveries taken, as rabbitmqctl counts it; 0 once all were settled")
@@ -21,13 +38,7 @@ struct RabbitMQLagTests {
         await #expect(throws: RabbitMQError.self, "not running yet") { _ = try await source.lag() }
         let release = Flag()
         let handled = Recorder<String>()
-        let pipeline = Pipeline("lag", source: source) {
-            Processors(concurrency: 1, maxDemand: 4) { message in
-                // Every delivery is held until released: the broker delivers the prefetch and stops.
-                while !release.isSet { try await Task.sleep(for: .milliseconds(5)) }
-                handled.append(message.text)
-            }
-        }
+        let pipeline = holdingPipeline("lag", source: source, maxDemand: 4, release: release, handled: handled)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("the prefetch was delivered and the broker's count shows it") {
@@ -59,12 +70,7 @@ struct RabbitMQLagTests {
         let source = RabbitMQSource(configuration: configuration)
         let release = Flag()
         let handled = Recorder<String>()
-        let pipeline = Pipeline("lag-reconnect", source: source) {
-            Processors(concurrency: 1, maxDemand: 2) { message in
-                while !release.isSet { try await Task.sleep(for: .milliseconds(5)) }
-                handled.append(message.text)
-            }
-        }
+        let pipeline = holdingPipeline("lag-reconnect", source: source, maxDemand: 2, release: release, handled: handled)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
             try await waitUntil("the prefetch was delivered") { try await RabbitControl.counts(queue).unacknowledged > 0 }
