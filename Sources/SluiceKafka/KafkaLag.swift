@@ -56,6 +56,7 @@ enum KafkaLagQuery {
     /// its beginning (earliest), and "none" (no commit, no position).
     private static let end: Int64 = -1
     private static let beginning: Int64 = -2
+    private static let invalid: Int64 = -1001
 
     /// The lag of `keys` on `handle` (`nil`: no partition assigned).
     static func measure(
@@ -103,7 +104,7 @@ enum KafkaLagQuery {
     private static func fetch(
         _ keys: [KafkaPartitionKey],
         _ what: String,
-        preset: Int64 = -1001,
+        preset: Int64 = Self.invalid,
         _ call: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>, Int32) -> rd_kafka_resp_err_t
     ) throws(KafkaError) -> [Int64] {
         let list = rd_kafka_topic_partition_list_new(Int32(keys.count))!
