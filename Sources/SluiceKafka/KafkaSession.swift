@@ -96,7 +96,7 @@ final class KafkaSession: Sendable {
         if let error { continuation?.resume(throwing: error) } else { continuation?.resume() }
     }
 
-    private var consumerLoop: ConnectionLoop<RDKafkaConsumer>? { self.loop.withLock { $0 } }
+    var consumerLoop: ConnectionLoop<RDKafkaConsumer>? { self.loop.withLock { $0 } }
 
     private func wakeLoop() { self.consumerLoop?.wake() }
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import Sluice
+import SluiceConnector
 
 /// A pipeline source that consumes Kafka topics in a consumer group, on demand.
 ///
@@ -45,6 +46,8 @@ public struct KafkaSource: PipelineSource {
     public let configuration: KafkaConfiguration
     /// Counters the source's sessions report to (tests, benchmarks).
     @_spi(Internal) public var counters: KafkaSourceCounters?
+    /// The session a pipeline runs, for ``lag()``.
+    let running = RunningSession<KafkaSession>()
 
     /// Creates a source.
     public init(configuration: KafkaConfiguration) {
@@ -73,12 +76,14 @@ public struct KafkaSource: PipelineSource {
             await session.shutdown()
             throw error
         }
+        self.running.attach(session)
         return SourceParts(stage: KafkaSourceStage(session: session), acknowledger: KafkaAcknowledger(session: session))
     }
 
     /// Commits what settled, leaves the group (bounded by ``KafkaConfiguration/closeTimeout``)
     /// and closes the consumer.
     public func shutdown(_ acknowledger: KafkaAcknowledger) async {
+        self.running.detach(acknowledger.session)
         await acknowledger.session.shutdown()
     }
 }

@@ -40,6 +40,8 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         case cancel
         /// Send the deferred acknowledgements now (before closing).
         case flush
+        /// Count the queue's ready messages (``RabbitMQSource/lag()``).
+        case readyCount(@Sendable (Result<Int, RabbitMQError>) -> Void)
     }
 
     private let configuration: RabbitMQConfiguration
@@ -85,6 +87,8 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             self.cancel()
         case .flush:
             self.send(self.tracker.flushDeferred())
+        case .readyCount(let report):
+            report(self.readyCount())
         }
     }
 
@@ -260,6 +264,23 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         }
         self.session?.arrived(messages)
         self.session?.finished()
+    }
+
+    // MARK: Lag
+
+    /// The queue's ready messages: a passive `queue.declare` on the consumer's channel
+    /// (deliveries that arrive meanwhile stay queued in librabbitmq for the next read). A
+    /// failure gives the channel up, as any failed call does, and the next turn reconnects.
+    private func readyCount() -> Result<Int, RabbitMQError> {
+        guard let connection = self.connection else {
+            return .failure(RabbitMQError(.connectionLost, "not connected to RabbitMQ (reconnecting)"))
+        }
+        do throws(RabbitMQError) {
+            return .success(try connection.readyCount(self.configuration.queue))
+        } catch {
+            self.lost(error)
+            return .failure(error)
+        }
     }
 
     private func message(_ delivery: AMQPDelivery) -> Message<RabbitMQMetadata> {

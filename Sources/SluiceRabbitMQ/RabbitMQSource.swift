@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import Sluice
+import SluiceConnector
 
 /// A pipeline source that consumes a RabbitMQ queue with manual acknowledgements.
 ///
@@ -43,6 +44,8 @@ public struct RabbitMQSource: PipelineSource {
 
     /// The configuration.
     public let configuration: RabbitMQConfiguration
+    /// The session a pipeline runs, for ``lag()``.
+    let running = RunningSession<RabbitMQSession>()
 
     /// Creates a source.
     public init(configuration: RabbitMQConfiguration) {
@@ -74,12 +77,14 @@ public struct RabbitMQSource: PipelineSource {
             await session.shutdown()
             throw error
         }
+        self.running.attach(session)
         return SourceParts(stage: RabbitMQSourceStage(session: session), acknowledger: RabbitMQAcknowledger(session: session))
     }
 
     /// Sends the remaining settlements, then closes the channel (the broker requeues what
     /// was not acknowledged) and the connection.
     public func shutdown(_ acknowledger: RabbitMQAcknowledger) async {
+        self.running.detach(acknowledger.session)
         await acknowledger.session.shutdown()
     }
 

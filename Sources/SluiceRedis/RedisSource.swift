@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import Sluice
+import SluiceConnector
 
 /// A pipeline source that reads a Redis list or stream, on demand.
 ///
@@ -46,6 +47,8 @@ public struct RedisSource: PipelineSource {
 
     /// The configuration.
     public let configuration: RedisConfiguration
+    /// The session a pipeline runs, for ``lag()``.
+    let running = RunningSession<RedisSession>()
 
     /// Creates a source.
     public init(configuration: RedisConfiguration) {
@@ -72,12 +75,14 @@ public struct RedisSource: PipelineSource {
             await session.shutdown()
             throw error
         }
+        self.running.attach(session)
         return SourceParts(stage: RedisSourceStage(session: session), acknowledger: RedisAcknowledger(session: session))
     }
 
     /// Sends the remaining acknowledgements, gives unfinished items back (reliable mode) and
     /// closes the connections.
     public func shutdown(_ acknowledger: RedisAcknowledger) async {
+        self.running.detach(acknowledger.session)
         await acknowledger.session.shutdown()
     }
 }

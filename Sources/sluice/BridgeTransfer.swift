@@ -109,7 +109,9 @@ struct Transfer {
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
         let sampler = PipelineStatusSampler(pipeline) { target.map { max(0, taken.load(ordering: .relaxed) - $0) } ?? 0 }
-        let status = LiveStatus(title: "sluice \(self.name)", mode: self.status, firstDrawAfter: .seconds(1)) { await sampler.sample() }
+        let status = LiveStatus(title: "sluice \(self.name)", mode: self.status, firstDrawAfter: .seconds(1), lag: LagSampler(of: source)) {
+            await sampler.sample()
+        }
         let clock = ContinuousClock()
         let start = clock.now
         try await runWithStatus(pipeline, status: status, drainingWhen: stop, stopContinuation)

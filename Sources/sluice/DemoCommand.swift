@@ -126,7 +126,7 @@ struct Demo: AsyncParsableCommand, SourceUser {
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
         let sampler = PipelineStatusSampler(pipeline) { givenBack.load(ordering: .relaxed) }
-        let status = LiveStatus(title: "sluice demo", mode: self.status.mode) { await sampler.sample() }
+        let status = LiveStatus(title: "sluice demo", mode: self.status.mode, lag: LagSampler(of: source)) { await sampler.sample() }
         let clock = ContinuousClock()
         let started = clock.now
         if limit == nil {

@@ -58,6 +58,7 @@ final class LiveStatus: Sendable {
     private let firstDrawAfter: Duration
     private let output: Int32
     private let sample: @Sendable () async -> StatusSample
+    private let lag: LagSampler?
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
     private let task = Mutex<Task<Drawn, Never>?>(nil)
@@ -74,6 +75,9 @@ final class LiveStatus: Sendable {
     ///   - firstDrawAfter: Nothing is drawn before this much time passed, so short runs stay
     ///     quiet (``finish()`` then draws nothing either).
     ///   - output: The file descriptor drawn on.
+    ///   - lag: The source's lag, sampled in a task of its own from the first frame on (a
+    ///     frame shows its last answer, never waits for it); `nil`: the source does not know
+    ///     its lag. The final frame shows none (the source has ended).
     ///   - sample: Reads the command's counters; called once per frame.
     init(
         title: String,
@@ -81,11 +85,13 @@ final class LiveStatus: Sendable {
         interval: Duration = .seconds(1),
         firstDrawAfter: Duration = .zero,
         output: Int32 = STDERR_FILENO,
+        lag: LagSampler? = nil,
         sample: @escaping @Sendable () async -> StatusSample
     ) {
         self.interval = interval
         self.firstDrawAfter = firstDrawAfter
         self.output = output
+        self.lag = lag
         self.sample = sample
         self.started = self.clock.now
         switch Self.resolve(mode, output: output) {
@@ -120,6 +126,7 @@ final class LiveStatus: Sendable {
 
     /// Stops the redraw and draws the final state once (if anything was drawn before).
     func finish() async {
+        self.lag?.stop()
         guard let renderer = self.renderer, let task = self.task.withLock({ $0 }) else { return }
         task.cancel()
         let drawn = await task.value
@@ -141,11 +148,15 @@ final class LiveStatus: Sendable {
             try? await Task.sleep(for: self.firstDrawAfter)
         }
         while !Task.isCancelled {
-            let sample = await self.sample()
+            var sample = await self.sample()
             guard !Task.isCancelled else { break }
             guard sample.running else {
                 try? await Task.sleep(for: min(self.interval, .milliseconds(20)))
                 continue
+            }
+            if let lag = self.lag {
+                lag.start()
+                sample.lag = sample.lag ?? lag.current
             }
             let elapsed = self.clock.now - self.started
             self.write(renderer.render(sample, elapsed: elapsed, previous: drawn.previous, replacing: drawn.frames > 0))

@@ -141,7 +141,9 @@ struct Drain: AsyncParsableCommand, SourceUser {
         let signals = DrainSignals { pipeline.drain() }
         defer { signals.cancel() }
         let sampler = PipelineStatusSampler(pipeline) { max(0, taken.load(ordering: .relaxed) - target) }
-        let status = LiveStatus(title: "sluice drain", mode: self.status.mode, firstDrawAfter: .seconds(1)) { await sampler.sample() }
+        let status = LiveStatus(title: "sluice drain", mode: self.status.mode, firstDrawAfter: .seconds(1), lag: LagSampler(of: source)) {
+            await sampler.sample()
+        }
         let clock = ContinuousClock()
         let started = clock.now
         try await runWithStatus(pipeline, status: status, drainingWhen: reached, reachedContinuation)

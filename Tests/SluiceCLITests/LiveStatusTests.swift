@@ -80,6 +80,17 @@ struct StatusRendererTests {
         #expect(line.contains("pending demand: source 100 | processor x2 100 | batcher.orders 1,500"), "\(line)")
     }
 
+    @Test("the lag, where the source knows it, follows the rates: ', lag N' with separators; nothing when unknown")
+    func lagFollowsTheRates() {
+        let renderer = StatusRenderer(title: "sluice test", style: .lines)
+        let known = renderer.render(sample(settled: 10, lag: 1_234_567), elapsed: .seconds(1))
+        #expect(known.contains("msg/s overall, lag 1,234,567; pending demand"), "\(known)")
+        let zero = renderer.render(sample(settled: 10, lag: 0), elapsed: .seconds(1))
+        #expect(zero.contains("msg/s overall, lag 0; "), "\(zero)")
+        let unknown = renderer.render(sample(settled: 10), elapsed: .seconds(1))
+        #expect(!unknown.contains("lag"), "\(unknown)")
+    }
+
     @Test("messages given back beyond --count are shown as given back, not as failed")
     func givenBackIsNotFailed() {
         let renderer = StatusRenderer(title: "sluice tail", style: .lines)
@@ -256,6 +267,43 @@ struct LiveStatusTests {
         #expect(frames.last?.contains("done") == true)
     }
 
+    @Test("frames show the lag sampler's last answer; the final frame none (the source has ended)")
+    func framesShowTheLag() async throws {
+        let counter = SampleCount()
+        let lag = LagSampler(interval: .milliseconds(10)) { 4321 }
+        let text = try await drawn(for: .milliseconds(100), until: counter, reaches: 5) { output in
+            LiveStatus(title: "t", mode: .lines, interval: .milliseconds(20), output: output, lag: lag) {
+                counter.value.add(1, ordering: .relaxed)
+                return StatusSample()
+            }
+        }
+        let lines = text.split(separator: "\n")
+        #expect(lines.dropLast().contains { $0.contains(", lag 4,321;") }, "\(text)")
+        #expect(lines.last.map { $0.contains("done") && !$0.contains("lag") } == true, "\(text)")
+        #expect(lag.current == nil, "stopped with the status")
+    }
+
+    @Test("a failing or hanging lag query shows no lag and never holds a frame back", arguments: ["failing", "hanging"])
+    func aFailingOrHangingQueryShowsNoLag(kind: String) async throws {
+        let counter = SampleCount()
+        let lag = LagSampler(interval: .milliseconds(10)) { () async throws -> Int? in
+            if kind == "failing" { throw LagUnreachable() }
+            try await Task.sleep(for: .seconds(60))
+            return 1
+        }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let text = try await drawn(for: .milliseconds(100), until: counter, reaches: 5) { output in
+            LiveStatus(title: "t", mode: .lines, interval: .milliseconds(20), output: output, lag: lag) {
+                counter.value.add(1, ordering: .relaxed)
+                return StatusSample()
+            }
+        }
+        #expect(clock.now - started < .seconds(30), "frames kept coming and finish() did not wait for the query")
+        #expect(text.split(separator: "\n").count >= 5, "\(text)")
+        #expect(!text.contains("lag"), "\(text)")
+    }
+
     @Test("automatic mode: plain lines on a pipe")
     func automaticModeOnAPipe() {
         let reader = PipeReader()
@@ -326,3 +374,6 @@ struct PipelineStatusSamplerTests {
         try await run.value
     }
 }
+
+/// What a failing lag query throws in these tests.
+private struct LagUnreachable: Error {}

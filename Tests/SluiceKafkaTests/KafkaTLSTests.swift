@@ -125,7 +125,7 @@ final class KafkaTLSBroker: Sendable {
         guard process.terminationStatus == 0 else { throw TestFailure("\(executable) \(arguments.first ?? "") failed") }
     }
 
-    private static func start(_ executable: String, _ arguments: [String], environment: [String: String]?, log: URL) throws -> Process {
+    static func start(_ executable: String, _ arguments: [String], environment: [String: String]?, log: URL) throws -> Process {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let output = try FileHandle(forWritingTo: log)
         let process = Process()
@@ -139,7 +139,7 @@ final class KafkaTLSBroker: Sendable {
     }
 
     /// A loopback port nobody listens on now.
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw TestFailure("no socket for a free port") }
         defer { close(socket) }
@@ -153,7 +153,7 @@ final class KafkaTLSBroker: Sendable {
     }
 
     /// Whether something accepts connections on 127.0.0.1:`port`.
-    private static func answers(_ port: Int) -> Bool {
+    static func answers(_ port: Int) -> Bool {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { return false }
         defer { close(socket) }

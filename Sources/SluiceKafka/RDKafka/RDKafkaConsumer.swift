@@ -31,6 +31,8 @@ final class RDKafkaConsumer: ConnectionDriver {
     enum Command: Sendable {
         /// Write these failed messages to the dead-letter topic.
         case deadLetter([KafkaDeadLetter])
+        /// Measure the assigned partitions' lag (``KafkaSource/lag()``).
+        case lag(@Sendable (Result<Int?, KafkaError>) -> Void)
     }
 
     private struct Assigned {
@@ -164,6 +166,8 @@ final class RDKafkaConsumer: ConnectionDriver {
         switch command {
         case .deadLetter(let letters):
             self.deadLetterQueue.append(contentsOf: letters)
+        case .lag(let report):
+            report(KafkaLagQuery.measure(self.handle, self.partitions.map(\.key), offsetReset: self.configuration.offsetReset))
         }
     }
 
