@@ -92,10 +92,11 @@ let package = Package(
                 "SluiceRabbitMQ",
                 "SluiceKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
-        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceRabbitMQ"]),
+        .testTarget(name: "SluiceCLITests", dependencies: ["sluice", "SluiceRabbitMQ", .product(name: "Logging", package: "swift-log")]),
 
         // MARK: Examples
         .executableTarget(name: "ExampleABC", dependencies: ["Sluice"], path: "examples/abc"),

@@ -64,6 +64,18 @@ final class LiveStatus: Sendable {
     private let task = Mutex<Task<Drawn, Never>?>(nil)
     /// Writes happen here, never on the cooperative pool (a terminal or pipe may block).
     private let writer = DispatchQueue(label: "sluice.live-status")
+    /// Terminal style: the frame now on screen (without its redraw prefix), so that a log line
+    /// can be written above it and the frame drawn again below. Used on ``writer`` only.
+    private let onScreen = Mutex<String?>(nil)
+    /// Whether frames are redrawn in place (a log line must then not land inside one).
+    private var redrawsInPlace: Bool {
+        if case .terminal = self.renderer?.style { return true }
+        return false
+    }
+
+    /// The live status now drawing in place on a terminal, if any: ``StatusLogHandler`` writes
+    /// log lines through it, so that they do not land inside a frame.
+    static let current = Mutex<LiveStatus?>(nil)
 
     /// Creates a live status; nothing is drawn before ``start()``.
     ///
@@ -122,6 +134,7 @@ final class LiveStatus: Sendable {
             guard task == nil else { return }
             task = Task.detached { await self.drawLoop(renderer) }
         }
+        if self.redrawsInPlace { Self.current.withLock { $0 = self } }
     }
 
     /// Stops the redraw and draws the final state once (if anything was drawn before).
@@ -135,8 +148,26 @@ final class LiveStatus: Sendable {
             let elapsed = self.clock.now - self.started
             self.write(renderer.render(sample, elapsed: elapsed, previous: drawn.previous, replacing: true, final: true))
         }
+        Self.current.withLock { current in
+            if current === self { current = nil }
+        }
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            self.writer.async { done.resume() }
+            self.writer.async {
+                // What is logged from now on goes below the final frame.
+                self.onScreen.withLock { $0 = nil }
+                done.resume()
+            }
+        }
+    }
+
+    /// Writes a log line (ending in a newline) so that it does not land inside a frame drawn in
+    /// place: the frame on screen is erased, the line written, and the frame drawn again below
+    /// it. In lines style, or before the first frame, the line is just written.
+    func log(_ line: String) {
+        let output = self.output
+        self.writer.async {
+            guard let frame = self.onScreen.withLock({ $0 }) else { return writeAll(output, line) }
+            writeAll(output, StatusRenderer.erasePrevious + line + frame)
         }
     }
 
@@ -169,13 +200,20 @@ final class LiveStatus: Sendable {
 
     private func write(_ text: String) {
         let output = self.output
-        self.writer.async { writeAll(output, text) }
+        let inPlace = self.redrawsInPlace
+        self.writer.async {
+            if inPlace {
+                let frame = text.hasPrefix(StatusRenderer.erasePrevious) ? String(text.dropFirst(StatusRenderer.erasePrevious.count)) : text
+                self.onScreen.withLock { $0 = frame }
+            }
+            writeAll(output, text)
+        }
     }
 }
 
 /// Writes all of `text` to `output`, retrying after interruptions; gives up on an error (a
 /// closed terminal or pipe: the status is not worth failing the command for).
-private func writeAll(_ output: Int32, _ text: String) {
+func writeAll(_ output: Int32, _ text: String) {
     let bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
@@ -205,6 +243,10 @@ struct StatusRenderer: Sendable {
 
     /// Lines in every terminal frame.
     static let terminalLines = 4
+
+    /// Terminal style: moves the cursor up over the previous frame and erases to the end of the
+    /// screen (the start of every frame but the first).
+    static let erasePrevious = "\u{1B}[\(terminalLines)A\r\u{1B}[J"
 
     var title: String
     var style: Style
@@ -252,7 +294,7 @@ struct StatusRenderer: Sendable {
         case .terminal(let width):
             let lines = [heading, "  " + counts.joined(separator: "   "), "  rate " + rates, "  " + demand]
             let cut = lines.map { String($0.prefix(max(width - 1, 10))) }
-            let up = replacing ? "\u{1B}[\(Self.terminalLines)A\r\u{1B}[J" : ""
+            let up = replacing ? Self.erasePrevious : ""
             return up + cut.joined(separator: "\n") + "\n"
         }
     }

@@ -8,6 +8,7 @@
 
 import ArgumentParser
 import Foundation
+import Logging
 import Sluice
 import SluiceKafka
 import SluiceRabbitMQ
@@ -27,6 +28,9 @@ struct SluiceCommand: AsyncParsableCommand {
     /// (usage errors such as "Unexpected argument" repeat what was typed) goes through
     /// ``Redaction/redact(_:)``, so that no password or secret in a URL is ever printed.
     static func main() async {
+        // Log lines (reconnects, refused settlements) go to stderr, above a live status that is
+        // redrawn in place rather than into it.
+        LoggingSystem.bootstrap { label in StatusLogHandler(label: label) }
         do {
             var command = try Self.parseAsRoot()
             if var command = command as? any AsyncParsableCommand {

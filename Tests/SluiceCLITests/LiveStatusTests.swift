@@ -8,6 +8,7 @@
 
 import Foundation
 import Sluice
+import Logging
 import Synchronization
 import Testing
 
@@ -265,6 +266,50 @@ struct LiveStatusTests {
         #expect(!frames[0].isEmpty && !frames[0].contains(escape))
         #expect(frames.allSatisfy { $0.filter { $0 == "\n" }.count == StatusRenderer.terminalLines })
         #expect(frames.last?.contains("done") == true)
+    }
+
+    @Test("a log line while frames redraw in place lands above the frame, which is drawn again below it")
+    func logLinesGoAboveTheFrame() async throws {
+        let counter = SampleCount()
+        let reader = PipeReader()
+        let status = LiveStatus(title: "t", mode: .terminal, interval: .milliseconds(20), output: reader.writeEnd) {
+            counter.value.add(1, ordering: .relaxed)
+            return StatusSample()
+        }
+        status.log("before any frame\n")
+        status.start()
+        while counter.value.load(ordering: .relaxed) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        status.log("reconnecting in 0.5 s\n")
+        let seen = counter.value.load(ordering: .relaxed)
+        while counter.value.load(ordering: .relaxed) < seen + 2 { try await Task.sleep(for: .milliseconds(5)) }
+        await status.finish()
+        status.log("after the final frame\n")
+        try await Task.sleep(for: .milliseconds(50))  // the writer queue
+        let text = try await reader.finish()
+
+        let segments = text.components(separatedBy: StatusRenderer.erasePrevious)
+        // Before the first frame the line is written as it is; the first frame follows it.
+        #expect(segments[0].hasPrefix("before any frame\nt  "), "\(text.debugDescription)")
+        // Each erase takes away one frame (4 lines). The segment that starts with the log line
+        // holds it and a whole frame, so the next erase leaves the log line on screen.
+        let logged = try #require(segments.first { $0.hasPrefix("reconnecting in 0.5 s\n") }, "\(text.debugDescription)")
+        let lines = logged.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count == 1 + StatusRenderer.terminalLines, "\(logged.debugDescription)")
+        #expect(lines.dropFirst().first?.hasPrefix("t  ") == true, "\(logged.debugDescription)")
+        // Frames without a log line are exactly one frame, and after the final frame a line is
+        // written below it.
+        #expect(segments.dropFirst().filter { $0 != logged }.allSatisfy { $0.filter { $0 == "\n" }.count == StatusRenderer.terminalLines || $0.hasSuffix("after the final frame\n") })
+        #expect(text.hasSuffix("after the final frame\n"))
+        #expect(segments.last?.contains("done") == true)
+    }
+
+    @Test("log lines read like swift-log's stream handler: time, level, label, sorted metadata, source, message")
+    func logLineFormat() {
+        let event = LogEvent(level: .warning, message: "reconnecting", metadata: nil, source: "SluiceRabbitMQ", file: "f", function: "g", line: 1)
+        let line = StatusLogHandler.format(event, metadata: ["b": "2", "a": "1"], label: "sluice", timestamp: "2026-12-01T18:00:00+0000")
+        #expect(line == "2026-12-01T18:00:00+0000 warning sluice: a=1 b=2 [SluiceRabbitMQ] reconnecting\n")
+        let bare = StatusLogHandler.format(event, metadata: [:], label: "", timestamp: "T")
+        #expect(bare == "T warning: [SluiceRabbitMQ] reconnecting\n")
     }
 
     @Test("frames show the lag sampler's last answer; the final frame none (the source has ended)")
