@@ -73,6 +73,28 @@ public struct KafkaAdmin: Sendable {
         }
     }
 
+    /// Deletes `topic` (benchmarks free the broker's memory after a run).
+    public func deleteTopic(_ topic: String) async throws {
+        try await Self.onThread { [configuration, logger] in
+            let context = RDKafkaContext(logger: logger)
+            let handle = try context.makeHandle(RD_KAFKA_PRODUCER, properties: configuration.librdkafkaProperties(window: 0, consumer: false))
+            defer { rd_kafka_destroy(handle) }
+            guard let queue = rd_kafka_queue_new(handle) else { throw KafkaError(.clientFailed, "no queue") }
+            defer { rd_kafka_queue_destroy(queue) }
+            guard let deleted = rd_kafka_DeleteTopic_new(topic) else { throw KafkaError(.clientFailed, "cannot describe topic \(topic)") }
+            defer { rd_kafka_DeleteTopic_destroy(deleted) }
+            var topics: [OpaquePointer?] = [deleted]
+            rd_kafka_DeleteTopics(handle, &topics, 1, nil, queue)
+            guard let event = rd_kafka_queue_poll(queue, 10_000) else {
+                throw KafkaError(.connectionFailed, "deleting topic \(topic) got no answer within 10 s")
+            }
+            defer { rd_kafka_event_destroy(event) }
+            guard rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                throw KafkaError(.clientFailed, "deleting topic \(topic) failed: \(String(cString: rd_kafka_event_error_string(event)))")
+            }
+        }
+    }
+
     /// Produces `values` to `topic` (with `keys[i]` when given, else on `partition`, else by
     /// the partitioner), and waits until the broker confirmed every one.
     public func produce(topic: String, values: [[UInt8]], keys: [[UInt8]]? = nil, partition: Int32? = nil, headers: [KafkaHeader] = []) async throws {
