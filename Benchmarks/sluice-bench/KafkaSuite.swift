@@ -162,10 +162,15 @@ struct KafkaSuite {
     /// it (while it works through them), and from before the pipeline started to the peak
     /// (which includes the client's start and librdkafka's first fetches).
     private func slowConsumer(_ data: KafkaConfiguration) async throws -> (seconds: Double, growth: Double, fromStart: Double) {
-        var configuration = data
+        var configuration = self.withExtraProperties(data)
         configuration.group = "sluice-bench-slow-\(UUID().uuidString.prefix(8).lowercased())"
+        // librdkafka reports what its partition queues hold (its prefetch).
+        configuration.properties["statistics.interval.ms"] = configuration.properties["statistics.interval.ms"] ?? "200"
         let total = self.total
-        let pipeline = Pipeline("bench-kafka-slow", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+        let counters = KafkaSourceCounters(tracksOffsets: false)
+        var source = KafkaSource(configuration: configuration)
+        source.counters = counters
+        let pipeline = Pipeline("bench-kafka-slow", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
             Processors(concurrency: 2, maxDemand: 1000) { _ in }
             Batcher(size: 1000, timeout: .milliseconds(100)) { _ in try await Task.sleep(for: .milliseconds(25)) }
         }
@@ -199,7 +204,23 @@ struct KafkaSuite {
         }
         let seconds = (ContinuousClock.now - start).inSeconds
         print("slow consumer resident MB: before \(String(format: "%.1f", before)), " + samples.map { String(format: "%d: %.1f", $0.0, $0.1) }.joined(separator: ", "))
+        print(String(format: "slow consumer: librdkafka's partition queues held at most %.1f MB of payload", Double(counters.peakQueuedBytes) / 1_048_576))
         return (seconds, peakUnderway - (underway ?? before), peak - before)
+    }
+
+    /// `configuration` with the librdkafka properties of `SLUICE_KAFKA_PROPERTIES`
+    /// (`name=value,name=value`; for trying settings on the Sluice consumers without a rebuild).
+    private func withExtraProperties(_ configuration: KafkaConfiguration) -> KafkaConfiguration {
+        var configuration = configuration
+        for pair in (ProcessInfo.processInfo.environment["SLUICE_KAFKA_PROPERTIES"] ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else {
+                print("SLUICE_KAFKA_PROPERTIES: \(pair) is not name=value")
+                exit(2)
+            }
+            configuration.properties[parts[0]] = parts[1]
+        }
+        return configuration
     }
 
     private static func median(_ values: [Double]) -> Double {
@@ -243,6 +264,7 @@ struct KafkaSuite {
     /// Consumes the preloaded topic through a discarding pipeline: seconds from the first
     /// handled message until every one was acknowledged.
     private func sluiceConsume(_ configuration: KafkaConfiguration) async throws -> Double {
+        let configuration = self.withExtraProperties(configuration)
         let total = self.total
         let firstHandled = Atomic<Bool>(false)
         let clock = ContinuousClock()
