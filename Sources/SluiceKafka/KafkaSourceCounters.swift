@@ -17,6 +17,8 @@ public final class KafkaSourceCounters: Sendable {
     private struct State {
         var taken = 0
         var settled = 0
+        var takenBytes = 0
+        var settledBytes = 0
         var stale = 0
         var givenBack = 0
         var revocations = 0
@@ -46,6 +48,7 @@ public final class KafkaSourceCounters: Sendable {
     func took(_ messages: [Message<KafkaMetadata>]) {
         self.state.withLock { state in
             state.taken += messages.count
+            for message in messages { state.takenBytes += Int(message.metadata.size) }
             guard self.tracksOffsets else { return }
             for message in messages {
                 let key = KafkaPartitionKey(topic: message.metadata.topic, partition: message.metadata.partition)
@@ -55,9 +58,10 @@ public final class KafkaSourceCounters: Sendable {
         }
     }
 
-    func settled(_ count: Int, stale: Int) {
+    func settled(_ count: Int, bytes: Int, stale: Int) {
         self.state.withLock { state in
             state.settled += count
+            state.settledBytes += bytes
             state.stale += stale
         }
     }
@@ -111,6 +115,9 @@ public final class KafkaSourceCounters: Sendable {
     /// Messages taken and neither settled nor given back (not emitted, or left unsettled
     /// when a source closed).
     public var unsettled: Int { self.state.withLock { $0.taken - $0.settled - $0.givenBack } }
+    /// Payload bytes taken and not settled (messages given back at a revoke or close still
+    /// count: read it while no partition was revoked).
+    public var unsettledBytes: Int { self.state.withLock { $0.takenBytes - $0.settledBytes } }
     /// The number of distinct messages taken and not given back: what the broker no longer
     /// holds for the group (settled, or still in a pipeline). 0 unless offsets are tracked.
     public var kept: Int { self.state.withLock { $0.kept.values.reduce(0) { $0 + $1.count } } }
