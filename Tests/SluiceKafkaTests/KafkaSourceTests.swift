@@ -75,4 +75,33 @@ struct KafkaSourceTests {
         #expect(metadata.allSatisfy { $0.topic == configuration.topics[0] && $0.partition == 0 })
         #expect(metadata.allSatisfy { ($0.timestampMilliseconds ?? 0) >= before }, "\(metadata.map(\.timestampMilliseconds))")
     }
+
+    /// One busy partition does not starve another of processors (broadway_kafka's known
+    /// problem): with 3000 messages waiting on partition 0 and 20 on partition 1, and slow
+    /// handlers, partition 1's messages are all handled while partition 0 is not half done.
+    @Test func aBusyPartitionDoesNotStarveAnother() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("starve", partitions: 2)
+        let admin = KafkaTestEnvironment.admin(configuration)
+        try await admin.produce(topic: configuration.topics[0], values: (0..<3000).map { Array("busy-\($0)".utf8) }, partition: 0)
+        try await admin.produce(topic: configuration.topics[0], values: (0..<20).map { Array("quiet-\($0)".utf8) }, partition: 1)
+        let busy = Recorder<Int64>()
+        let quiet = Recorder<Int64>()
+        let busyWhenQuietDone = Recorder<Int>()
+        let pipeline = Pipeline("kafka-starve", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(ordering: .none, concurrency: 2, maxDemand: 50) { message in
+                try await Task.sleep(for: .milliseconds(1))
+                if message.metadata.partition == 0 {
+                    busy.add(message.metadata.offset)
+                } else {
+                    quiet.add(message.metadata.offset)
+                    if quiet.count == 20 { busyWhenQuietDone.add(busy.count) }
+                }
+            }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("partition 1's 20 messages were handled") { quiet.count >= 20 }
+        }
+        let busyCount = try #require(busyWhenQuietDone.all.first)
+        #expect(busyCount < 1500, "partition 0 had \(busyCount) of 3000 handled before partition 1's 20 were")
+    }
 }
