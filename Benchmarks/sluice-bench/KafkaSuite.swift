@@ -39,51 +39,67 @@ struct KafkaSuite {
     }
 
     /// `SLUICE_KAFKA_ONLY=consume` runs only the consume comparison (for profiling and
-    /// before/after runs), `slow` only the slow-consumer memory run; unset, everything.
+    /// before/after runs), `produce` only the produce comparison, `slow` only the
+    /// slow-consumer memory run; unset, everything.
     private var only: String? { ProcessInfo.processInfo.environment["SLUICE_KAFKA_ONLY"] }
+
+    /// How many raw/Sluice pairs a comparison alternates: `SLUICE_KAFKA_RUNS` (1 to 50), else
+    /// 3 (1 with `--quick`).
+    private var runs: Int {
+        guard let text = ProcessInfo.processInfo.environment["SLUICE_KAFKA_RUNS"] else { return self.repetitions }
+        guard let runs = Int(text), (1...50).contains(runs) else {
+            print("SLUICE_KAFKA_RUNS=\(text) is not a number of runs from 1 to 50")
+            exit(2)
+        }
+        return runs
+    }
 
     private func measure(brokers: String) async throws {
         if let only = self.only {
+            guard ["consume", "produce", "slow"].contains(only) else {
+                print("SLUICE_KAFKA_ONLY=\(only) is none of consume, produce and slow")
+                exit(2)
+            }
+            if only == "produce" {
+                let produce = try await self.produceComparison(brokers, preload: nil)
+                for (index, pair) in produce.pairs.enumerated() {
+                    print(String(format: "produce run %d: raw %d/s sink %d/s (%.2f×)", index + 1, Int(pair.raw), Int(pair.sink), pair.sink / pair.raw))
+                }
+                print(
+                    "RESULT kafka-produce "
+                        + String(format: "produce_per_s=%d raw_per_s=%d produce_vs_raw=%.2f runs=%d", Int(produce.sink), Int(produce.raw), produce.sink / produce.raw, produce.pairs.count)
+                )
+                return
+            }
             let data = self.configuration(brokers, "data")
             let admin = KafkaAdmin(configuration: data, logger: self.logger)
             try await admin.createTopic(data.topics[0], partitions: 4)
             _ = try await KafkaRawBaseline.produce(data, value: self.payload, count: self.total, logger: self.logger)
-            switch only {
-            case "consume":
+            if only == "consume" {
                 let (consume, consumeRaw) = try await self.consumeComparison(brokers, data)
                 print("RESULT kafka-consume " + String(format: "msgs_per_s=%d raw_per_s=%d vs_raw=%.2f", Int(consume), Int(consumeRaw), consume / consumeRaw))
-            case "slow":
+            } else {
                 let slow = try await self.slowConsumer(data)
                 print(String(format: "RESULT kafka-slow seconds=%.1f rss_growth_mb=%.1f rss_growth_from_start_mb=%.1f", slow.seconds, slow.growth, slow.fromStart))
-            default:
-                print("SLUICE_KAFKA_ONLY=\(only) is neither consume nor slow")
-                exit(2)
             }
+            try? await admin.deleteTopic(data.topics[0])
             return
         }
-        print("suite kafka: \(self.total) messages of 100 bytes over 4 partitions, median of \(self.repetitions) runs (raw and sluice alternate)")
+        print("suite kafka: \(self.total) messages of 100 bytes over 4 partitions, median of \(self.runs) runs (raw and sluice alternate)")
         print("consume: KafkaSource batchSize 1000 → Processors(concurrency: 2, maxDemand: 4000) discarding, async commits;")
         print("         raw: consume_batch_queue(1000) + rd_kafka_commit(async) per batch; both timed from the first message to the last")
         print("produce: KafkaSink, 4 concurrent sends of 5000 keyed records each until done; raw: producev + poll, then flush")
         let data = self.configuration(brokers, "data")
         let admin = KafkaAdmin(configuration: data, logger: self.logger)
         try await admin.createTopic(data.topics[0], partitions: 4)
-        var rawProduce: [Double] = []
-        var sinkProduce: [Double] = []
-        for repetition in 0..<self.repetitions {
-            // The first raw produce preloads the topic the consumers read.
-            let target = repetition == 0 ? data : self.configuration(brokers, "raw-produce")
-            if repetition > 0 { try await admin.createTopic(target.topics[0], partitions: 4) }
-            rawProduce.append(Double(self.total) / (try await KafkaRawBaseline.produce(target, value: self.payload, count: self.total, logger: self.logger)))
-            let sinkTarget = self.configuration(brokers, "sink-produce")
-            try await admin.createTopic(sinkTarget.topics[0], partitions: 4)
-            sinkProduce.append(Double(self.total) / (try await self.sinkProduce(sinkTarget)))
-        }
+        // The first raw produce preloads the topic the consumers read.
+        let producing = try await self.produceComparison(brokers, preload: data)
         let (consume, consumeRaw) = try await self.consumeComparison(brokers, data)
         let slow = try await self.slowConsumer(data)
+        try? await admin.deleteTopic(data.topics[0])
         let latency = try await self.firstMessageLatency(brokers)
-        let produce = Self.median(sinkProduce)
-        let produceRaw = Self.median(rawProduce)
+        let produce = producing.sink
+        let produceRaw = producing.raw
         print(pad("", 48) + pad("msgs/s", 14) + "vs raw")
         print(pad("raw consume_batch_queue(1000) + async commit", 48) + pad(formatRate(consumeRaw), 14))
         print(pad("sluice KafkaSource → discarding processors", 48) + pad(formatRate(consume), 14) + String(format: "%.2f×", consume / consumeRaw))
@@ -105,11 +121,32 @@ struct KafkaSuite {
         )
     }
 
+    /// Raw `producev` and the sink each produce the count to a topic of their own, alternating
+    /// (the first raw run fills `preload`, if given); the median rates and every run's pair.
+    /// Every topic but `preload` is deleted after its run.
+    private func produceComparison(_ brokers: String, preload: KafkaConfiguration?) async throws -> (sink: Double, raw: Double, pairs: [(raw: Double, sink: Double)]) {
+        var pairs: [(raw: Double, sink: Double)] = []
+        for run in 0..<self.runs {
+            let target = run == 0 ? preload ?? self.configuration(brokers, "raw-produce") : self.configuration(brokers, "raw-produce")
+            let admin = KafkaAdmin(configuration: target, logger: self.logger)
+            let owned = target.topics[0] != preload?.topics[0]
+            if owned { try await admin.createTopic(target.topics[0], partitions: 4) }
+            let raw = Double(self.total) / (try await KafkaRawBaseline.produce(target, value: self.payload, count: self.total, logger: self.logger))
+            if owned { try? await admin.deleteTopic(target.topics[0]) }
+            let sinkTarget = self.configuration(brokers, "sink-produce")
+            try await admin.createTopic(sinkTarget.topics[0], partitions: 4)
+            let sink = Double(self.total) / (try await self.sinkProduce(sinkTarget))
+            try? await admin.deleteTopic(sinkTarget.topics[0])
+            pairs.append((raw, sink))
+        }
+        return (Self.median(pairs.map(\.sink)), Self.median(pairs.map(\.raw)), pairs)
+    }
+
     /// Raw and Sluice consumption of the preloaded topic, alternating; the median rates.
     private func consumeComparison(_ brokers: String, _ data: KafkaConfiguration) async throws -> (sluice: Double, raw: Double) {
         var rawConsume: [Double] = []
         var sluiceConsume: [Double] = []
-        for _ in 0..<self.repetitions {
+        for _ in 0..<self.runs {
             let raw = self.configuration(brokers, "raw-consume").group
             rawConsume.append(Double(self.total) / (try await KafkaRawBaseline.consume(data, group: raw, count: self.total, logger: self.logger)))
             var sluice = data
@@ -125,10 +162,15 @@ struct KafkaSuite {
     /// it (while it works through them), and from before the pipeline started to the peak
     /// (which includes the client's start and librdkafka's first fetches).
     private func slowConsumer(_ data: KafkaConfiguration) async throws -> (seconds: Double, growth: Double, fromStart: Double) {
-        var configuration = data
+        var configuration = self.withExtraProperties(data)
         configuration.group = "sluice-bench-slow-\(UUID().uuidString.prefix(8).lowercased())"
+        // librdkafka reports what its partition queues hold (its prefetch).
+        configuration.properties["statistics.interval.ms"] = configuration.properties["statistics.interval.ms"] ?? "200"
         let total = self.total
-        let pipeline = Pipeline("bench-kafka-slow", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+        let counters = KafkaSourceCounters(tracksOffsets: false)
+        var source = KafkaSource(configuration: configuration)
+        source.counters = counters
+        let pipeline = Pipeline("bench-kafka-slow", source: source, configuration: PipelineConfiguration(logger: self.logger)) {
             Processors(concurrency: 2, maxDemand: 1000) { _ in }
             Batcher(size: 1000, timeout: .milliseconds(100)) { _ in try await Task.sleep(for: .milliseconds(25)) }
         }
@@ -162,7 +204,23 @@ struct KafkaSuite {
         }
         let seconds = (ContinuousClock.now - start).inSeconds
         print("slow consumer resident MB: before \(String(format: "%.1f", before)), " + samples.map { String(format: "%d: %.1f", $0.0, $0.1) }.joined(separator: ", "))
+        print(String(format: "slow consumer: librdkafka's partition queues held at most %.1f MB of payload", Double(counters.peakQueuedBytes) / 1_048_576))
         return (seconds, peakUnderway - (underway ?? before), peak - before)
+    }
+
+    /// `configuration` with the librdkafka properties of `SLUICE_KAFKA_PROPERTIES`
+    /// (`name=value,name=value`; for trying settings on the Sluice consumers without a rebuild).
+    private func withExtraProperties(_ configuration: KafkaConfiguration) -> KafkaConfiguration {
+        var configuration = configuration
+        for pair in (ProcessInfo.processInfo.environment["SLUICE_KAFKA_PROPERTIES"] ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else {
+                print("SLUICE_KAFKA_PROPERTIES: \(pair) is not name=value")
+                exit(2)
+            }
+            configuration.properties[parts[0]] = parts[1]
+        }
+        return configuration
     }
 
     private static func median(_ values: [Double]) -> Double {
@@ -186,8 +244,13 @@ struct KafkaSuite {
                         let first = next.take(chunk)
                         guard first < total else { return }
                         let indices = first..<min(total, first + chunk)
-                        let keys = Payload.packing(indices.map { index in withUnsafeBytes(of: UInt64(index)) { Array($0) } })
-                        try await sink.send(keys.map { KafkaRecord(value: value, key: $0) })
+                        // The send's keys in one buffer, viewed by each record (as a fetch's
+                        // payloads are), not an array per key: raw producev's keys cost nothing.
+                        var bytes: [UInt8] = []
+                        bytes.reserveCapacity(indices.count * 8)
+                        for index in indices { withUnsafeBytes(of: UInt64(index)) { bytes.append(contentsOf: $0) } }
+                        let keys = Payload(bytes)
+                        try await sink.send((0..<indices.count).map { KafkaRecord(value: value, key: keys.extracting($0 * 8..<$0 * 8 + 8)) })
                     }
                 }
             }
@@ -201,6 +264,7 @@ struct KafkaSuite {
     /// Consumes the preloaded topic through a discarding pipeline: seconds from the first
     /// handled message until every one was acknowledged.
     private func sluiceConsume(_ configuration: KafkaConfiguration) async throws -> Double {
+        let configuration = self.withExtraProperties(configuration)
         let total = self.total
         let firstHandled = Atomic<Bool>(false)
         let clock = ContinuousClock()

@@ -198,7 +198,7 @@ final class KafkaSession: Sendable {
                     state.abandoned[KafkaPartitionKey(topic: failure.message.metadata.topic, partition: failure.message.metadata.partition)]?.remove(failure.message.metadata.offset)
                 }
             }
-            self.counters?.settled(count, stale: stale)
+            self.counters?.settled(count, bytes: bytes, stale: stale)
             let credit = state.credit.settled(count: count, bytes: bytes)
             var wake = state.revoking
             if !state.commitWake && state.ledger.settledSinceCommit >= commitEvery {

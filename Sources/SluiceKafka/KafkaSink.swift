@@ -138,7 +138,8 @@ public final class KafkaSink: Service, Sendable {
         var start = 0
         while start < records.count {
             let end = min(records.count, start + RDKafkaSinkDriver.maximumBatch)
-            let chunk = Array(records[start..<end])
+            // Most sends fit one batch: the array is handed over as it is, not copied.
+            let chunk = start == 0 && end == records.count ? records : Array(records[start..<end])
             let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<[KafkaError?], Never>) in
                 if !loop.enqueue(.produce(RDKafkaSinkDriver.Batch(records: chunk, completion: continuation))) {
                     continuation.resume(returning: Array(repeating: KafkaError(.shutDown, "the sink was closed"), count: chunk.count))

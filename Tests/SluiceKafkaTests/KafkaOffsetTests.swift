@@ -58,6 +58,31 @@ struct KafkaOffsetTests {
         #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 2) == 1000)
     }
 
+    /// The reset policy applies only where the group has no committed offset: a consumer of
+    /// a group that committed everything, restarted with `offset=latest`, reads exactly what
+    /// was produced after the commit (latest would skip it).
+    @Test func theResetPolicyAppliesOnlyWithoutACommittedOffset() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("reset", partitions: 1)
+        try await KafkaTestEnvironment.produce(configuration, count: 20)
+        let first = Recorder<String>()
+        try await withPipeline(Self.pipeline("kafka-reset-1", KafkaSource(configuration: configuration)) { first.add(text($0)) }) {
+            try await waitUntil("20 handled") { first.count >= 20 }
+        }
+        #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 1) == 20)
+        // One at a time, so each is a record batch of its own: this broker's "latest" is the
+        // last batch's base offset + 1 (BROKERS.md), which is then the partition's end.
+        for index in 20..<25 { try await KafkaTestEnvironment.produce(configuration, count: 1, from: index) }
+        var latest = configuration
+        latest.offsetReset = .latest
+        let second = Recorder<String>()
+        try await withPipeline(Self.pipeline("kafka-reset-2", KafkaSource(configuration: latest)) { second.add(text($0)) }) {
+            try await waitUntil("the 5 produced after the commit handled") { second.count >= 5 }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(second.all == (20..<25).map { "message-\($0)" })
+        #expect(try await KafkaTestEnvironment.committedTotal(configuration, partitions: 1) == 25)
+    }
+
     /// Settled 0, 1, 2, 4…9 with 3 still in a handler commits 3; once 3 settles, 10.
     @Test func outOfOrderSettlementCommitsOnlyTheContiguousPrefix() async throws {
         var settings = try await KafkaTestEnvironment.configuration("contiguous")
@@ -117,6 +142,41 @@ struct KafkaOffsetTests {
         #expect(highest <= window, "\(highest) taken and unsettled, the window is \(window)")
         #expect(highest > 0)
         #expect(counters.reached < 3000, "the source read ahead of the slow consumer: \(counters.reached)")
+    }
+
+    /// With a byte budget smaller than the window's messages, what was taken and not settled
+    /// stays within the budget plus one read (a read's size is known only once it arrived):
+    /// 1 KiB messages, a 4 KiB budget, reads of at most 4 messages, a window of 80.
+    @Test func aSlowConsumerHoldsNoMoreThanTheByteBudget() async throws {
+        var configuration = try await KafkaTestEnvironment.configuration("byte-budget", partitions: 2)
+        configuration.maxInFlightBytes = 4096
+        configuration.batchSize = 4
+        let size = 1024
+        try await KafkaTestEnvironment.admin(configuration).produce(
+            topic: configuration.topics[0],
+            values: (0..<300).map { Array(repeating: UInt8(truncatingIfNeeded: $0), count: size) },
+            keys: (0..<300).map { Array("key-\($0)".utf8) }
+        )
+        let (source, counters) = KafkaTestEnvironment.countedSource(configuration)
+        let pipeline = Self.pipeline("kafka-byte-budget", source, concurrency: 4, maxDemand: 20) { _ in
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let window = pipeline.window
+        let (bytes, count) = try await withPipeline(pipeline) { () -> (Int, Int) in
+            var bytes = 0
+            var count = 0
+            let deadline = ContinuousClock.now + .seconds(45)
+            while counters.settled < 300 {
+                bytes = max(bytes, counters.unsettledBytes)
+                count = max(count, counters.unsettled)
+                guard ContinuousClock.now < deadline else { throw TestFailure("stalled: \(counters.settled) of 300 settled in 45 s") }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            return (bytes, count)
+        }
+        #expect(bytes > 0)
+        #expect(bytes <= 4096 + 4 * size, "\(bytes) payload bytes taken and unsettled; the budget is 4096 plus one read of 4")
+        #expect(count < window, "the byte budget, not the window (\(window)), bounds what is in flight: \(count)")
     }
 
     /// At zero demand nothing beyond the window is fetched: the window's messages are taken,

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import Logging
 import Sluice
 @_spi(Internal) import SluiceKafka
@@ -46,5 +47,61 @@ struct KafkaSourceTests {
             let handled = metadata.filter { $0.partition == Int32(partition) }.count
             #expect(committed[partition] == Int64(handled), "partition \(partition)")
         }
+    }
+
+    /// A message's headers (with and without value), key, offset and timestamp reach its
+    /// metadata as produced.
+    @Test func headersKeyOffsetAndTimestampReachTheMetadata() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("metadata")
+        let headers = [KafkaHeader(name: "trace", text: "abc"), KafkaHeader(name: "empty", value: nil)]
+        let before = Int64(Date().timeIntervalSince1970 * 1000) - 1000
+        try await KafkaTestEnvironment.admin(configuration).produce(
+            topic: configuration.topics[0],
+            values: (0..<3).map { Array("m\($0)".utf8) },
+            keys: (0..<3).map { Array("k\($0)".utf8) },
+            headers: headers
+        )
+        let seen = Recorder<KafkaMetadata>()
+        let pipeline = Pipeline("kafka-metadata", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { seen.add($0.metadata) }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("3 messages were handled") { seen.count >= 3 }
+        }
+        let metadata = seen.all
+        #expect(metadata.map(\.offset) == [0, 1, 2])
+        #expect(metadata.map { $0.key.map { Array($0) } } == (0..<3).map { Array("k\($0)".utf8) })
+        #expect(metadata.allSatisfy { $0.headers == headers }, "\(metadata.map(\.headers))")
+        #expect(metadata.allSatisfy { $0.topic == configuration.topics[0] && $0.partition == 0 })
+        #expect(metadata.allSatisfy { ($0.timestampMilliseconds ?? 0) >= before }, "\(metadata.map(\.timestampMilliseconds))")
+    }
+
+    /// One busy partition does not starve another of processors (broadway_kafka's known
+    /// problem): with 3000 messages waiting on partition 0 and 20 on partition 1, and slow
+    /// handlers, partition 1's messages are all handled while partition 0 is not half done.
+    @Test func aBusyPartitionDoesNotStarveAnother() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("starve", partitions: 2)
+        let admin = KafkaTestEnvironment.admin(configuration)
+        try await admin.produce(topic: configuration.topics[0], values: (0..<3000).map { Array("busy-\($0)".utf8) }, partition: 0)
+        try await admin.produce(topic: configuration.topics[0], values: (0..<20).map { Array("quiet-\($0)".utf8) }, partition: 1)
+        let busy = Recorder<Int64>()
+        let quiet = Recorder<Int64>()
+        let busyWhenQuietDone = Recorder<Int>()
+        let pipeline = Pipeline("kafka-starve", source: KafkaSource(configuration: configuration), configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(ordering: .none, concurrency: 2, maxDemand: 50) { message in
+                try await Task.sleep(for: .milliseconds(1))
+                if message.metadata.partition == 0 {
+                    busy.add(message.metadata.offset)
+                } else {
+                    quiet.add(message.metadata.offset)
+                    if quiet.count == 20 { busyWhenQuietDone.add(busy.count) }
+                }
+            }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("partition 1's 20 messages were handled") { quiet.count >= 20 }
+        }
+        let busyCount = try #require(busyWhenQuietDone.all.first)
+        #expect(busyCount < 1500, "partition 0 had \(busyCount) of 3000 handled before partition 1's 20 were")
     }
 }

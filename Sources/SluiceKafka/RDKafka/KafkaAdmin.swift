@@ -41,35 +41,59 @@ public struct KafkaAdmin: Sendable {
 
     /// Creates `topic` with `partitions` partitions.
     public func createTopic(_ topic: String, partitions: Int) async throws {
-        try await Self.onThread { [configuration, logger] in
-            let context = RDKafkaContext(logger: logger)
-            let handle = try context.makeHandle(RD_KAFKA_PRODUCER, properties: configuration.librdkafkaProperties(window: 0, consumer: false))
-            defer { rd_kafka_destroy(handle) }
+        try await self.request("creating topic \(topic)") { handle, queue in
             var text = [CChar](repeating: 0, count: 512)
             guard let newTopic = rd_kafka_NewTopic_new(topic, Int32(partitions), 1, &text, text.count) else {
                 throw KafkaError(.clientFailed, "cannot describe topic \(topic): \(RDKafkaConfig.string(text))")
             }
             defer { rd_kafka_NewTopic_destroy(newTopic) }
-            guard let queue = rd_kafka_queue_new(handle) else { throw KafkaError(.clientFailed, "no queue") }
-            defer { rd_kafka_queue_destroy(queue) }
             var topics: [OpaquePointer?] = [newTopic]
             rd_kafka_CreateTopics(handle, &topics, 1, nil, queue)
+        } inspect: { event in
+            guard let result = rd_kafka_event_CreateTopics_result(event) else { return }
+            var count = 0
+            if let results = rd_kafka_CreateTopics_result_topics(result, &count), count > 0, let first = results[0] {
+                let error = rd_kafka_topic_result_error(first)
+                guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                    throw KafkaError(.clientFailed, "creating topic \(topic) failed: \(RDKafkaConfig.describe(error))")
+                }
+            }
+        }
+    }
+
+    /// Deletes `topic` (benchmarks free the broker's memory after a run).
+    public func deleteTopic(_ topic: String) async throws {
+        try await self.request("deleting topic \(topic)") { handle, queue in
+            guard let deleted = rd_kafka_DeleteTopic_new(topic) else { throw KafkaError(.clientFailed, "cannot describe topic \(topic)") }
+            defer { rd_kafka_DeleteTopic_destroy(deleted) }
+            var topics: [OpaquePointer?] = [deleted]
+            rd_kafka_DeleteTopics(handle, &topics, 1, nil, queue)
+        }
+    }
+
+    /// One admin request, on a thread of its own: `send` issues it with a new client and the
+    /// queue its answer arrives on (within 10 s); an answer with an error throws (`doing`
+    /// names the request), any other goes to `inspect`.
+    private func request(
+        _ doing: String,
+        send: @escaping @Sendable (OpaquePointer, OpaquePointer) throws -> Void,
+        inspect: @escaping @Sendable (OpaquePointer) throws -> Void = { _ in }
+    ) async throws {
+        try await Self.onThread { [configuration, logger] in
+            let context = RDKafkaContext(logger: logger)
+            let handle = try context.makeHandle(RD_KAFKA_PRODUCER, properties: configuration.librdkafkaProperties(window: 0, consumer: false))
+            defer { rd_kafka_destroy(handle) }
+            guard let queue = rd_kafka_queue_new(handle) else { throw KafkaError(.clientFailed, "no queue") }
+            defer { rd_kafka_queue_destroy(queue) }
+            try send(handle, queue)
             guard let event = rd_kafka_queue_poll(queue, 10_000) else {
-                throw KafkaError(.connectionFailed, "creating topic \(topic) got no answer within 10 s")
+                throw KafkaError(.connectionFailed, "\(doing) got no answer within 10 s")
             }
             defer { rd_kafka_event_destroy(event) }
             guard rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                throw KafkaError(.clientFailed, "creating topic \(topic) failed: \(String(cString: rd_kafka_event_error_string(event)))")
+                throw KafkaError(.clientFailed, "\(doing) failed: \(String(cString: rd_kafka_event_error_string(event)))")
             }
-            if let result = rd_kafka_event_CreateTopics_result(event) {
-                var count = 0
-                if let results = rd_kafka_CreateTopics_result_topics(result, &count), count > 0, let first = results[0] {
-                    let error = rd_kafka_topic_result_error(first)
-                    guard error == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                        throw KafkaError(.clientFailed, "creating topic \(topic) failed: \(RDKafkaConfig.describe(error))")
-                    }
-                }
-            }
+            try inspect(event)
         }
     }
 

@@ -66,21 +66,24 @@ public enum KafkaRawBaseline {
                 if let failure = deliveries.lazy.compactMap(\.error).first { throw failure }
                 confirmed += deliveries.count
             }
-            let topic = configuration.topics[0]
-            try value.withUnsafeBytes { value in
-                for index in 0..<count {
-                    var key = UInt64(index)
-                    while true {
-                        let error = withUnsafeBytes(of: &key) { key in
-                            producer.produce(topic: topic, partition: nil, key: key, value: value, headers: [], token: 1)
+            // As a C loop would: the topic's name is converted once.
+            let topic = configuration.topics[0].utf8CString
+            try topic.withUnsafeBufferPointer { topic in
+                try value.withUnsafeBytes { value in
+                    for index in 0..<count {
+                        var key = UInt64(index)
+                        while true {
+                            let error = withUnsafeBytes(of: &key) { key in
+                                producer.produce(topic: topic.baseAddress!, partition: nil, key: key, value: value, headers: [], token: 1)
+                            }
+                            if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
+                            guard error == RD_KAFKA_RESP_ERR__QUEUE_FULL else {
+                                throw KafkaError(.deliveryFailed, "raw produce failed: \(RDKafkaConfig.describe(error))")
+                            }
+                            try confirm(producer.poll(timeoutMilliseconds: 1))
                         }
-                        if error == RD_KAFKA_RESP_ERR_NO_ERROR { break }
-                        guard error == RD_KAFKA_RESP_ERR__QUEUE_FULL else {
-                            throw KafkaError(.deliveryFailed, "raw produce failed: \(RDKafkaConfig.describe(error))")
-                        }
-                        try confirm(producer.poll(timeoutMilliseconds: 1))
+                        if index % 1000 == 0 { try confirm(producer.poll()) }
                     }
-                    if index % 1000 == 0 { try confirm(producer.poll()) }
                 }
             }
             let deadline = ContinuousClock.now + .seconds(60)

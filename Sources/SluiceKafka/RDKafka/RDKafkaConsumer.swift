@@ -110,7 +110,9 @@ final class RDKafkaConsumer: ConnectionDriver {
         if let counters = self.session.counters {
             let client = ObjectIdentifier(self)
             self.context.onStatistics = { json in
-                if let received = Self.totalReceived(json) { counters.received(received, by: client) }
+                let statistics = Self.statistics(json)
+                if let received = statistics.received { counters.received(received, by: client) }
+                counters.queued(statistics.queuedBytes, by: client)
             }
         }
         let handle = try self.context.makeHandle(
@@ -137,27 +139,37 @@ final class RDKafkaConsumer: ConnectionDriver {
         self.subscribed = true
     }
 
-    /// The client's total of messages received from the brokers in its statistics JSON: the
-    /// last `"rxmsgs":` (the per-partition ones come before the totals).
-    static func totalReceived(_ json: UnsafeBufferPointer<CChar>) -> Int? {
-        let needle = Array("\"rxmsgs\":".utf8).map { CChar(bitPattern: $0) }
-        var index = json.count - needle.count
-        while index >= 0 {
-            if json[index] == needle[0] && json[index..<index + needle.count].elementsEqual(needle) { break }
-            index -= 1
-        }
-        guard index >= 0 else { return nil }
-        var value = 0
-        var digits = 0
-        for character in json[(index + needle.count)...] {
-            guard let digit = UInt8(exactly: character).flatMap({ $0 >= 48 && $0 <= 57 ? Int($0 - 48) : nil }) else {
-                if character == 32 && digits == 0 { continue }
-                break
+    /// From librdkafka's statistics JSON: the client's total of messages received from the
+    /// brokers (the last `"rxmsgs":`, since the per-partition ones come before the totals),
+    /// and the payload bytes its partition queues hold (the sum of every `"fetchq_size":`).
+    static func statistics(_ json: UnsafeBufferPointer<CChar>) -> (received: Int?, queuedBytes: Int) {
+        let received = Self.numbers(after: "\"rxmsgs\":", in: json).last
+        let queued = Self.numbers(after: "\"fetchq_size\":", in: json).reduce(0, +)
+        return (received, queued)
+    }
+
+    /// The numbers that follow each occurrence of `key` in `json`, in order.
+    private static func numbers(after key: String, in json: UnsafeBufferPointer<CChar>) -> [Int] {
+        let needle = Array(key.utf8).map { CChar(bitPattern: $0) }
+        var numbers: [Int] = []
+        var index = 0
+        while index + needle.count <= json.count {
+            guard json[index] == needle[0], json[index..<index + needle.count].elementsEqual(needle) else {
+                index += 1
+                continue
             }
-            value = value * 10 + digit
-            digits += 1
+            index += needle.count
+            while index < json.count && json[index] == 32 { index += 1 }
+            var value = 0
+            var digits = 0
+            while index < json.count, json[index] >= 48 && json[index] <= 57 {
+                value = value * 10 + Int(json[index] - 48)
+                digits += 1
+                index += 1
+            }
+            if digits > 0 { numbers.append(value) }
         }
-        return digits > 0 ? value : nil
+        return numbers
     }
 
     // MARK: ConnectionDriver

@@ -54,6 +54,19 @@ final class RDKafkaProducer {
         headers: [KafkaHeader],
         token: UInt64
     ) -> rd_kafka_resp_err_t {
+        topic.withCString { self.produce(topic: $0, partition: partition, key: key, value: value, headers: headers, token: token) }
+    }
+
+    /// ``produce(topic:partition:key:value:headers:token:)`` to a topic named by a C string
+    /// (a loop producing to one topic converts its name once, not once per message).
+    func produce(
+        topic: UnsafePointer<CChar>,
+        partition: Int32?,
+        key: UnsafeRawBufferPointer?,
+        value: UnsafeRawBufferPointer,
+        headers: [KafkaHeader],
+        token: UInt64
+    ) -> rd_kafka_resp_err_t {
         var list: OpaquePointer?
         if !headers.isEmpty {
             list = rd_kafka_headers_new(headers.count)
