@@ -134,7 +134,9 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
 
         /// Whether to declare the queue (and exchange and bindings). `false` (the default) only
         /// checks that the queue exists (a passive declare): a missing queue fails at start
-        /// with ``RabbitMQError/Code-swift.struct/notFound``.
+        /// with ``RabbitMQError/Code-swift.struct/notFound``. A ``RabbitMQSink`` declares the
+        /// same topology on each connection when this is `true` (and checks nothing when it is
+        /// `false`: an unroutable message fails with ``RabbitMQError/Code-swift.struct/unroutable``).
         public var declare: Bool = false
         /// Whether a declared queue and exchange survive a broker restart. Default `true`.
         public var durable: Bool = true

@@ -104,6 +104,7 @@ final class RabbitMQPublisherDriver: ConnectionDriver {
     private func connected() throws(RabbitMQError) -> AMQPConnection {
         if let connection = self.connection { return connection }
         let connection = try AMQPConnection.open(self.configuration)
+        if self.configuration.topology.declare { try connection.declare(self.configuration) }
         try connection.selectConfirms()
         self.connection = connection
         self.nextSequence = 1

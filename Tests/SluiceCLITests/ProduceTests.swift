@@ -37,6 +37,24 @@ struct ProduceTests {
         #expect(try jsonPayloads(back.output) == lines)
     }
 
+    /// With `declare=true` the sink declares the queue it publishes to, as a source would.
+    @Test func aRabbitMQSinkWithDeclareCreatesItsQueue() async throws {
+        let base = try Brokers.rabbitMQ()
+        let queue = Brokers.unique("produce-declare")
+        let url = "\(base)?queue=\(queue)&durable=false"
+        let refused = try await sluiceIO(["produce", url], input: Data("one\n".utf8))
+        #expect(refused.status == 1 && refused.error.contains("unroutable"), "without declare: \(refused.error)")
+        let result = try await sluiceIO(["produce", url + "&declare=true"], input: Data("one\ntwo\nthree\n".utf8))
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.hasPrefix("produced 3 in "), "\(result.output)")
+        var configuration = try RabbitMQConfiguration(url: url)
+        configuration.topology.declare = false
+        let client = RabbitMQClient(configuration: configuration)
+        #expect(try await client.readyCount(queue) == 3)
+        try await client.delete(queue: queue)
+        await client.close()
+    }
+
     @Test func linesGoIntoRabbitMQAndComeBack() async throws {
         let (url, queue, client) = try await Brokers.rabbitQueue("produce")
         let lines = (0..<400).map { "rabbit line \($0)" }
