@@ -67,7 +67,8 @@ public struct RabbitMQMetadata: MessageMetadata {
         self.contentType = contentType
         self.messageID = messageID
         self.timestamp = timestamp
-        if let count = headers["x-delivery-count"].flatMap(Int.init) {
+        // Most deliveries carry no headers: no lookup (and no hashing) for them.
+        if !headers.isEmpty, let count = headers["x-delivery-count"].flatMap(Int.init) {
             self.deliveryCount = count + 1
         } else {
             self.deliveryCount = redelivered ? 2 : 1
