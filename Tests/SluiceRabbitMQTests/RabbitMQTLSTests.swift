@@ -51,12 +51,12 @@ final class TLSFrontEnd: Sendable {
             guard process.terminationStatus == 0 else { throw TestFailure("openssl \(arguments.first ?? "") failed") }
         }
         for ca in ["ca", "other-ca"] {
-            try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(ca).key", "-out", "\(ca).pem", "-days", "1", "-subj", "/CN=Sluice test \(ca)"])
+            try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(ca).key", "-out", "\(ca).pem", "-days", "1", "-subj", "/CN=Sluice test \(ca)"])
         }
         /// A key `name.key` and a certificate `name.pem` for `subject` that the CA signed with
         /// the X.509 extensions `extensions`.
         func signed(_ name: String, subject: String, extensions: String) throws {
-            try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
+            try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
             try extensions.write(to: directory.appendingPathComponent("\(name).cnf"), atomically: true, encoding: .utf8)
             try openssl([
                 "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "\(name).pem",
