@@ -47,8 +47,10 @@ struct RabbitMQBadInputTests {
     }
 
     /// A listener that accepts the TCP connection and never answers (the kernel completes the
-    /// handshake; nobody speaks AMQP): the start fails within the connect timeout, typed.
-    @Test func aSilentBrokerFailsAtStartWithinTheTimeout() async throws {
+    /// handshake; nobody speaks AMQP): the start fails when the connect timeout runs out, typed.
+    /// librabbitmq's own timer ends the login ("timed out" in the error); the wall-clock bound is
+    /// loose, because the whole parallel suite on two shared cores was seen to stall for 10 s.
+    @Test func aSilentBrokerFailsAtStartWhenTheTimeoutRunsOut() async throws {
         let listener = try SilentListener()
         defer { listener.close() }
         var configuration = try RabbitTestEnvironment.configuration("silent")
@@ -58,7 +60,8 @@ struct RabbitMQBadInputTests {
         let error = await self.startError(configuration)
         #expect(error?.code == .connectionFailed, "\(String(describing: error))")
         #expect(error?.message.contains("127.0.0.1:\(listener.port)") == true, "\(String(describing: error))")
-        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(error?.message.contains("timed out") == true, "\(String(describing: error))")
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     @Test func wrongCredentialsAreAccessRefused() async throws {
