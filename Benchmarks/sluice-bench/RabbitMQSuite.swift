@@ -9,6 +9,7 @@
 import Foundation
 import Sluice
 import SluiceRabbitMQ
+import Synchronization
 
 /// Consumes preloaded 100-byte messages from RabbitMQ through a Sluice pipeline that discards
 /// them and with a raw librabbitmq loop (prefetch 1000, a multiple ack every 500), and
@@ -35,11 +36,17 @@ struct RabbitMQSuite {
         let base = try RabbitMQConfiguration(url: url + (url.contains("?") ? "&" : "?") + "queue=bench")
         var rawConsume: [Double] = []
         var sluiceConsume: [Double] = []
+        var rawCPU: [Double] = []
+        var sluiceCPU: [Double] = []
         var rawPublish: [Double] = []
         var sluicePublish: [Double] = []
         for _ in 0..<self.repetitions {
-            rawConsume.append(try await self.rawConsume(base))
-            sluiceConsume.append(try await self.sluiceConsume(base))
+            let raw = try await self.rawConsume(base)
+            rawConsume.append(raw.rate)
+            rawCPU.append(raw.cpu)
+            let sluice = try await self.sluiceConsume(base)
+            sluiceConsume.append(sluice.rate)
+            sluiceCPU.append(sluice.cpu)
             rawPublish.append(try await self.rawPublish(base))
             sluicePublish.append(try await self.sluicePublish(base))
         }
@@ -47,6 +54,8 @@ struct RabbitMQSuite {
         let publish = (raw: Self.median(rawPublish), sluice: Self.median(sluicePublish))
         print(pad("raw consume (prefetch 1000, ack every 500)", 44) + pad(formatRate(consume.raw), 14))
         print(pad("sluice consume (RabbitMQSource → discard)", 44) + pad(formatRate(consume.sluice), 14) + String(format: "%.2f×", consume.sluice / consume.raw))
+        // The broker shares the CPU: what this process spends per message is taken from it.
+        print(String(format: "consume CPU of this process per message (median): raw %.2f µs, sluice %.2f µs", Self.median(rawCPU), Self.median(sluiceCPU)))
         print(pad("raw publish (1000 outstanding confirms)", 44) + pad(formatRate(publish.raw), 14))
         print(pad("sluice publish (RabbitMQSink, confirmed)", 44) + pad(formatRate(publish.sluice), 14) + String(format: "%.2f×", publish.sluice / publish.raw))
         print(
@@ -55,6 +64,15 @@ struct RabbitMQSuite {
                 + " publish_confirmed_per_s=\(Int(publish.sluice)) "
                 + String(format: "publish_vs_raw=%.2f", publish.sluice / publish.raw)
         )
+    }
+
+    /// Sends `command` (`enable`, `disable`) to the `perf record --control fifo:PATH` named by
+    /// `SLUICE_PERF_CONTROL`, if set, so that a profile holds only the Sluice consume runs:
+    /// `perf record -D -1 --control fifo:ctl -g sluice-bench rabbitmq` with that variable.
+    private static func profiler(_ command: String) {
+        guard let path = ProcessInfo.processInfo.environment["SLUICE_PERF_CONTROL"], let fifo = FileHandle(forWritingAtPath: path) else { return }
+        fifo.write(Data((command + "\n").utf8))
+        try? fifo.close()
     }
 
     private static func median(_ values: [Double]) -> Double {
@@ -92,32 +110,57 @@ struct RabbitMQSuite {
         await client.close()
     }
 
-    private func rawConsume(_ base: RabbitMQConfiguration) async throws -> Double {
-        let (configuration, client) = try await self.preloaded(base)
-        let seconds = try await client.rawConsume(configuration.queue, count: self.total, prefetch: self.prefetch, ackEvery: 500)
-        try await self.finish(configuration, client)
-        return Double(self.total) / seconds
+    /// The CPU time this process used so far (all threads), in microseconds.
+    private static func processCPU() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+        return Double(time.tv_sec) * 1e6 + Double(time.tv_nsec) / 1e3
     }
 
-    private func sluiceConsume(_ base: RabbitMQConfiguration) async throws -> Double {
+    private func rawConsume(_ base: RabbitMQConfiguration) async throws -> (rate: Double, cpu: Double) {
+        let (configuration, client) = try await self.preloaded(base)
+        let cpu = Self.processCPU()
+        let seconds = try await client.rawConsume(configuration.queue, count: self.total, prefetch: self.prefetch, ackEvery: 500)
+        let used = Self.processCPU() - cpu
+        try await self.finish(configuration, client)
+        return (Double(self.total) / seconds, used / Double(self.total))
+    }
+
+    private func sluiceConsume(_ base: RabbitMQConfiguration) async throws -> (rate: Double, cpu: Double) {
         let (configuration, client) = try await self.preloaded(base)
         let total = self.total
+        // The handlers say when the last message was handled, so that the run is not watched
+        // by a timer: a poll every millisecond cost this process a timer wake-up per
+        // millisecond (a tenth of its CPU in a profile) that the raw loop does not pay.
+        let handled = HandledCount()
+        let (allHandled, signal) = AsyncStream<Void>.makeStream()
         let pipeline = Pipeline("bench", source: RabbitMQSource(configuration: configuration)) {
-            Processors(concurrency: 2, maxDemand: self.prefetch / 2) { _ in }
+            Processors(concurrency: 2, maxDemand: self.prefetch / 2) { _ in
+                if handled.increment() == total { signal.yield() }
+            }
         }
+        let cpu = Self.processCPU()
+        var used = 0.0
         let start = ContinuousClock.now
         var end = start
+        Self.profiler("enable")
+        defer { Self.profiler("disable") }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await pipeline.run() }
+            for await _ in allHandled { break }
+            // Then until the pipeline settled the last batch (the raw loop's time ends with its
+            // last acknowledgement too).
             while pipeline.statistics.acknowledged < total {
                 try await Task.sleep(for: .milliseconds(1))
             }
             end = ContinuousClock.now
+            used = Self.processCPU() - cpu
+            Self.profiler("disable")
             pipeline.drain()
             try await group.waitForAll()
         }
         try await self.finish(configuration, client)
-        return Double(total) / (end - start).inSeconds
+        return (Double(total) / (end - start).inSeconds, used / Double(total))
     }
 
     private func rawPublish(_ base: RabbitMQConfiguration) async throws -> Double {
@@ -152,6 +195,14 @@ struct RabbitMQSuite {
         try await self.finish(configuration, client)
         return Double(batches * 500) / seconds
     }
+}
+
+/// How many messages the benchmark's handlers saw.
+final class HandledCount: Sendable {
+    private let count = Atomic<Int>(0)
+
+    /// Counts one more; returns the new count.
+    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
 }
 
 struct BenchFailure: Error, CustomStringConvertible {

@@ -74,16 +74,18 @@ package struct AckTracker: Sendable {
             self.heldTop = run.upperBound
             self.heldCount += run.count
         } else {
-            for tag in acknowledged where tag > self.floor && !self.sentAbove.contains(tag) { self.deferred.insert(tag) }
-            while true {
-                let next = self.floor + 1
-                if self.deferred.remove(next) != nil {
-                    self.heldTop = next
-                    self.heldCount += 1
-                } else if self.sentAbove.remove(next) == nil {
-                    break
+            // In order, so that runs merged from several processors move the floor without
+            // passing through `deferred`.
+            self.passSettledAboveFloor()
+            for tag in acknowledged.sorted() where tag > self.floor && (self.sentAbove.isEmpty || !self.sentAbove.contains(tag)) {
+                guard tag == self.floor + 1 else {
+                    self.deferred.insert(tag)
+                    continue
                 }
-                self.floor = next
+                self.floor = tag
+                self.heldTop = tag
+                self.heldCount += 1
+                self.passSettledAboveFloor()
             }
         }
         if self.unsentCount >= self.coalescing, let ack = self.releaseHeld() { frames.append(ack) }
@@ -105,6 +107,21 @@ package struct AckTracker: Sendable {
         for tag in tags { self.sentAbove.insert(tag) }
         frames += tags.map { .ack($0, multiple: false) }
         return frames
+    }
+
+    /// Moves the floor over the tags right above it that are settled already (deferred
+    /// acknowledgements join the held run; sent ones are passed).
+    private mutating func passSettledAboveFloor() {
+        while !(self.deferred.isEmpty && self.sentAbove.isEmpty) {
+            let next = self.floor + 1
+            if self.deferred.remove(next) != nil {
+                self.heldTop = next
+                self.heldCount += 1
+            } else if self.sentAbove.remove(next) == nil {
+                break
+            }
+            self.floor = next
+        }
     }
 
     private mutating func releaseHeld() -> Frame? {

@@ -80,7 +80,7 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// The consumer tag (`nil`: the broker picks one).
     public var consumerTag: String?
     /// How long acknowledgements wait at most before they are sent: processed messages are
-    /// acknowledged together, one `multiple=true` acknowledgement per quarter of the prefetch,
+    /// acknowledged together, one `multiple=true` acknowledgement per half of the prefetch,
     /// and those above an unsettled tag wait for the gap to close; after this delay whatever
     /// waits is sent (the ones above a gap one by one). 0 sends every settlement at once.
     /// Default 50 ms; 0 to 10 s.

@@ -30,12 +30,29 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             if let requeue { self.rejected.append((tag, requeue)) } else { self.acknowledged.append(tag) }
             self.bytes += bytes
         }
+
+        /// Adds the settlements of `other`.
+        mutating func merge(_ other: SettleBatch) {
+            self.acknowledged += other.acknowledged
+            self.rejected += other.rejected
+            self.bytes += other.bytes
+        }
     }
+
+    /// How many acknowledgements go out together as one `multiple` ack on a channel with
+    /// `prefetch`: half the prefetch (as a raw consumer acknowledging every 500 of 1000 does),
+    /// so that the broker handles two frames per window and half the window keeps flowing.
+    static func coalescing(prefetch: Int) -> Int { max(1, prefetch / 2) }
+
+    /// How long deliveries that stream in are gathered at most before the stage gets them
+    /// (see ``DeliveryHandOff``).
+    static let handOffLinger = Duration.milliseconds(1)
 
     enum Command: Sendable {
         /// The first connection; its outcome is reported.
         case start(@Sendable (Result<Void, RabbitMQError>) -> Void)
-        case settle(generation: UInt64, SettleBatch)
+        /// Settlements wait in the session that are due now (see ``PendingSettlements``).
+        case settlementsDue
         /// Drain: cancel the consumer.
         case cancel
         /// Send the deferred acknowledgements now (before closing).
@@ -57,6 +74,8 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
     private var cancelled = false
     /// How many deliveries one turn reads at most before it lets commands (settlements) in.
     private let readsPerTurn: Int
+    /// Gathers the deliveries of several reads while they stream in.
+    private var handOff: DeliveryHandOff<Message<RabbitMQMetadata>>
 
     init(configuration: RabbitMQConfiguration, prefetch: Int, logger: Logger, session: SessionBox) {
         self.configuration = configuration
@@ -65,6 +84,7 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         self.box = session
         self.reconnect = Reconnect(backoff: configuration.reconnectSchedule)
         self.readsPerTurn = max(1, min(prefetch, 500))
+        self.handOff = DeliveryHandOff(linger: Self.handOffLinger, target: prefetch / 4)
     }
 
     private var session: RabbitMQSession? { self.box.value }
@@ -81,11 +101,12 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             } catch {
                 report(.failure(error))
             }
-        case .settle(let generation, let batch):
-            self.settle(batch, generation: generation)
+        case .settlementsDue:
+            self.settlePending()
         case .cancel:
             self.cancel()
         case .flush:
+            self.settlePending()
             self.send(self.tracker.flushDeferred())
         case .readyCount(let report):
             report(self.readyCount())
@@ -94,6 +115,7 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
 
     func service(on loop: ConnectionLoop<RabbitMQConsumerDriver>) -> ServiceOutcome {
         guard self.started else { return .wait(socket: nil, timeout: nil) }
+        self.settlePending()
         guard let connection = self.connection else {
             guard !self.cancelled else { return .wait(socket: nil, timeout: nil) }
             return self.reconnectAfterBackoff(on: loop)
@@ -122,9 +144,11 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             self.lost(error)
             return .again
         }
-        self.session?.arrived(messages)
-        if let since = self.tracker.deferredSince, ContinuousClock.now - since >= self.configuration.ackDelay {
+        let now = ContinuousClock.now
+        self.session?.arrived(self.handOff.read(messages, now: now))
+        if let since = self.tracker.deferredSince, now - since >= self.configuration.ackDelay {
             self.send(self.tracker.flushDeferred())
+            self.session?.settlementsHeld(self.tracker.unsentCount)
         }
         // A send that failed gave the connection up: reconnect on the next turn rather than
         // wait on the socket of the closed one.
@@ -132,13 +156,18 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         // Wake at least every half heartbeat (librabbitmq sends and checks heartbeats inside
         // its reads), and when deferred acknowledgements fall due.
         var timeout = connection.heartbeat > 0 ? Duration.milliseconds(connection.heartbeat * 500) : Duration.seconds(1)
+        // Settlements below the wake threshold do not wake this thread: while deliveries are
+        // unsettled, turn at least every ack delay to take them.
+        if self.configuration.ackDelay > .zero, self.session?.awaitsSettlements == true { timeout = min(timeout, self.configuration.ackDelay) }
         if let since = self.tracker.deferredSince {
-            timeout = min(timeout, max(.milliseconds(1), since + self.configuration.ackDelay - .now))
+            timeout = min(timeout, max(.milliseconds(1), since + self.configuration.ackDelay - now))
         }
+        if let deadline = self.handOff.deadline { timeout = min(timeout, max(.zero, deadline - now)) }
         return .wait(socket: connection.socket, timeout: timeout)
     }
 
     func close() {
+        for (generation, batch) in self.session?.closeSettlements() ?? [] { self.settle(batch, generation: generation, at: nil) }
         self.send(self.tracker.flushDeferred())
         // Closing the channel requeues every delivery not acknowledged.
         self.connection = nil
@@ -155,9 +184,9 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
         self.connection = connection
         self.consumerTag = tag
         self.generation += 1
-        // Acknowledgements go out as a `multiple` ack per quarter of the prefetch (or after
-        // the ack delay): a few frames per window for the broker, three quarters kept flowing.
-        self.tracker = AckTracker(generation: self.generation, coalescing: self.prefetch / 4)
+        // Acknowledgements go out as a `multiple` ack per half of the prefetch (or after the
+        // ack delay): two frames per window for the broker, half of it kept flowing.
+        self.tracker = AckTracker(generation: self.generation, coalescing: Self.coalescing(prefetch: self.prefetch))
         if self.reconnect.connected() || self.generation > 1 {
             self.session?.counters.reconnectCount.add(1, ordering: .relaxed)
             self.logger.info("reconnected to RabbitMQ; topology declared again", metadata: [RabbitMQLogKey.generation: "\(self.generation)"])
@@ -185,10 +214,13 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
     private func lost(_ error: RabbitMQError) {
         let generation = self.generation
         self.connection = nil
+        // Deliveries of the closed channel: the broker requeued them.
+        _ = self.handOff.takeAll()
         if self.tracker.unsentCount > 0 {
             self.session?.unsent(self.tracker.unsentCount, generation: generation, reason: "the channel closed while they waited to be coalesced")
         }
         self.tracker = AckTracker(generation: 0)
+        self.session?.settlementsHeld(0)
         if error.isConsumerTimeout {
             self.logger.error(
                 """
@@ -214,12 +246,20 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
 
     // MARK: Settling
 
-    private func settle(_ batch: SettleBatch, generation: UInt64) {
+    /// Settles what waits in the session.
+    private func settlePending() {
+        guard let (batches, since) = self.session?.takeSettlements() else { return }
+        for (generation, batch) in batches { self.settle(batch, generation: generation, at: since) }
+        self.session?.settlementsHeld(self.tracker.unsentCount)
+    }
+
+    /// Settles `batch` of `generation`, made at `instant` (`nil`: now).
+    private func settle(_ batch: SettleBatch, generation: UInt64, at instant: ContinuousClock.Instant?) {
         guard generation == self.generation, self.connection != nil else {
             self.session?.stale(batch.count, generation: generation, current: self.generation)
             return
         }
-        var frames = self.tracker.settle(acknowledged: batch.acknowledged, rejected: batch.rejected, now: .now)
+        var frames = self.tracker.settle(acknowledged: batch.acknowledged, rejected: batch.rejected, now: instant ?? .now)
         if self.tracker.deferredCount >= max(1, self.prefetch / 2) { frames += self.tracker.flushDeferred() }
         self.send(frames)
     }
@@ -252,7 +292,7 @@ final class RabbitMQConsumerDriver: ConnectionDriver {
             self.session?.finished()
             return
         }
-        var messages: [Message<RabbitMQMetadata>] = []
+        var messages = self.handOff.takeAll()
         do throws(RabbitMQError) {
             try connection.cancel(consumerTag: self.consumerTag)
             // Deliveries that came before cancel-ok were kept by librabbitmq: read them.

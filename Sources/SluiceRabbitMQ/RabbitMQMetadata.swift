@@ -33,6 +33,17 @@ public struct RabbitMQMetadata: MessageMetadata {
     /// How many times the broker delivered the message, this delivery included: from
     /// `x-delivery-count` (quorum queues) plus one, otherwise 2 for a redelivery (at least)
     /// and 1 for a first delivery.
+    ///
+    /// It feeds ``Sluice/FailurePolicy/maxDeliveries``. On a quorum queue it counts every
+    /// delivery that was rejected with requeue or left unacknowledged when its channel closed,
+    /// so any cap works. A classic queue carries only the redelivered flag, which tells a first
+    /// delivery from a later one and nothing more: the count is 1 or 2, so only
+    /// `maxDeliveries: 1` caps there (the first redelivery is dead-lettered without running
+    /// the handler again), and a larger cap is never reached, however often a message comes
+    /// back. The flag is also set for a message that was never handled but was requeued
+    /// because its channel or connection closed (a reconnect, a consumer timeout, another
+    /// consumer that stopped), so with `maxDeliveries: 1` such a message is dead-lettered too.
+    /// Use a quorum queue to cap poison messages at more than one delivery.
     public var deliveryCount: Int?
 
     /// Creates metadata.
@@ -56,7 +67,8 @@ public struct RabbitMQMetadata: MessageMetadata {
         self.contentType = contentType
         self.messageID = messageID
         self.timestamp = timestamp
-        if let count = headers["x-delivery-count"].flatMap(Int.init) {
+        // Most deliveries carry no headers: no lookup (and no hashing) for them.
+        if !headers.isEmpty, let count = headers["x-delivery-count"].flatMap(Int.init) {
             self.deliveryCount = count + 1
         } else {
             self.deliveryCount = redelivered ? 2 : 1

@@ -23,6 +23,8 @@ final class RabbitMQSession: Sendable {
     let counters = RabbitMQCounters()
 
     private let deliveries: Mutex<DeliveryBuffer<Message<RabbitMQMetadata>>>
+    /// Settlements waiting for the connection's thread.
+    private let pending: Mutex<PendingSettlements>
     private let stage = Mutex<StageHandle<RabbitMQSourceStage>?>(nil)
     private let staleMetric: Counter
     private let unsentMetric: Counter
@@ -36,6 +38,9 @@ final class RabbitMQSession: Sendable {
         self.prefetch = prefetch
         self.logger = logger
         self.deliveries = Mutex(DeliveryBuffer(prefetch: prefetch))
+        self.pending = Mutex(
+            PendingSettlements(threshold: RabbitMQConsumerDriver.coalescing(prefetch: prefetch), immediate: configuration.ackDelay == .zero)
+        )
         let driverLogger = logger
         let dimensions = [("queue", configuration.queue)]
         self.staleMetric = Counter(label: "sluice_amqp_stale_settlements", dimensions: dimensions)
@@ -110,7 +115,8 @@ final class RabbitMQSession: Sendable {
 
     // MARK: Settling (any thread)
 
-    /// Queues a settlement for the connection's thread; never blocks.
+    /// Queues a settlement for the connection's thread, waking it only when something is due
+    /// (see ``PendingSettlements``); never blocks.
     func settle(_ settlement: Settlement<RabbitMQMetadata>) {
         guard !settlement.isEmpty else { return }
         var batches: [UInt64: RabbitMQConsumerDriver.SettleBatch] = [:]
@@ -132,12 +138,43 @@ final class RabbitMQSession: Sendable {
         self.deliveries.withLock { buffer in
             for (generation, batch) in batches { buffer.settled(count: batch.count, bytes: batch.bytes, generation: generation) }
         }
-        for (generation, batch) in batches where !self.loop.enqueue(.settle(generation: generation, batch)) {
-            self.unsent(batch.count, generation: generation, reason: "the source was already shut down")
+        switch self.pending.withLock({ $0.add(batches, now: .now) }) {
+        case .none:
+            break
+        case .wakeLoop:
+            // Refused once the loop is stopping: its driver's close() still takes them.
+            self.loop.enqueue(.settlementsDue)
+        case .closed:
+            for (generation, batch) in batches {
+                self.unsent(batch.count, generation: generation, reason: "the source was already shut down")
+            }
         }
     }
 
     // MARK: The connection's side (its thread)
+
+    /// The settlements waiting, oldest generation first, and when the oldest was made; `nil`
+    /// when none wait.
+    func takeSettlements() -> (batches: [(generation: UInt64, batch: RabbitMQConsumerDriver.SettleBatch)], since: ContinuousClock.Instant?)? {
+        self.pending.withLock { $0.isEmpty ? nil : $0.take() }
+    }
+
+    /// The connection's thread holds `count` acknowledgements, not sent yet.
+    func settlementsHeld(_ count: Int) {
+        self.pending.withLock { $0.held(count) }
+    }
+
+    /// The connection's thread ends: the settlements still waiting (later ones are counted
+    /// unsent).
+    func closeSettlements() -> [(generation: UInt64, batch: RabbitMQConsumerDriver.SettleBatch)] {
+        self.pending.withLock { $0.close() }
+    }
+
+    /// Whether settlements may come that do not wake the connection's thread: deliveries are
+    /// unsettled, or settlements wait.
+    var awaitsSettlements: Bool {
+        self.deliveries.withLock { $0.unsettled > 0 } || !self.pending.withLock { $0.isEmpty }
+    }
 
     /// Deliveries arrived.
     func arrived(_ messages: [Message<RabbitMQMetadata>]) {

@@ -27,9 +27,16 @@ import SluiceConnector
 /// One thread owns the connection and makes every librabbitmq call: it reads deliveries,
 /// keeps servicing the socket at zero demand (heartbeats), and sends the settlements the
 /// pipeline queues from any processor: contiguous tags as one `basic.ack` with
-/// `multiple=true`; ``Sluice/FailureDisposition/requeue`` as `basic.reject` with requeue,
+/// `multiple=true` per half of the prefetch (or after ``RabbitMQConfiguration/ackDelay``);
+/// ``Sluice/FailureDisposition/requeue`` as `basic.reject` with requeue,
 /// ``Sluice/FailureDisposition/deadLetter`` without (the queue's dead-letter exchange takes
 /// it), ``Sluice/FailureDisposition/drop`` as an acknowledgement.
+///
+/// The broker shares the machine's CPU with the pipeline, so the source spends few thread
+/// wake-ups per message: while deliveries stream in, the reads of up to a millisecond are
+/// handed to the stage together (the first read after a quiet spell goes at once), and a
+/// settlement wakes the connection's thread only when an acknowledgement or rejection is due;
+/// otherwise the thread takes it at its next turn.
 ///
 /// A lost connection or channel is reconnected with jittered exponential backoff and the
 /// topology declared again. Every delivery carries its channel generation

@@ -72,6 +72,19 @@ import Testing
         #expect(tracker.flushDeferred() == [.ack(4, multiple: true)])
     }
 
+    /// Runs that several processors settled out of order move the floor together, as one
+    /// `multiple` ack once enough wait, with nothing left deferred.
+    @Test func runsMergedOutOfOrderAreOneMultipleAck() {
+        var tracker = AckTracker(generation: 1, coalescing: 500)
+        #expect(tracker.settle(acknowledged: Array(251...400) + Array(1...250) + Array(401...500), now: self.now) == [.ack(500, multiple: true)])
+        #expect(tracker.unsentCount == 0)
+        // With a gap left: the run below it is held, the rest waits above the gap.
+        #expect(tracker.settle(acknowledged: Array(601...700) + Array(501...550), now: self.now).isEmpty)
+        #expect(tracker.deferredCount == 100)
+        #expect(tracker.heldCount == 50)
+        #expect(tracker.flushDeferred().first == .ack(550, multiple: true))
+    }
+
     @Test func aTagIsSettledOnce() {
         var tracker = AckTracker(generation: 1)
         #expect(tracker.settle(acknowledged: [1], now: self.now) == [.ack(1, multiple: true)])

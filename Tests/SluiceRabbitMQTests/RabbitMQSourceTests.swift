@@ -221,6 +221,60 @@ struct RabbitMQSourceTests {
         await client.close()
     }
 
+    /// A classic queue has only the redelivered flag, so its delivery count is 1 or 2: with
+    /// `maxDeliveries: 1`, a message whose handler always fails with `.requeue` is delivered
+    /// once, comes back redelivered (count 2), is dead-lettered through the queue's dead-letter
+    /// exchange without running the handler again, and every other message is handled once
+    /// and acknowledged.
+    @Test func classicRedeliveredFlagCapsAPoisonMessage() async throws {
+        var configuration = try RabbitTestEnvironment.configuration("classic-poison")
+        configuration.topology.queueType = .classic
+        let (deadQueue, deadExchange) = Self.withDeadLetters(&configuration)
+        let client = try await Self.declared(configuration, deadQueue: deadQueue)
+        try await client.publish(payloads(20, prefix: "good") + [Array("poison".utf8)] + payloads(20, prefix: "late"))
+        let seen = Recorder<(text: String, redelivered: Bool, count: Int)>()
+        let pipeline = Pipeline(
+            "classic-poison",
+            source: RabbitMQSource(configuration: configuration),
+            configuration: PipelineConfiguration(
+                failurePolicy: FailurePolicy(retry: nil, disposition: .deadLetter, maxDeliveries: 1),
+                logger: self.logger
+            )
+        ) {
+            Processors(concurrency: 2, maxDemand: 10) { message in
+                seen.append((message.text, message.metadata.redelivered, message.metadata.deliveryCount ?? 0))
+                if message.text == "poison" { message.fail(TestFailure("always fails"), disposition: .requeue) }
+            }
+        }
+        let queue = configuration.queue
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("the poison message was dead-lettered") { try await client.readyCount(deadQueue) == 1 }
+            try await waitUntil("the queue is settled") {
+                let counts = try await RabbitControl.counts(queue)
+                return counts.ready == 0 && counts.unacknowledged == 0
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        // The handler ran once for the poison message (its first delivery); the redelivery
+        // exceeded the cap and went to the dead-letter exchange unhandled.
+        #expect(seen.all.filter { $0.text == "poison" }.map { [$0.redelivered ? 1 : 0, $0.count] } == [[0, 1]])
+        let others = seen.all.filter { $0.text != "poison" }
+        #expect(others.map(\.text).sorted() == (payloads(20, prefix: "good") + payloads(20, prefix: "late")).map { String(decoding: $0, as: UTF8.self) }.sorted())
+        #expect(others.allSatisfy { !$0.redelivered && $0.count == 1 })
+        // What the dead-letter queue holds is the poison message, nothing else.
+        var dead = RabbitMQConfiguration(queue: deadQueue)
+        dead.host = configuration.host
+        dead.port = configuration.port
+        let letters = try await self.consume(1, dead, maxDemand: 10, untilAcknowledged: true)
+        #expect(letters.map(\.text) == ["poison"])
+        #expect(try await client.readyCount(deadQueue) == 0)
+        try await client.delete(queue: configuration.queue)
+        try await client.delete(queue: deadQueue, exchange: deadExchange)
+        await client.close()
+    }
+
     /// Gives `configuration`'s queue a dead-letter exchange of its own; returns the queue the
     /// exchange routes to and the exchange.
     static func withDeadLetters(_ configuration: inout RabbitMQConfiguration) -> (queue: String, exchange: String) {

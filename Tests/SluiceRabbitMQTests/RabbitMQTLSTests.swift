@@ -15,6 +15,11 @@ import Testing
 /// A TLS listener in front of the test broker, private to one test: a CA and a certificate for
 /// `localhost` made with openssl, and a small Python TLS terminator forwarding to the broker's
 /// plain port (the shared broker itself is not reconfigured).
+///
+/// With `requireClientCertificate` the listener verifies its peer as a RabbitMQ listener with
+/// `ssl_options.verify = verify_peer` and `ssl_options.fail_if_no_peer_cert = true` does: the
+/// handshake fails unless the client shows a certificate the test's CA signed
+/// (``clientCertificatePath`` with ``clientKeyPath``).
 final class TLSFrontEnd: Sendable {
     let directory: URL
     let port: Int
@@ -24,8 +29,13 @@ final class TLSFrontEnd: Sendable {
     var caPath: String { self.directory.appendingPathComponent("ca.pem").path }
     /// Another CA, which signed nothing the listener shows.
     var otherCAPath: String { self.directory.appendingPathComponent("other-ca.pem").path }
+    /// A client certificate the CA signed, and its key.
+    var clientCertificatePath: String { self.directory.appendingPathComponent("client.pem").path }
+    var clientKeyPath: String { self.directory.appendingPathComponent("client.key").path }
+    /// A private key that does not belong to the client certificate.
+    var otherKeyPath: String { self.directory.appendingPathComponent("other-ca.key").path }
 
-    init(upstreamPort: Int) throws {
+    init(upstreamPort: Int, requireClientCertificate: Bool = false) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-tls-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
@@ -41,16 +51,20 @@ final class TLSFrontEnd: Sendable {
             guard process.terminationStatus == 0 else { throw TestFailure("openssl \(arguments.first ?? "") failed") }
         }
         for ca in ["ca", "other-ca"] {
-            try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(ca).key", "-out", "\(ca).pem", "-days", "1", "-subj", "/CN=Sluice test \(ca)"])
+            try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(ca).key", "-out", "\(ca).pem", "-days", "1", "-subj", "/CN=Sluice test \(ca)"])
         }
-        try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])
-        try "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n".write(
-            to: directory.appendingPathComponent("ext.cnf"), atomically: true, encoding: .utf8
-        )
-        try openssl([
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
-            "-days", "1", "-extfile", "ext.cnf",
-        ])
+        /// A key `name.key` and a certificate `name.pem` for `subject` that the CA signed with
+        /// the X.509 extensions `extensions`.
+        func signed(_ name: String, subject: String, extensions: String) throws {
+            try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
+            try extensions.write(to: directory.appendingPathComponent("\(name).cnf"), atomically: true, encoding: .utf8)
+            try openssl([
+                "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "\(name).pem",
+                "-days", "1", "-extfile", "\(name).cnf",
+            ])
+        }
+        try signed("server", subject: "/CN=localhost", extensions: "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        try signed("client", subject: "/CN=sluice-test-client", extensions: "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
         let script = directory.appendingPathComponent("terminator.py")
         try Self.script.write(to: script, atomically: true, encoding: .utf8)
         let process = Process()
@@ -58,7 +72,7 @@ final class TLSFrontEnd: Sendable {
         process.arguments = [
             script.path, directory.appendingPathComponent("server.pem").path, directory.appendingPathComponent("server.key").path,
             "\(upstreamPort)", directory.appendingPathComponent("port").path,
-        ]
+        ] + (requireClientCertificate ? [directory.appendingPathComponent("ca.pem").path] : [])
         process.standardOutput = Pipe()
         process.standardError = Pipe()
         try process.run()
@@ -89,8 +103,12 @@ final class TLSFrontEnd: Sendable {
 
     /// Runs `body` with a new terminator in front of `upstreamPort` (made on a thread of its
     /// own: openssl and the start take seconds) and stops it afterwards, also when `body` throws.
-    static func with<T>(upstreamPort: Int, _ body: (TLSFrontEnd) async throws -> T) async throws -> T {
-        let front = try await offPool { try TLSFrontEnd(upstreamPort: upstreamPort) }
+    static func with<T>(
+        upstreamPort: Int,
+        requireClientCertificate: Bool = false,
+        _ body: (TLSFrontEnd) async throws -> T
+    ) async throws -> T {
+        let front = try await offPool { try TLSFrontEnd(upstreamPort: upstreamPort, requireClientCertificate: requireClientCertificate) }
         return try await withStopping(front, stop: { await $0.stop() }, body)
     }
 
@@ -98,6 +116,7 @@ final class TLSFrontEnd: Sendable {
         import asyncio, ssl, sys
 
         cert, key, upstream, port_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+        client_ca = sys.argv[5] if len(sys.argv) > 5 else None
 
         async def pipe(reader, writer):
             try:
@@ -126,6 +145,10 @@ final class TLSFrontEnd: Sendable {
         async def main():
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(cert, key)
+            if client_ca:
+                # verify_peer with fail_if_no_peer_cert: no certificate the CA signed, no session.
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(client_ca)
             server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
             with open(port_file + ".tmp", "w") as f:
                 f.write(str(server.sockets[0].getsockname()[1]))
@@ -146,33 +169,104 @@ struct RabbitMQTLSTests {
     /// test's CA signed.
     @Test func consumesOverTLS() async throws {
         let plain = try RabbitTestEnvironment.configuration("tls")
-        let port = plain.port
-        try await TLSFrontEnd.with(upstreamPort: port) { front in
-            let client = RabbitMQClient(configuration: plain)
-            try await client.declare(plain)
-            try await client.publish(payloads(100))
+        try await TLSFrontEnd.with(upstreamPort: plain.port) { front in
             let url = "amqps://guest:guest@localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
             let configuration = try RabbitMQConfiguration(url: url)
             #expect(configuration.tls?.caCertificatePath == front.caPath)
-            let seen = Recorder<String>()
-            let pipeline = Pipeline("tls", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
-                Processors(concurrency: 1, maxDemand: 20) { message in seen.append(message.text) }
-            }
-            let queue = plain.queue
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await pipeline.run() }
-                try await waitUntil("100 handled") { seen.count >= 100 }
-                try await waitUntil("every message acknowledged") {
-                    let counts = try await RabbitControl.counts(queue)
-                    return counts.ready == 0 && counts.unacknowledged == 0
-                }
-                pipeline.drain()
-                try await group.waitForAll()
-            }
-            #expect(Set(seen.all) == Set((0..<100).map { "m\($0)" }))
-            try await client.delete(queue: queue)
-            await client.close()
+            #expect(configuration.tls?.certificatePath == nil)
+            try await self.consumesAHundred(configuration, plain: plain)
         }
+    }
+
+    /// A listener that requires a client certificate (`verify_peer` with
+    /// `fail_if_no_peer_cert`): `certfile` and `keyfile` make the session, and messages flow
+    /// and are acknowledged through it.
+    @Test func aClientCertificateMakesTheSessionWithAListenerThatRequiresOne() async throws {
+        let plain = try RabbitTestEnvironment.configuration("tls-client-cert")
+        try await TLSFrontEnd.with(upstreamPort: plain.port, requireClientCertificate: true) { front in
+            let url = "amqps://guest:guest@localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
+                + "&certfile=\(front.clientCertificatePath)&keyfile=\(front.clientKeyPath)"
+            let configuration = try RabbitMQConfiguration(url: url)
+            #expect(configuration.tls?.certificatePath == front.clientCertificatePath)
+            #expect(configuration.tls?.keyPath == front.clientKeyPath)
+            try await self.consumesAHundred(configuration, plain: plain)
+        }
+    }
+
+    /// The same listener without a client certificate: the start fails within the connect
+    /// timeout with a typed error that names TLS and the missing client certificate.
+    @Test func withoutAClientCertificateAListenerThatRequiresOneFailsAtStart() async throws {
+        let plain = try RabbitTestEnvironment.configuration("tls-no-client-cert")
+        try await TLSFrontEnd.with(upstreamPort: plain.port, requireClientCertificate: true) { front in
+            var configuration = try RabbitMQConfiguration(url: "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)")
+            configuration.connectTimeout = .seconds(3)
+            let started = ContinuousClock.now
+            let error = await self.startError(configuration)
+            #expect(error?.code == .connectionFailed, "\(String(describing: error))")
+            #expect(error?.message.contains("TLS") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("client certificate") == true, "\(String(describing: error))")
+            #expect(ContinuousClock.now - started < .seconds(6))
+        }
+    }
+
+    /// A key file that does not exist, or one that does not belong to the certificate, is an
+    /// `invalidConfiguration` error at start naming both files.
+    @Test func aWrongClientKeyIsATypedErrorAtStart() async throws {
+        let plain = try RabbitTestEnvironment.configuration("tls-wrong-key")
+        try await TLSFrontEnd.with(upstreamPort: plain.port, requireClientCertificate: true) { front in
+            let missing = front.directory.appendingPathComponent("no-such.key").path
+            for key in [missing, front.otherKeyPath] {
+                let url = "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
+                    + "&certfile=\(front.clientCertificatePath)&keyfile=\(key)"
+                let error = await self.startError(try RabbitMQConfiguration(url: url))
+                #expect(error?.code == .invalidConfiguration, "\(String(describing: error))")
+                #expect(error?.message.contains(key) == true, "\(String(describing: error))")
+                #expect(error?.message.contains(front.clientCertificatePath) == true, "\(String(describing: error))")
+            }
+        }
+    }
+
+    /// Starts a source on `configuration` and returns the error its start throws.
+    private func startError(_ configuration: RabbitMQConfiguration) async -> RabbitMQError? {
+        do {
+            _ = try await RabbitMQSource(configuration: configuration).makeParts(
+                context: SourceContext(pipelineName: "tls", window: 10, logger: self.logger)
+            )
+            Issue.record("the source started")
+            return nil
+        } catch {
+            guard let error = error as? RabbitMQError else {
+                Issue.record("not a RabbitMQError: \(error)")
+                return nil
+            }
+            return error
+        }
+    }
+
+    /// Publishes 100 messages to `plain`'s queue, consumes them through `configuration` and
+    /// checks that every one was handled and acknowledged.
+    private func consumesAHundred(_ configuration: RabbitMQConfiguration, plain: RabbitMQConfiguration) async throws {
+        let client = RabbitMQClient(configuration: plain)
+        try await client.declare(plain)
+        try await client.publish(payloads(100))
+        let seen = Recorder<String>()
+        let pipeline = Pipeline("tls", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
+            Processors(concurrency: 1, maxDemand: 20) { message in seen.append(message.text) }
+        }
+        let queue = plain.queue
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pipeline.run() }
+            try await waitUntil("100 handled") { seen.count >= 100 }
+            try await waitUntil("every message acknowledged") {
+                let counts = try await RabbitControl.counts(queue)
+                return counts.ready == 0 && counts.unacknowledged == 0
+            }
+            pipeline.drain()
+            try await group.waitForAll()
+        }
+        #expect(Set(seen.all) == Set((0..<100).map { "m\($0)" }))
+        try await client.delete(queue: queue)
+        await client.close()
     }
 
     /// A certificate another CA signed is refused at start, with a typed error.

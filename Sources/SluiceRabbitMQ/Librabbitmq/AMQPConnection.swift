@@ -114,7 +114,7 @@ final class AMQPConnection {
                 .connectionFailed,
                 "cannot connect to RabbitMQ at \(configuration.host):\(configuration.port)\(configuration.tls == nil ? "" : " over TLS"): "
                     + "\(Self.describe(status)); check that the broker runs there"
-                    + (configuration.tls == nil ? "" : ", speaks TLS, and has a certificate the CA signed for that host")
+                    + (configuration.tls == nil ? "" : ", speaks TLS, and has a certificate the CA signed for that host" + Self.clientCertificateHint(configuration))
             )
         }
         _ = amqp_set_handshake_timeout(state, &timeout)
@@ -131,6 +131,14 @@ final class AMQPConnection {
                 throw RabbitMQError(.accessRefused, error.message + "; check the user name and password")
             case .notAllowed:
                 throw RabbitMQError(.notAllowed, error.message + "; check that vhost \(configuration.virtualHost) exists and the user may use it")
+            case .connectionLost where configuration.tls != nil && login.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION:
+                // With TLS 1.3 the broker checks the client's certificate after the client
+                // finished its side of the handshake, so a refusal surfaces in the first read.
+                throw RabbitMQError(
+                    .connectionFailed,
+                    error.message + "; the TLS session with \(configuration.host):\(configuration.port) ended before the AMQP login"
+                        + Self.clientCertificateHint(configuration)
+                )
             default:
                 throw error
             }
@@ -166,6 +174,14 @@ final class AMQPConnection {
             }
         }
         return socket
+    }
+
+    /// What to check about the client certificate when a TLS session could not be made.
+    private static func clientCertificateHint(_ configuration: RabbitMQConfiguration) -> String {
+        guard let certificate = configuration.tls?.certificatePath else {
+            return "; if the broker requires a client certificate (ssl_options.fail_if_no_peer_cert), give certfile and keyfile"
+        }
+        return "; check that the broker trusts the CA that signed the client certificate \(certificate)"
     }
 
     /// Declares what `configuration` asks for, or checks that the queue exists.
