@@ -66,33 +66,33 @@ struct BrokersNotStarted: Error, CustomStringConvertible {
 }
 
 @Suite struct DrainCommandTests {
-    @Test func drainsExactlyTheCountAndLeavesTheRest() throws {
+    @Test func drainsExactlyTheCountAndLeavesTheRest() async throws {
         let base = try redisURL()
         let key = "sluice-cli-\(UUID().uuidString)"
-        let push = try runRedis(base, ["RPUSH", key] + (0..<300).map { "item-\($0)" })
+        let push = try await redisCLI(base, ["RPUSH", key] + (0..<300).map { "item-\($0)" })
         #expect(push.contains("300"))
-        let result = try runSluice(["drain", "\(base)/0?key=\(key)&mode=reliable", "--count", "200", "--max-demand", "50"])
+        let result = try await sluice(["drain", "\(base)/0?key=\(key)&mode=reliable", "--count", "200", "--max-demand", "50"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("drained 200 in "))
         #expect(result.output.contains("msg/s)"))
-        let left = try runRedis(base, ["LLEN", key])
+        let left = try await redisCLI(base, ["LLEN", key])
         #expect(left.trimmingCharacters(in: .whitespacesAndNewlines) == "100")
-        _ = try runRedis(base, ["DEL", key])
+        _ = try await redisCLI(base, ["DEL", key])
     }
 
-    @Test func aBadURLPrintsOneLineAndFails() throws {
-        let result = try runSluice(["drain", "redis://127.0.0.1:16379/0?mode=wat", "--count", "1"])
+    @Test func aBadURLPrintsOneLineAndFails() async throws {
+        let result = try await sluice(["drain", "redis://127.0.0.1:16379/0?mode=wat", "--count", "1"])
         #expect(result.status != 0)
         #expect(result.error.split(separator: "\n").count == 1)
         #expect(result.error.contains("invalid"))
-        let scheme = try runSluice(["drain", "ftp://somewhere", "--count", "1"])
+        let scheme = try await sluice(["drain", "ftp://somewhere", "--count", "1"])
         #expect(scheme.status != 0)
         #expect(scheme.error.split(separator: "\n").count == 1)
         #expect(scheme.error.contains("unsupported URL scheme"))
     }
 
-    @Test func anUnreachableBrokerPrintsOneLineAndFails() throws {
-        let result = try runSluice(["drain", "redis://127.0.0.1:1/0?key=nothing", "--count", "1"])
+    @Test func anUnreachableBrokerPrintsOneLineAndFails() async throws {
+        let result = try await sluice(["drain", "redis://127.0.0.1:1/0?key=nothing", "--count", "1"])
         #expect(result.status != 0)
         #expect(result.error.split(separator: "\n").count == 1)
         #expect(result.error.contains("cannot connect"))

@@ -28,7 +28,7 @@ struct RabbitMQDrainCommandTests {
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
         try await client.publish((0..<300).map { Array("item-\($0)".utf8) })
-        let result = try await runSluiceOffPool(["drain", "\(base)?queue=\(queue)", "--count", "200", "--max-demand", "50"])
+        let result = try await sluice(["drain", "\(base)?queue=\(queue)", "--count", "200", "--max-demand", "50"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("drained 200 in "))
         #expect(result.output.contains("msg/s)"))
@@ -39,22 +39,14 @@ struct RabbitMQDrainCommandTests {
 
     @Test func aMissingQueueOrBadURLPrintsOneLineAndFails() async throws {
         let base = try self.baseURL()
-        let missing = try await runSluiceOffPool(["drain", "\(base)?queue=sluice-cli-no-such-queue", "--count", "1"])
+        let missing = try await sluice(["drain", "\(base)?queue=sluice-cli-no-such-queue", "--count", "1"])
         #expect(missing.status != 0)
         #expect(missing.error.split(separator: "\n").count == 1)
         #expect(missing.error.contains("notFound"))
-        let bad = try await runSluiceOffPool(["drain", "amqp://guest:hunter2@127.0.0.1:16672/?prefetch=1", "--count", "1"])
+        let bad = try await sluice(["drain", "amqp://guest:hunter2@127.0.0.1:16672/?prefetch=1", "--count", "1"])
         #expect(bad.status != 0)
         #expect(bad.error.split(separator: "\n").count == 1)
         #expect(bad.error.contains("missing queue"))
         #expect(!bad.error.contains("hunter2"))
-    }
-}
-
-/// ``runSluice(_:)`` on a thread of its own, so that waiting for the child process holds none
-/// of the cooperative pool's threads.
-func runSluiceOffPool(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try runSluice(arguments) }) }.start()
     }
 }

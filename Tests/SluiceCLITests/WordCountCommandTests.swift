@@ -12,12 +12,12 @@ import Testing
 @Suite("sluice wordcount", .timeLimit(.minutes(1)))
 struct WordCountCommandTests {
     @Test("counts a file: top words by count, the total, time and MB/s, equal to a plain count")
-    func countsAFile() throws {
+    func countsAFile() async throws {
         let path = NSTemporaryDirectory() + "sluice-wordcount-\(UUID().uuidString).txt"
         let text = "the cat and the hat\r\nthe end\n\n  and\tso on\nthe"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let result = try runSluice(["wordcount", path, "--stages", "3", "--top", "3", "--verify"])
+        let result = try await sluice(["wordcount", path, "--stages", "3", "--top", "3", "--verify"])
         #expect(result.status == 0, "\(result.error)")
         let lines = result.output.split(separator: "\n").map(String.init)
         #expect(lines.count == 7, "\(result.output)")
@@ -32,10 +32,10 @@ struct WordCountCommandTests {
     }
 
     @Test("with no file it counts the generated corpus, the same on every run")
-    func countsTheGeneratedCorpus() throws {
-        let first = try runSluice(["wordcount", "--corpus-mb", "2", "--top", "5", "--stages", "2", "--verify"])
+    func countsTheGeneratedCorpus() async throws {
+        let first = try await sluice(["wordcount", "--corpus-mb", "2", "--top", "5", "--stages", "2", "--verify"])
         #expect(first.status == 0, "\(first.error)")
-        let second = try runSluice(["wordcount", "--corpus-mb", "2", "--top", "5", "--stages", "1"])
+        let second = try await sluice(["wordcount", "--corpus-mb", "2", "--top", "5", "--stages", "1"])
         #expect(second.status == 0, "\(second.error)")
         let firstLines = first.output.split(separator: "\n")
         let secondLines = second.output.split(separator: "\n")
@@ -53,27 +53,27 @@ struct WordCountCommandTests {
         (["--corpus-mb", "0"], "--corpus-mb must be 1...4096"),
         (["--corpus-mb", "5000"], "--corpus-mb must be 1...4096"),
     ])
-    func optionsOutOfRange(arguments: [String], message: String) throws {
-        let result = try runSluice(["wordcount"] + arguments)
+    func optionsOutOfRange(arguments: [String], message: String) async throws {
+        let result = try await sluice(["wordcount"] + arguments)
         #expect(result.status != 0)
         #expect(result.error.split(separator: "\n").first.map { $0.contains(message) } == true, "\(result.error)")
         #expect(result.output.isEmpty)
     }
 
     @Test("a file that cannot be read prints one line naming it and fails")
-    func missingFile() throws {
-        let result = try runSluice(["wordcount", "/nonexistent/words.txt"])
+    func missingFile() async throws {
+        let result = try await sluice(["wordcount", "/nonexistent/words.txt"])
         #expect(result.status != 0)
         #expect(result.error == "sluice: cannot open /nonexistent/words.txt: No such file or directory\n")
-        let directory = try runSluice(["wordcount", NSTemporaryDirectory()])
+        let directory = try await sluice(["wordcount", NSTemporaryDirectory()])
         #expect(directory.status != 0)
         #expect(directory.error.split(separator: "\n").count == 1)
         #expect(directory.error.contains("not a regular file"))
     }
 
     @Test("--help shows a working example")
-    func help() throws {
-        let result = try runSluice(["wordcount", "--help"])
+    func help() async throws {
+        let result = try await sluice(["wordcount", "--help"])
         #expect(result.status == 0)
         #expect(result.output.contains("sluice wordcount --stages 2 --top 10"))
     }
