@@ -203,6 +203,8 @@ struct RecordingLogHandler: LogHandler {
     struct Entry: Sendable {
         var level: Logger.Level
         var message: String
+        /// The entry's metadata (the logger's and the call's), as `key=value` text.
+        var metadata: String = ""
     }
 
     final class Store: Sendable {
@@ -221,7 +223,9 @@ struct RecordingLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        self.store.append(Entry(level: event.level, message: "\(event.message)"))
+        let merged = self.metadata.merging(event.metadata ?? [:]) { $1 }
+        let metadata = merged.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
+        self.store.append(Entry(level: event.level, message: "\(event.message)", metadata: metadata))
     }
 
     /// A logger that records into a new store.
