@@ -115,17 +115,10 @@ struct DemoTests {
 
     @Test("reads orders from a RabbitMQ queue: what it delivered beyond --count goes back to the queue")
     func onARabbitMQQueue() async throws {
-        guard let base = ProcessInfo.processInfo.environment["SLUICE_RABBITMQ_URL"], !base.isEmpty else { throw BrokersNotStarted() }
-        let queue = "sluice-demo-\(UUID().uuidString.lowercased())"
-        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
-        configuration.topology.declare = true
-        configuration.topology.durable = false
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
         var items = (0..<200).map { "{\"id\":\($0),\"customer\":\($0 % 5),\"region\":\"us\",\"amount\":1}" }
         for index in [0, 50, 100] { items.insert("{\"malformed\": true}", at: index) }
-        try await client.publish(items.map { Array($0.utf8) })
-        let result = try await sluice(["demo", "--source", "\(base)?queue=\(queue)", "--count", "150", "--status", "off"])
+        let (url, queue, client) = try await Brokers.rabbitQueue("demo", holding: items)
+        let result = try await sluice(["demo", "--source", url, "--count", "150", "--status", "off"])
         #expect(result.status == 0, "\(result.error)")
         let summary = try #require(DemoSummary(result.output), "\(result.output)")
         // Which 150 of the 203 are handled depends on the processors' pace (they run in

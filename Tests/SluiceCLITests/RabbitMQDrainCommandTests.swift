@@ -12,23 +12,9 @@ import Testing
 
 @Suite("sluice drain amqp://", .timeLimit(.minutes(1)))
 struct RabbitMQDrainCommandTests {
-    func baseURL() throws -> String {
-        guard let url = ProcessInfo.processInfo.environment["SLUICE_RABBITMQ_URL"], !url.isEmpty else {
-            throw BrokersNotStarted()
-        }
-        return url
-    }
-
     @Test func drainsExactlyTheCountAndLeavesTheRest() async throws {
-        let base = try self.baseURL()
-        let queue = "sluice-cli-\(UUID().uuidString.lowercased())"
-        var configuration = try RabbitMQConfiguration(url: base + "?queue=\(queue)")
-        configuration.topology.declare = true
-        configuration.topology.durable = false
-        let client = RabbitMQClient(configuration: configuration)
-        try await client.declare(configuration)
-        try await client.publish((0..<300).map { Array("item-\($0)".utf8) })
-        let result = try await sluice(["drain", "\(base)?queue=\(queue)", "--count", "200", "--max-demand", "50"])
+        let (url, queue, client) = try await Brokers.rabbitQueue("drain", holding: (0..<300).map { "item-\($0)" })
+        let result = try await sluice(["drain", url, "--count", "200", "--max-demand", "50"])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.hasPrefix("drained 200 in "))
         #expect(result.output.contains("msg/s)"))
@@ -38,7 +24,7 @@ struct RabbitMQDrainCommandTests {
     }
 
     @Test func aMissingQueueOrBadURLPrintsOneLineAndFails() async throws {
-        let base = try self.baseURL()
+        let base = try Brokers.rabbitMQ()
         let missing = try await sluice(["drain", "\(base)?queue=sluice-cli-no-such-queue", "--count", "1"])
         #expect(missing.status != 0)
         #expect(missing.error.split(separator: "\n").count == 1)

@@ -54,6 +54,34 @@ final class Gate: Sendable {
     }
 }
 
+/// Runs `pipeline` (with a 5 s shutdown deadline on `clock`) until `started` opens, triggers a
+/// graceful shutdown, passes the deadline, runs `afterDeadline`, and waits for the run to end
+/// (then calls `ran`).
+private func runPastTheShutdownDeadline<Source: PipelineSource>(
+    _ pipeline: Pipeline<Source>,
+    clock: ManualClock,
+    once started: Gate,
+    ran: @escaping @Sendable () -> Void = {},
+    afterDeadline: @escaping @Sendable () async throws -> Void = {}
+) async throws {
+    try await withTimeLimit(.seconds(20)) {
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await pipeline.run()
+                    ran()
+                }
+                await started.wait()
+                trigger.triggerGracefulShutdown()
+                await clock.waitForSleepers(1)  // the deadline
+                clock.advance(by: .seconds(5))
+                try await afterDeadline()
+                try await group.waitForAll()
+            }
+        }
+    }
+}
+
 @Suite(.timeLimit(.minutes(1))) struct PipelineLifecycleTests {
     @Test func gracefulShutdownFinishesInFlightWorkFlushesBatchesAndLosesNothing() async throws {
         let source = InMemorySource()
@@ -117,18 +145,7 @@ final class Gate: Sendable {
             }
         }
         source.push(payloads(10))
-        try await withTimeLimit(.seconds(20)) {
-            try await testGracefulShutdown { trigger in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await pipeline.run() }
-                    await started.wait()
-                    trigger.triggerGracefulShutdown()
-                    await clock.waitForSleepers(1)  // the deadline
-                    clock.advance(by: .seconds(5))
-                    try await group.waitForAll()
-                }
-            }
-        }
+        try await runPastTheShutdownDeadline(pipeline, clock: clock, once: started)
         #expect(source.emittedCount == 2)
         #expect(source.settlementCounts.isEmpty, "nothing in flight may be acknowledged after the deadline")
     }
@@ -154,23 +171,10 @@ final class Gate: Sendable {
             }
         }
         source.push(payloads(3))
-        try await withTimeLimit(.seconds(20)) {
-            try await testGracefulShutdown { trigger in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        try await pipeline.run()
-                        order.append("run returned")
-                    }
-                    await started.wait()
-                    trigger.triggerGracefulShutdown()
-                    await clock.waitForSleepers(1)  // the deadline
-                    clock.advance(by: .seconds(5))
-                    try await Task.sleep(for: .milliseconds(300))
-                    #expect(order.all.isEmpty, "run() returned while a handler was still running")
-                    release.append(true)
-                    try await group.waitForAll()
-                }
-            }
+        try await runPastTheShutdownDeadline(pipeline, clock: clock, once: started, ran: { order.append("run returned") }) {
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(order.all.isEmpty, "run() returned while a handler was still running")
+            release.append(true)
         }
         #expect(order.all == ["handler returned", "run returned"])
         #expect(source.emittedCount == 1)
