@@ -17,23 +17,26 @@ import Testing
 import Glibc
 #endif
 
-/// A plain TCP relay in front of the broker (a Python child) that can hold back what the
-/// broker sends (its confirms) while a file `hold` exists in its folder; what the client sends
-/// still reaches the broker.
-final class HoldingRelay: Sendable {
+/// A relay in front of the broker (a Python child): plain TCP, or TLS towards the client
+/// (``TLSFrontEnd``); it holds back what the broker sends (its confirms) while a file `hold`
+/// exists in its folder, and what the client sends still reaches the broker.
+final class BrokerRelay: Sendable {
     let directory: URL
     let port: Int
     private let process: Process
 
-    init(upstreamPort: Int) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-relay-\(UUID().uuidString.prefix(8))")
+    /// Starts a relay to `upstreamPort` in `directory` (a new folder if `nil`; removed by
+    /// ``stop()``). `tls`: the listener's certificate and key, and a CA whose signature it
+    /// requires of client certificates; empty: plain TCP.
+    init(upstreamPort: Int, directory: URL? = nil, tls: [String] = []) throws {
+        let directory = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("sluice-relay-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
         let script = directory.appendingPathComponent("relay.py")
         try Self.script.write(to: script, atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [script.path, "\(upstreamPort)", directory.path]
+        process.arguments = [script.path, "\(upstreamPort)", directory.path] + tls
         process.standardOutput = Pipe()
         process.standardError = Pipe()
         try process.run()
@@ -60,7 +63,11 @@ final class HoldingRelay: Sendable {
         }
     }
 
+    /// Kills the relay and removes its folder; waiting for its exit happens on a thread of its
+    /// own, never on the cooperative pool.
     func stop() async {
+        // The relay is this test's own child; SIGTERM does not reach it through Foundation's
+        // spawn (its signal mask), so it is killed outright.
         kill(self.process.processIdentifier, SIGKILL)
         let process = self.process
         _ = try? await offPool { process.waitUntilExit() }
@@ -68,9 +75,9 @@ final class HoldingRelay: Sendable {
     }
 
     private static let script = """
-        import asyncio, os, sys
+        import asyncio, os, ssl, sys
 
-        upstream, folder = int(sys.argv[1]), sys.argv[2]
+        upstream, folder, tls = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
         hold = os.path.join(folder, "hold")
 
         async def pipe(reader, writer, holdable):
@@ -92,11 +99,23 @@ final class HoldingRelay: Sendable {
                     pass
 
         async def handle(reader, writer):
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+            except Exception:
+                writer.close()
+                return
             await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
 
         async def main():
-            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            context = None
+            if tls:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(tls[0], tls[1])
+                if len(tls) > 2:
+                    # verify_peer with fail_if_no_peer_cert: no certificate the CA signed, no session.
+                    context.verify_mode = ssl.CERT_REQUIRED
+                    context.load_verify_locations(tls[2])
+            server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
             with open(os.path.join(folder, "port.tmp"), "w") as f:
                 f.write(str(server.sockets[0].getsockname()[1]))
             os.rename(os.path.join(folder, "port.tmp"), os.path.join(folder, "port"))
@@ -147,7 +166,7 @@ struct RabbitMQSinkBackPressureTests {
         let client = RabbitMQClient(configuration: configuration)
         try await client.declare(configuration)
         let upstream = configuration.port
-        let relay = try await offPool { try HoldingRelay(upstreamPort: upstream) }
+        let relay = try await offPool { try BrokerRelay(upstreamPort: upstream) }
         try await withStopping(relay, stop: { await $0.stop() }) { relay in
             var relayed = configuration
             relayed.port = relay.port

@@ -22,8 +22,9 @@ import Testing
 /// (``clientCertificatePath`` with ``clientKeyPath``).
 final class TLSFrontEnd: Sendable {
     let directory: URL
-    let port: Int
-    private let process: Process
+    private let relay: BrokerRelay
+    /// The listener's port.
+    var port: Int { self.relay.port }
 
     /// The CA that signed the listener's certificate.
     var caPath: String { self.directory.appendingPathComponent("ca.pem").path }
@@ -65,40 +66,13 @@ final class TLSFrontEnd: Sendable {
         }
         try signed("server", subject: "/CN=localhost", extensions: "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
         try signed("client", subject: "/CN=sluice-test-client", extensions: "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-        let script = directory.appendingPathComponent("terminator.py")
-        try Self.script.write(to: script, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [
-            script.path, directory.appendingPathComponent("server.pem").path, directory.appendingPathComponent("server.key").path,
-            "\(upstreamPort)", directory.appendingPathComponent("port").path,
-        ] + (requireClientCertificate ? [directory.appendingPathComponent("ca.pem").path] : [])
-        process.standardOutput = Pipe()
-        process.standardError = Pipe()
-        try process.run()
-        self.process = process
-        let portFile = directory.appendingPathComponent("port")
-        var port: Int?
-        for _ in 0..<500 where port == nil {
-            port = (try? String(contentsOf: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            if port == nil { usleep(10_000) }
-        }
-        guard let port else {
-            kill(process.processIdentifier, SIGKILL)
-            throw TestFailure("the TLS terminator did not start listening within 5 s")
-        }
-        self.port = port
+        let files = ["server.pem", "server.key"] + (requireClientCertificate ? ["ca.pem"] : [])
+        self.relay = try BrokerRelay(upstreamPort: upstreamPort, directory: directory, tls: files.map { directory.appendingPathComponent($0).path })
     }
 
-    /// Kills the terminator and removes its folder; waiting for its exit happens on a thread
-    /// of its own, never on the cooperative pool.
+    /// Stops the terminator and removes its folder.
     func stop() async {
-        // The terminator is this test's own child; SIGTERM does not reach it through
-        // Foundation's spawn (its signal mask), so it is killed outright.
-        kill(self.process.processIdentifier, SIGKILL)
-        let process = self.process
-        _ = try? await offPool { process.waitUntilExit() }
-        try? FileManager.default.removeItem(at: self.directory)
+        await self.relay.stop()
     }
 
     /// Runs `body` with a new terminator in front of `upstreamPort` (made on a thread of its
@@ -111,54 +85,6 @@ final class TLSFrontEnd: Sendable {
         let front = try await offPool { try TLSFrontEnd(upstreamPort: upstreamPort, requireClientCertificate: requireClientCertificate) }
         return try await withStopping(front, stop: { await $0.stop() }, body)
     }
-
-    private static let script = """
-        import asyncio, ssl, sys
-
-        cert, key, upstream, port_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-        client_ca = sys.argv[5] if len(sys.argv) > 5 else None
-
-        async def pipe(reader, writer):
-            try:
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-                    writer.write(data)
-                    await writer.drain()
-            except Exception:
-                pass
-            finally:
-                try:
-                    writer.close()
-                except Exception:
-                    pass
-
-        async def handle(reader, writer):
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
-            except Exception:
-                writer.close()
-                return
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-        async def main():
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(cert, key)
-            if client_ca:
-                # verify_peer with fail_if_no_peer_cert: no certificate the CA signed, no session.
-                context.verify_mode = ssl.CERT_REQUIRED
-                context.load_verify_locations(client_ca)
-            server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
-            with open(port_file + ".tmp", "w") as f:
-                f.write(str(server.sockets[0].getsockname()[1]))
-            import os
-            os.rename(port_file + ".tmp", port_file)
-            async with server:
-                await server.serve_forever()
-
-        asyncio.run(main())
-        """
 }
 
 @Suite("RabbitMQ over TLS", .timeLimit(.minutes(1)))
