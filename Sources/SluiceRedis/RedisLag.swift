@@ -38,7 +38,7 @@ extension RedisSession {
     func lag() async throws(RedisError) -> Int? {
         let key = self.keys.source
         let group = self.configuration.group
-        let stream = self.mode.keyType == "stream"
+        let stream = self.configuration.mode == .stream
         var command = stream ? RedisCommand("XINFO", "GROUPS") : RedisCommand("LLEN")
         command.append(key)
         let query = command
