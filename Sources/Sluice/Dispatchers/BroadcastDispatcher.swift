@@ -37,6 +37,9 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         /// Events emitted for this subscriber beyond what it asked (it joined late).
         @usableFromInline
         var backlog: Deque<Event> = []
+        /// Events ever sent from the backlog (positions for ``HeldEventsMark``).
+        @usableFromInline
+        var backlogSent = 0
 
         @inlinable
         init(
@@ -56,7 +59,10 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
         mutating func takeBacklog(_ count: Int) -> [Event] {
             let taken = min(count, self.backlog.count)
             guard taken > 0 else { return [] }
-            defer { self.backlog.removeFirst(taken) }
+            defer {
+                self.backlog.removeFirst(taken)
+                self.backlogSent += taken
+            }
             return Array(self.backlog.prefix(taken))
         }
     }
@@ -80,10 +86,29 @@ struct BroadcastDispatcher<Event: Sendable>: EventDispatcher {
     var discarded: Int { 0 }
     @inlinable
     var undelivered: Int { self.entries.reduce(0) { $0 + $1.backlog.count } }
+    @usableFromInline
+    var heldCount: Int { self.undelivered }
 
     @inlinable
     func contains(_ subscription: SubscriptionID) -> Bool {
         self.entries.contains { $0.subscription == subscription }
+    }
+
+    @usableFromInline
+    func heldMark() -> HeldEventsMark {
+        var mark = HeldEventsMark()
+        for entry in self.entries where !entry.backlog.isEmpty {
+            mark.positions.append((entry.subscription.rawValue, entry.backlogSent + entry.backlog.count))
+        }
+        return mark
+    }
+
+    @usableFromInline
+    func hasSent(past mark: HeldEventsMark) -> Bool {
+        // A subscriber that left took its backlog with it.
+        mark.positions.allSatisfy { place, sent in
+            self.entries.first { $0.subscription.rawValue == place }.map { $0.backlogSent >= sent } ?? true
+        }
     }
 
     @usableFromInline

@@ -48,11 +48,20 @@ struct DemandDispatcher<Event: Sendable>: EventDispatcher {
     var discarded: Int { 0 }
     @inlinable
     var undelivered: Int { 0 }
+    @usableFromInline
+    var heldCount: Int { 0 }
 
     @inlinable
     func contains(_ subscription: SubscriptionID) -> Bool {
         self.entries.contains { $0.subscription == subscription }
     }
+
+    /// Holds no events: the mark is empty.
+    @usableFromInline
+    func heldMark() -> HeldEventsMark { HeldEventsMark() }
+
+    @usableFromInline
+    func hasSent(past mark: HeldEventsMark) -> Bool { true }
 
     @usableFromInline
     mutating func subscribe(

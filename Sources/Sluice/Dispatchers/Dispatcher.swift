@@ -147,6 +147,24 @@ struct RemovedSubscriber<Event: Sendable> {
 /// `ask` and `dispatch` deliver the batches they decide on to the subscribers' sinks themselves
 /// (posting to a mailbox, which never blocks), so that a batch is moved once, not returned and
 /// moved again.
+/// Where the events a dispatcher holds stood at one moment: for each place that held some (a
+/// partition's queue, a broadcast subscriber's backlog), how many events that place must have
+/// sent in all for them to be gone. An info sent behind events waits until the dispatcher has
+/// sent past this mark (GenStage's partition dispatcher queues the info in each partition).
+@usableFromInline
+struct HeldEventsMark: Sendable {
+    /// The place (partition position or subscription), and the count of events it must have sent.
+    @usableFromInline
+    var positions: [(place: UInt64, sent: Int)] = []
+
+    @inlinable
+    init() {}
+
+    /// Whether the dispatcher held nothing when the mark was taken.
+    @inlinable
+    var isEmpty: Bool { self.positions.isEmpty }
+}
+
 @usableFromInline
 protocol EventDispatcher<Event>: SendableMetatype {
     associatedtype Event: Sendable
@@ -159,8 +177,18 @@ protocol EventDispatcher<Event>: SendableMetatype {
     /// Events the dispatcher itself holds for current subscribers (partition queues); a
     /// producer that stops normally first waits for these to be delivered.
     var undelivered: Int { get }
+    /// Every event the dispatcher holds: ``undelivered`` and the queues of partitions nobody took
+    /// (read on request, for ``StageStatus``).
+    var heldCount: Int { get }
 
     func contains(_ subscription: SubscriptionID) -> Bool
+    /// A mark behind every event the dispatcher holds now (partition queues, including those of
+    /// partitions nobody took yet, and broadcast backlogs), for an info that must wait until they
+    /// have been sent.
+    func heldMark() -> HeldEventsMark
+    /// Whether every event the dispatcher held when `mark` was taken has been sent (or left with
+    /// the subscriber it was held for).
+    func hasSent(past mark: HeldEventsMark) -> Bool
 
     /// Adds a subscriber with zero demand; throws a typed error to reject it.
     mutating func subscribe(

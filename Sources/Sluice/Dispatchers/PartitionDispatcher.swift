@@ -27,6 +27,9 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         var demand = 0
         @usableFromInline
         var queue: Deque<Event> = []
+        /// Events ever sent from the queue (positions for ``HeldEventsMark``).
+        @usableFromInline
+        var queueSent = 0
 
         @inlinable
         init(key: PartitionKey) { self.key = key }
@@ -78,6 +81,21 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.partitionBySubscription[subscription] != nil
     }
 
+    @usableFromInline
+    func heldMark() -> HeldEventsMark {
+        var mark = HeldEventsMark()
+        for (index, partition) in self.partitions.enumerated() where !partition.queue.isEmpty {
+            mark.positions.append((UInt64(index), partition.queueSent + partition.queue.count))
+        }
+        return mark
+    }
+
+    @usableFromInline
+    func hasSent(past mark: HeldEventsMark) -> Bool {
+        // Partitions outlive their subscribers, and so do their queues.
+        mark.positions.allSatisfy { place, sent in self.partitions[Int(place)].queueSent >= sent }
+    }
+
     @inlinable
     var undelivered: Int {
         self.partitions.reduce(0) { $0 + ($1.subscriber == nil ? 0 : $1.queue.count) }
@@ -86,6 +104,8 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
     /// Events queued in partitions, waiting for their subscriber's demand.
     @inlinable
     var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
+    @usableFromInline
+    var heldCount: Int { self.queuedCount }
 
     // The signature is EventDispatcher.subscribe's, hence its likeness to DemandDispatcher.subscribe
     // and BroadcastDispatcher.subscribe; the bodies differ (a partition must be named and free).
@@ -274,6 +294,7 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
             initialized = count
         }
         self.partitions[index].demand -= count
+        self.partitions[index].queueSent += count
         subscriber.sink.deliver(events, on: subscriber.subscription)
     }
 }

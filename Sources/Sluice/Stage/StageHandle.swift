@@ -196,8 +196,10 @@ public struct StageHandle<S: Stage>: Sendable {
     }
 
     /// Sends a message that reaches ``Stage/handleInfo(_:context:)`` only after every event the
-    /// stage holds now has been dispatched: its producer buffer and, for a producer-consumer, the
-    /// input queued for downstream demand (GenStage's `async_info`).
+    /// stage holds now has been dispatched: its producer buffer, the events its dispatcher keeps
+    /// for subscribers that have not asked for them yet (partition queues, broadcast backlogs)
+    /// and, for a producer-consumer, the input queued for downstream demand (GenStage's
+    /// `async_info`).
     ///
     /// - Returns: `false` if the stage has ended and the message was not delivered.
     @discardableResult
@@ -291,12 +293,31 @@ public struct StageHandle<S: Stage>: Sendable {
 }
 
 extension StageHandle where S: Producer {
+    /// Unavailable: a producer takes no input, so it starts without subscriptions.
+    @available(*, unavailable, message: "a producer takes no input and cannot subscribe to another stage")
+    public static func start(
+        _ stage: sending S,
+        options: StageOptions<S.Output> = .init(),
+        subscribeTo subscriptions: [SubscribeTo<S.Input>]
+    ) async throws -> StageHandle<S> {
+        throw Self.notAConsumer(options.name ?? String(describing: S.self))
+    }
+
     /// Unavailable: a producer takes no input, so it cannot subscribe to another stage.
     @available(*, unavailable, message: "a producer takes no input and cannot subscribe to another stage")
     public func subscribe<P: Stage>(
         to producer: StageHandle<P>,
         options: SubscriptionOptions<S.Input> = .init()
     ) async throws -> SubscriptionID where P.Output == S.Input {
+        throw Self.notAConsumer(self.name)
+    }
+
+    /// Unavailable: a producer takes no input, so it cannot subscribe to another stage.
+    @available(*, unavailable, message: "a producer takes no input and cannot subscribe to another stage")
+    public func subscribe(
+        to producer: ProducerRef<S.Input>,
+        options: SubscriptionOptions<S.Input> = .init()
+    ) async throws -> SubscriptionID {
         throw Self.notAConsumer(self.name)
     }
 }

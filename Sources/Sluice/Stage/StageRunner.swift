@@ -50,20 +50,25 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
         case info(S.Info, Reply<Void>?)
     }
 
-    /// An info waiting until the producer buffer has given out every event stored before it.
+    /// An info waiting until the producer buffer has given out every event stored before it,
+    /// and then the dispatcher every event it held at that point.
     @usableFromInline
     struct InfoBehindEvents {
-        /// Due once ``EventBuffer/removed`` reaches this.
+        /// The buffer part is done once ``EventBuffer/removed`` reaches this.
         @usableFromInline
         let due: Int
+        /// What the dispatcher held once the buffer part was done; `nil` until then.
+        @usableFromInline
+        var held: HeldEventsMark?
         @usableFromInline
         let info: S.Info
         @usableFromInline
         let reply: Reply<Void>?
 
         @inlinable
-        init(due: Int, info: S.Info, reply: Reply<Void>?) {
+        init(due: Int, held: HeldEventsMark? = nil, info: S.Info, reply: Reply<Void>?) {
             self.due = due
+            self.held = held
             self.info = info
             self.reply = reply
         }
@@ -264,21 +269,31 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
 
     // MARK: Infos behind events
 
-    /// Delivers `info` now if the producer buffer is empty, or once every event it holds now
-    /// has been given out.
+    /// Delivers `info` now if neither the producer buffer nor the dispatcher holds events, or
+    /// once every event they hold now has been given out.
     @usableFromInline
     mutating func infoBehindBuffer(_ info: S.Info, reply: Reply<Void>?) async {
-        if self.buffer.isEmpty && self.infosBehindEvents.isEmpty {
+        // With the buffer empty, what the dispatcher holds now is all the info waits for.
+        let held = self.buffer.isEmpty ? self.dispatcher.heldMark() : nil
+        if self.infosBehindEvents.isEmpty, let held, held.isEmpty {
             await self.callHandleInfo(info)
             reply?.succeed()
-        } else {
-            self.infosBehindEvents.append(InfoBehindEvents(due: self.buffer.stored, info: info, reply: reply))
+            return
         }
+        self.infosBehindEvents.append(InfoBehindEvents(due: self.buffer.stored, held: held, info: info, reply: reply))
     }
 
     @usableFromInline
     mutating func deliverDueInfos() async {
-        while self.stopReason == nil, let first = self.infosBehindEvents.first, self.buffer.removed >= first.due {
+        while self.stopReason == nil, var first = self.infosBehindEvents.first, self.buffer.removed >= first.due {
+            // The buffer gave out what it held before the info; the events it gave to the
+            // dispatcher, and those the dispatcher already held, must leave it too.
+            let held = first.held ?? self.dispatcher.heldMark()
+            guard self.dispatcher.hasSent(past: held) else {
+                first.held = held
+                self.infosBehindEvents[0] = first
+                return
+            }
             self.infosBehindEvents.removeFirst()
             await self.callHandleInfo(first.info)
             first.reply?.succeed()
@@ -739,6 +754,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             },
             queuedInputBatches: queuedBatches,
             queuedInputEvents: queuedEvents,
+            dispatcherHeld: self.dispatcher.heldCount,
             infosBehindEvents: self.infosBehindEvents.count + self.queuedInput.count(where: {
                 if case .info = $0 { return true } else { return false }
             }),
@@ -764,12 +780,18 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
                 reply.fail(ended)
             case .status(let reply):
                 reply.fail(ended)
+            case .infoBehindEvents(_, let reply):
+                reply?.fail(ended)
             case .events(_, let events):
                 droppedEvents += events.count
             default:
                 break
             }
         }
+        // Infos still waiting behind events are not delivered: their waiters learn the end.
+        for waiting in self.infosBehindEvents { waiting.reply?.fail(ended) }
+        self.infosBehindEvents = []
+        for case .info(_, let reply?) in self.queuedInput { reply.fail(ended) }
         self.dispatcher.forEachSubscriber { subscription, sink in
             sink.subscriptionEnded(subscription, reason: .down(reason))
         }

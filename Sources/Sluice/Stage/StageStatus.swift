@@ -58,6 +58,9 @@ public struct StageStatus: Sendable {
     public let queuedInputBatches: Int
     /// Producer-consumers: events in ``queuedInputBatches``.
     public let queuedInputEvents: Int
+    /// Producers and producer-consumers: events the dispatcher holds for subscribers that have not
+    /// asked for them yet (partition queues, also of partitions nobody took; broadcast backlogs).
+    public let dispatcherHeld: Int
     /// Infos waiting behind buffered events (``StageHandle/sendBehindEvents(_:)``).
     public let infosBehindEvents: Int
     /// The stage's counters.
