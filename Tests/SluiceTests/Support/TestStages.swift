@@ -204,17 +204,26 @@ extension StageHandle {
     }
 }
 
+/// Whether a consumer whose subscription ended for `.normal`, `.shutdown`, `.killed` and
+/// `.failure` (in that order) stops, by cancel mode: written out here rather than asked of
+/// ``CancelMode/endsConsumer(for:)``, so that a wrong rule in the engine fails the tests.
+let cancelModeStops: [CancelMode: [Bool]] = [
+    .permanent: [true, true, true, true],
+    .transient: [false, false, true, true],
+    .temporary: [false, false, false, false],
+]
+
 /// Runs `mode` against every kind of reason: a consumer with one subscription (to a queue
 /// producer) whose subscription `end` finishes — returning the ``CancelReason`` the consumer must
 /// see — and checks that `handleCancel` saw exactly that, and that the consumer then ended with
-/// the reason if `mode` says so and kept running with no subscription otherwise.
+/// the reason where ``cancelModeStops`` says so and kept running with no subscription otherwise.
 func expectCancelMode(
     _ mode: CancelMode,
     sourceLocation: SourceLocation = #_sourceLocation,
     ending end: (StageHandle<ScriptedProducer>, StageHandle<RecordingConsumer>, SubscriptionID, StopReason) async throws -> CancelReason
 ) async throws {
-    let reasons: [StopReason] = [.normal, .shutdown, .failure(TestFailure())]
-    for reason in reasons {
+    let reasons: [StopReason] = [.normal, .shutdown, .killed, .failure(TestFailure())]
+    for (reason, stops) in zip(reasons, cancelModeStops[mode]!) {
         let log = Observed(ConsumerLog())
         let producer = try await StageHandle.start(ScriptedProducer(.queue))
         let consumer = try await StageHandle.start(
@@ -226,7 +235,8 @@ func expectCancelMode(
         try await log.wait("the end of \(subscription)", sourceLocation: sourceLocation) { !$0.cancels.isEmpty }
         #expect(log.value.cancels.map(\.reason) == ["\(expected)"], sourceLocation: sourceLocation)
         #expect(log.value.cancels.map(\.subscription) == [subscription], sourceLocation: sourceLocation)
-        if mode.endsConsumer(for: reason) {
+        #expect(mode.endsConsumer(for: reason) == stops, "\(mode) for \(reason)", sourceLocation: sourceLocation)
+        if stops {
             let ended = try await consumer.ended(sourceLocation: sourceLocation)
             #expect(ended == reason, "\(mode) consumer stops with the reason \(reason)", sourceLocation: sourceLocation)
         } else {
