@@ -19,7 +19,10 @@ import Testing
 @testable import Sluice
 
 // A randomized property test over random topologies, with a fixed-seed generator so every
-// failure is reproducible. Each case prints its seed in its name; to rerun one case:
+// failure is reproducible. In about half of the cases subscriptions churn while the events flow
+// (paced by the test): subscribers cancel and subscribe again, producers and relays cancel
+// subscribers; then everything subscribes again and the producers finish. Each case prints its
+// seed in its name; to rerun one case:
 //
 //   SLUICE_FUZZ_SEED=0x1234abcd swift test --filter RandomTopologyTests
 //
@@ -83,13 +86,22 @@ enum FuzzDispatch: String, Sendable {
 struct FuzzProducer: Producer {
     typealias Output = Int
 
-    enum Info: Sendable { case pay }
+    enum Info: Sendable {
+        case pay
+        /// Paced: this many more events may be emitted.
+        case allow(Int)
+        /// Paced: emit the rest, and end once everything was emitted.
+        case finish
+    }
 
     let base: Int
     let total: Int
     let maxYields: Int
     let spontaneous: Double
     var random: SplitMix64
+    /// How many more events the producer may emit; paced (while subscriptions churn) it starts
+    /// at 0, grows with `.allow`, and the producer ends only after `.finish`.
+    var allowance = Int.max
     var handle: StageHandle<Self>?
     var next = 0
     var owed = 0
@@ -106,8 +118,16 @@ struct FuzzProducer: Producer {
     }
 
     mutating func handleInfo(_ info: Info, context: inout StageContext<Int>) async {
-        self.payScheduled = false
-        await self.random.yields(upTo: self.maxYields)
+        switch info {
+        case .pay:
+            self.payScheduled = false
+            await self.random.yields(upTo: self.maxYields)
+        case .allow(let count):
+            self.allowance += count
+        case .finish:
+            self.allowance = .max
+            if self.next == self.total { context.stop(.normal) }
+        }
         self.pay(&context)
     }
 
@@ -115,21 +135,53 @@ struct FuzzProducer: Producer {
         guard self.next < self.total else { return }
         var count = 0
         if self.owed > 0 {
-            count = self.random.chance(0.5) ? self.owed : self.random.int(1...self.owed)
+            count = min(self.random.chance(0.5) ? self.owed : self.random.int(1...self.owed), self.allowance)
             self.owed -= count
         }
-        if self.random.chance(self.spontaneous) { count += self.random.int(1...5) }
+        if self.random.chance(self.spontaneous), self.allowance > count { count += min(self.random.int(1...5), self.allowance - count) }
         count = min(count, self.total - self.next)
         if count > 0 {
             context.emit(Array((self.base + self.next)..<(self.base + self.next + count)))
             self.next += count
+            if self.allowance != .max { self.allowance -= count }
         }
         if self.next == self.total {
-            context.stop(.normal)
-        } else if self.owed > 0 && !self.payScheduled {
+            if self.allowance == .max { context.stop(.normal) }
+        } else if self.owed > 0 && self.allowance > 0 && !self.payScheduled {
             self.payScheduled = true
             self.handle?.send(.pay)
         }
+    }
+}
+
+/// Which producers of a consumer or relay ended, and when it may end itself.
+struct FuzzUpstreams: Sendable {
+    /// How many producers the stage subscribes to (each again after a churned subscription).
+    let count: Int
+    /// Whether subscriptions churn: their cancellation (normal or shutdown) is expected then.
+    let churn: Bool
+    var producers: [SubscriptionID: StageID] = [:]
+    var ended: Set<StageID> = []
+
+    init(count: Int, churn: Bool) {
+        self.count = count
+        self.churn = churn
+    }
+
+    mutating func subscribed(_ subscription: SubscriptionInfo) {
+        self.producers[subscription.id] = subscription.producer
+    }
+
+    /// Records the end of an upstream subscription; returns a problem, and whether every
+    /// producer has now ended.
+    mutating func ended(_ subscription: SubscriptionID, reason: CancelReason) -> (problem: String?, done: Bool) {
+        guard let producer = self.producers.removeValue(forKey: subscription) else { return (nil, false) }
+        guard case .down(let stop) = reason else {
+            // Cancelled by either side: the stage subscribes to that producer again.
+            return (self.churn && reason.reason.isNormalOrShutdown ? nil : "upstream ended with \(reason)", false)
+        }
+        self.ended.insert(producer)
+        return (stop == .normal ? nil : "upstream ended with \(reason)", self.ended.count == self.count)
     }
 }
 
@@ -140,14 +192,16 @@ struct FuzzRelay: ProducerConsumer {
 
     let maxYields: Int
     let problems: Observed<[String]>
+    /// Every event handled, and the upstream subscriptions they came on.
+    let handled: Observed<(events: [Int], subscriptions: Set<SubscriptionID>)>
     var random: SplitMix64
+    var upstreams: FuzzUpstreams
     var slices: [SubscriptionID: Int] = [:]
-    var subscribed = 0
-    var ended = 0
 
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Int>) -> DemandMode {
-        self.subscribed += 1
+        self.upstreams.subscribed(subscription)
         self.slices[subscription.id] = subscription.maxDemand - subscription.minDemand
+        self.handled.update { _ = $0.subscriptions.insert(subscription.id) }
         return .automatic
     }
 
@@ -155,16 +209,16 @@ struct FuzzRelay: ProducerConsumer {
         if let slice = self.slices[subscription], events.count > slice {
             self.problems.append("relay \(context.stageName) got a slice of \(events.count) > \(slice)")
         }
+        self.handled.update { $0.events += events }
         await self.random.yields(upTo: self.maxYields)
         context.emit(events)
     }
 
     mutating func handleCancel(_ subscription: SubscriptionID, reason: CancelReason, context: inout StageContext<Int>) {
         // Subscribers of this relay are reported here too; only its producers count.
-        guard self.slices[subscription] != nil else { return }
-        if reason != .down(.normal) { self.problems.append("relay upstream ended with \(reason)") }
-        self.ended += 1
-        if self.ended == self.subscribed { context.stop(.normal) }
+        let (problem, done) = self.upstreams.ended(subscription, reason: reason)
+        if let problem { self.problems.append("relay \(context.stageName): \(problem)") }
+        if done { context.stop(.normal) }
     }
 }
 
@@ -179,12 +233,11 @@ struct FuzzConsumer: Consumer {
     let received: Observed<[SubscriptionID: [Int]]>
     let problems: Observed<[String]>
     var random: SplitMix64
+    var upstreams: FuzzUpstreams
     var slices: [SubscriptionID: Int] = [:]
-    var subscribed = 0
-    var ended = 0
 
     mutating func handleSubscribe(_ subscription: SubscriptionInfo, context: inout StageContext<Never>) -> DemandMode {
-        self.subscribed += 1
+        self.upstreams.subscribed(subscription)
         self.slices[subscription.id] = subscription.maxDemand - subscription.minDemand
         if self.manual {
             context.ask(subscription.maxDemand, on: subscription.id)
@@ -203,9 +256,9 @@ struct FuzzConsumer: Consumer {
     }
 
     mutating func handleCancel(_ subscription: SubscriptionID, reason: CancelReason, context: inout StageContext<Never>) {
-        if reason != .down(.normal) { self.problems.append("consumer upstream ended with \(reason)") }
-        self.ended += 1
-        if self.ended == self.subscribed { context.stop(.normal) }
+        let (problem, done) = self.upstreams.ended(subscription, reason: reason)
+        if let problem { self.problems.append("consumer \(context.stageName): \(problem)") }
+        if done { context.stop(.normal) }
     }
 }
 
@@ -221,9 +274,20 @@ struct FuzzCase: CustomStringConvertible {
     let consumerCount: Int
     let manualConsumers: [Bool]
     let maxYields: Int
+    /// Churn steps while events flow (random cancels, resubscribes and producer-side cancels);
+    /// 0 for about half of the cases. Drawn from a generator of its own, so that the topology
+    /// of a seed is the same with and without churn.
+    let churnSteps: Int
+    /// Drives the churn.
+    var churnRandom: SplitMix64
+    /// What the churn did, for messages.
+    var churned = ""
 
     init(seed: UInt64) {
         self.seed = seed
+        var churnRandom = SplitMix64(seed: seed ^ 0xC4_0A_11_CE)
+        self.churnSteps = churnRandom.chance(0.5) ? churnRandom.int(5...40) : 0
+        self.churnRandom = churnRandom
         var random = SplitMix64(seed: seed)
         let roll = random.int(0...9)
         let uniform: FuzzDispatch? = roll < 4 ? .demand : (roll < 6 ? .broadcast : nil)
@@ -247,19 +311,29 @@ struct FuzzCase: CustomStringConvertible {
         let relays = self.relayDispatch.isEmpty ? "no relays" : "relays \(self.relayDispatch.map(\.rawValue))"
         return "seed 0x\(String(self.seed, radix: 16)): producers \(self.producerTotals) "
             + "\(self.producerDispatch.map(\.rawValue)), \(relays), \(self.consumerCount) consumers "
-            + "(manual \(self.manualConsumers)), yields ≤ \(self.maxYields)"
+            + "(manual \(self.manualConsumers)), yields ≤ \(self.maxYields), churn steps \(self.churnSteps)\(self.churned)"
     }
 
     /// Random demand bounds: mostly moderate, sometimes tiny or large.
     mutating func demandBounds() -> (maxDemand: Int, minDemand: Int?) {
+        Self.demandBounds(using: &self.random)
+    }
+
+    static func demandBounds(using random: inout SplitMix64) -> (maxDemand: Int, minDemand: Int?) {
         let maxDemand: Int
-        switch self.random.int(0...7) {
-        case 0...1: maxDemand = self.random.int(1...4)
-        case 2...5: maxDemand = self.random.int(5...60)
-        default: maxDemand = self.random.int(61...400)
+        switch random.int(0...7) {
+        case 0...1: maxDemand = random.int(1...4)
+        case 2...5: maxDemand = random.int(5...60)
+        default: maxDemand = random.int(61...400)
         }
-        let minDemand: Int? = self.random.chance(0.3) ? nil : self.random.int(0...(maxDemand - 1))
+        let minDemand: Int? = random.chance(0.3) ? nil : random.int(0...(maxDemand - 1))
         return (maxDemand, minDemand)
+    }
+
+    /// Options for subscribing `link` again during the churn.
+    mutating func churnOptions(_ link: FuzzLink) -> SubscriptionOptions<Int> {
+        let (maxDemand, minDemand) = Self.demandBounds(using: &self.churnRandom)
+        return .init(maxDemand: maxDemand, minDemand: minDemand, cancel: .transient, partition: link.partition)
     }
 
     mutating func dispatcher(_ kind: FuzzDispatch, subscribers: Int) -> Dispatcher<Int> {
@@ -279,12 +353,68 @@ struct FuzzCase: CustomStringConvertible {
     }
 }
 
+/// One subscription of a random topology as the churn sees it: the subscribing stage, its
+/// producer, and how to cancel it from either side or subscribe again.
+struct FuzzLink: Sendable {
+    let downstream: StageID
+    let upstream: StageID
+    let label: String
+    let partition: PartitionKey?
+    let downstreamStatus: @Sendable () async throws -> StageStatus
+    let upstreamStatus: @Sendable () async throws -> StageStatus
+    let cancelFromDownstream: @Sendable (SubscriptionID, StopReason) -> Void
+    let cancelFromUpstream: @Sendable (SubscriptionID, StopReason) -> Void
+    let subscribe: @Sendable (SubscriptionOptions<Int>) async throws -> SubscriptionID
+
+    init<D: Stage, U: Stage>(
+        _ downstream: StageHandle<D>,
+        to upstream: StageHandle<U>,
+        partition: PartitionKey?,
+        ledger: DemandLedger
+    ) where D.Input == Int, U.Output == Int {
+        self.downstream = downstream.id
+        self.upstream = upstream.id
+        self.label = "\(downstream.name) → \(upstream.name)"
+        self.partition = partition
+        self.downstreamStatus = { try await withTimeout("status of \(downstream.name)", seconds: 20) { try await downstream.status() } }
+        self.upstreamStatus = { try await withTimeout("status of \(upstream.name)", seconds: 20) { try await upstream.status() } }
+        self.cancelFromDownstream = { downstream.cancel($0, reason: $1) }
+        self.cancelFromUpstream = { upstream.cancel($0, reason: $1) }
+        let watched = ledger.watch(upstream)
+        self.subscribe = { options in
+            try await withTimeout("\(downstream.name) to subscribe to \(upstream.name)", seconds: 20) {
+                try await downstream.subscribe(to: watched, options: options)
+            }
+        }
+    }
+
+    /// The subscription the subscribing stage holds and has not cancelled, if any.
+    func heldByDownstream() async throws -> SubscriptionID? {
+        try await self.downstreamStatus().producers.first { $0.producer == self.upstream && !$0.isCancelling }?.id
+    }
+
+    /// The subscription the producer lists for the subscribing stage, if any.
+    func heldByUpstream() async throws -> SubscriptionID? {
+        try await self.upstreamStatus().subscribers.first { $0.consumer == self.downstream }?.id
+    }
+
+    /// Whether both sides hold the same subscription: it will see the producer's end.
+    func isLive() async throws -> Bool {
+        guard let upstream = try await self.heldByUpstream() else { return false }
+        return try await self.heldByDownstream() == upstream
+    }
+}
+
 @Suite("Random topologies", .serialized, .timeLimit(.minutes(2)))
 struct RandomTopologyTests {
-    @Test("no subscription ever receives more than it asked; the demand dispatcher loses and duplicates nothing", arguments: FuzzSeeds.all)
+    @Test(
+        "no subscription ever receives more than it asked, also under random cancels, resubscribes and producer-side cancels; the demand dispatcher loses and duplicates nothing; a relay loses nothing it received",
+        arguments: FuzzSeeds.all
+    )
     func randomTopology(seed: UInt64) async throws {
         var fuzz = FuzzCase(seed: seed)
-        let ledger = DemandLedger()
+        let churn = fuzz.churnSteps > 0
+        let ledger = DemandLedger(keepEvents: true)
         let problems = Observed<[String]>([])
 
         // Producers first, holding demand until every subscription is in place.
@@ -296,7 +426,8 @@ struct RandomTopologyTests {
                 total: total,
                 maxYields: fuzz.maxYields,
                 spontaneous: fuzz.random.chance(0.5) ? 0.1 : 0,
-                random: fuzz.split()
+                random: fuzz.split(),
+                allowance: churn ? 0 : .max
             )
             let dispatcher = fuzz.dispatcher(fuzz.producerDispatch[index], subscribers: downstreamOfProducers)
             producers.append(
@@ -307,9 +438,19 @@ struct RandomTopologyTests {
             )
         }
         var relays: [StageHandle<FuzzRelay>] = []
+        var relayHandled: [Observed<(events: [Int], subscriptions: Set<SubscriptionID>)>] = []
+        var links: [FuzzLink] = []
         for (index, kind) in fuzz.relayDispatch.enumerated() {
+            let handled = Observed<(events: [Int], subscriptions: Set<SubscriptionID>)>(([], []))
+            relayHandled.append(handled)
             let relay = try await StageHandle.start(
-                FuzzRelay(maxYields: fuzz.maxYields, problems: problems, random: fuzz.split()),
+                FuzzRelay(
+                    maxYields: fuzz.maxYields,
+                    problems: problems,
+                    handled: handled,
+                    random: fuzz.split(),
+                    upstreams: FuzzUpstreams(count: producers.count, churn: churn)
+                ),
                 options: .init(name: "R\(index)", dispatcher: fuzz.dispatcher(kind, subscribers: fuzz.consumerCount))
             )
             for (producerIndex, producer) in producers.enumerated() {
@@ -322,6 +463,7 @@ struct RandomTopologyTests {
                         options: .init(maxDemand: maxDemand, minDemand: minDemand, cancel: .transient, partition: partition)
                     )
                 }
+                links.append(FuzzLink(relay, to: producer, partition: partition, ledger: ledger))
             }
             relays.append(relay)
         }
@@ -340,14 +482,20 @@ struct RandomTopologyTests {
                     maxYields: fuzz.maxYields,
                     received: log,
                     problems: problems,
-                    random: fuzz.split()
+                    random: fuzz.split(),
+                    upstreams: FuzzUpstreams(count: upstreams.count, churn: churn)
                 ),
                 options: .init(name: "C\(index)")
             )
-            for upstream in upstreams {
+            for (upstreamIndex, upstream) in upstreams.enumerated() {
                 let (maxDemand, minDemand) = fuzz.demandBounds()
                 var options = SubscriptionOptions<Int>(maxDemand: maxDemand, minDemand: minDemand, cancel: .transient)
                 if upstream.kind == .partition { options.partition = .index(index) }
+                links.append(
+                    relays.isEmpty
+                        ? FuzzLink(consumer, to: producers[upstreamIndex], partition: options.partition, ledger: ledger)
+                        : FuzzLink(consumer, to: relays[upstreamIndex], partition: options.partition, ledger: ledger)
+                )
                 let filter = upstream.kind == .broadcast && fuzz.uniform == nil && fuzz.random.chance(0.3)
                 if filter { options.selector = { $0 % 2 == 0 } }
                 let watched = ledger.watch(upstream.ref)
@@ -362,6 +510,10 @@ struct RandomTopologyTests {
 
         for producer in producers { producer.setDemandMode(.forward) }
         do {
+            if churn {
+                try await Self.churn(&fuzz, links: links, producers: producers)
+                for producer in producers { producer.send(.finish) }
+            }
             for consumer in consumers {
                 let reason = try await withTimeout("\(consumer.name) to end (\(fuzz))", seconds: 20) {
                     await consumer.waitForTermination()
@@ -382,6 +534,11 @@ struct RandomTopologyTests {
 
         #expect(ledger.violations == [], "\(fuzz)")
         #expect(problems.value == [], "\(fuzz)")
+        // Nothing a relay received was lost: it handled exactly what its producers sent it.
+        for (index, handled) in relayHandled.enumerated() {
+            let sent = handled.value.subscriptions.flatMap { ledger.account($0).events }.sorted()
+            #expect(handled.value.events.sorted() == sent, "\(fuzz): R\(index) handled what it received")
+        }
         let emitted = fuzz.producerTotals.enumerated().flatMap { index, total in
             ((index + 1) * 1_000_000)..<((index + 1) * 1_000_000 + total)
         }
@@ -391,6 +548,14 @@ struct RandomTopologyTests {
             // Every event reaches exactly one consumer.
             let all = received.flatMap { $0.value.values.joined() }.sorted()
             #expect(all == emitted, "\(fuzz): \(all.count) received, \(emitted.count) emitted")
+        case .broadcast where churn:
+            // A consumer misses what is broadcast while it is not subscribed, but never
+            // receives an event more often than there are relays to send it.
+            for (index, log) in received.enumerated() {
+                var counts: [Int: Int] = [:]
+                for event in log.value.values.joined() { counts[event, default: 0] += 1 }
+                #expect(counts.values.allSatisfy { $0 <= copies }, "\(fuzz): consumer \(index)")
+            }
         case .broadcast:
             // Every consumer receives every event from every relay.
             for (index, log) in received.enumerated() {
@@ -408,6 +573,62 @@ struct RandomTopologyTests {
             var counts: [Int: Int] = [:]
             for log in received { for event in log.value.values.joined() { counts[event, default: 0] += 1 } }
             #expect(counts.values.allSatisfy { $0 <= limit }, "\(fuzz)")
+        }
+    }
+
+    /// Cancels subscriptions from either side and subscribes again while events flow, then
+    /// subscribes everything again and returns once every subscription is live, so that every
+    /// stage sees each of its producers end.
+    static func churn(_ fuzz: inout FuzzCase, links: [FuzzLink], producers: [StageHandle<FuzzProducer>]) async throws {
+        var (ownCancels, producerCancels, resubscribes) = (0, 0, 0)
+        defer {
+            fuzz.churned = " (\(ownCancels) cancels by subscribers, \(producerCancels) by producers, \(resubscribes) resubscribes)"
+        }
+        for step in 0..<fuzz.churnSteps {
+            // The producers emit a share of their events at each step, so that subscriptions
+            // churn while events flow (the last share waits for `.finish`).
+            for (index, producer) in producers.enumerated() where step > 0 {
+                producer.send(.allow(fuzz.producerTotals[index] / fuzz.churnSteps))
+            }
+            let link = links[fuzz.churnRandom.int(0...(links.count - 1))]
+            switch fuzz.churnRandom.int(0...3) {
+            case 0:
+                // The subscriber cancels (normal or shutdown: a transient one keeps running),
+                // and maybe subscribes again at once.
+                guard let subscription = try await link.heldByDownstream() else { continue }
+                link.cancelFromDownstream(subscription, fuzz.churnRandom.chance(0.5) ? .normal : .shutdown)
+                ownCancels += 1
+                // May be refused while a partition is still held for the cancelled subscription.
+                if fuzz.churnRandom.chance(0.5), (try? await link.subscribe(fuzz.churnOptions(link))) != nil { resubscribes += 1 }
+            case 1:
+                // The producer cancels the subscriber.
+                if let subscription = try await link.heldByUpstream() {
+                    link.cancelFromUpstream(subscription, .normal)
+                    producerCancels += 1
+                }
+            case 2:
+                // A subscriber without a subscription subscribes again.
+                if try await link.heldByDownstream() == nil, (try? await link.subscribe(fuzz.churnOptions(link))) != nil {
+                    resubscribes += 1
+                }
+            default:
+                await fuzz.churnRandom.yields(upTo: 20)
+            }
+        }
+        // A stage whose subscription the producer cancelled still holds it until it handled the
+        // end (a relay handles it behind its queued input), and a cancelled partition may still be
+        // taken: keep trying until both sides of every subscription agree.
+        let again = links.map { fuzz.churnOptions($0) }
+        try await withTimeout("every subscription to be live again", seconds: 20) {
+            while true {
+                var live = true
+                for (index, link) in links.enumerated() where try await !link.isLive() {
+                    live = false
+                    if try await link.heldByDownstream() == nil { _ = try? await link.subscribe(again[index]) }
+                }
+                if live { return }
+                await Task.yield()
+            }
         }
     }
 
