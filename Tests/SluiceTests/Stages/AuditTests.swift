@@ -59,6 +59,32 @@ struct WatchingRelay: ProducerConsumer {
     }
 }
 
+/// A ``WatchingProducer``, an ``OrderedRelay`` subscribed to it and a manual consumer of the
+/// relay (both with maxDemand 10), returned once the relay asked the producer for its 10: what
+/// the producer then emits waits in the relay's queued input until the consumer asks.
+func relayChain() async throws -> (
+    producer: StageHandle<WatchingProducer>,
+    relay: StageHandle<OrderedRelay>,
+    consumer: StageHandle<RecordingConsumer>,
+    calls: Observed<[String]>,
+    log: Observed<ConsumerLog>
+) {
+    let calls = Observed<[String]>([])
+    let producerCalls = Observed<[String]>([])
+    let log = Observed(ConsumerLog())
+    let producer = try await StageHandle.start(WatchingProducer(calls: producerCalls))
+    let relay = try await StageHandle.start(
+        OrderedRelay(calls: calls),
+        subscribeTo: [.init(producer, options: .init(maxDemand: 10))]
+    )
+    let consumer = try await StageHandle.start(
+        RecordingConsumer(log: log),
+        subscribeTo: [.init(relay, options: .init(maxDemand: 10, demand: .manual))]
+    )
+    try await producerCalls.wait("the relay's demand") { $0.contains("demand 10") }
+    return (producer, relay, consumer, calls, log)
+}
+
 @Suite("Issue 11 audit: the rules' remaining edges", .timeLimit(.minutes(1)))
 struct AuditTests {
     // MARK: 8. Infos wait behind what the dispatcher holds too
@@ -158,19 +184,7 @@ struct AuditTests {
 
     @Test("send-and-await behind a producer-consumer's queued input returns only once that input left")
     func syncInfoBehindQueuedInput() async throws {
-        let calls = Observed<[String]>([])
-        let producerCalls = Observed<[String]>([])
-        let log = Observed(ConsumerLog())
-        let producer = try await StageHandle.start(WatchingProducer(calls: producerCalls))
-        let relay = try await StageHandle.start(
-            OrderedRelay(calls: calls),
-            subscribeTo: [.init(producer, options: .init(maxDemand: 10))]
-        )
-        let consumer = try await StageHandle.start(
-            RecordingConsumer(log: log, demandMode: .manual),
-            subscribeTo: [.init(relay, options: .init(maxDemand: 10))]
-        )
-        try await producerCalls.wait("the relay's demand") { $0.contains("demand 10") }
+        let (producer, relay, consumer, calls, log) = try await relayChain()
         producer.send(.emit([1, 2, 3]))
         try await producer.settle()
         try await eventually("the relay to queue the input") { try await relay.status().queuedInputEvents == 3 }

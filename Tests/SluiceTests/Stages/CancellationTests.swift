@@ -528,21 +528,7 @@ struct CancellationTests {
     @Test("an info sent behind events reaches handleInfo only after the producer buffer gave them out")
     func infoBehindProducerBuffer() async throws {
         let marks = Observed<[String]>([])
-        struct Marking: Producer {
-            typealias Output = Int
-            enum Info: Sendable {
-                case emit([Int])
-                case mark(String)
-            }
-            let marks: Observed<[String]>
-            mutating func handleInfo(_ info: Info, context: inout StageContext<Int>) {
-                switch info {
-                case .emit(let events): context.emit(events)
-                case .mark(let label): self.marks.append(label)
-                }
-            }
-        }
-        let producer = try await StageHandle.start(Marking(marks: marks))
+        let producer = try await StageHandle.start(MarkingProducer(marks: marks))
         producer.send(.emit([1, 2, 3, 4, 5]))
         producer.sendBehindEvents(.mark("after 5"))
         producer.send(.emit([6]))
@@ -577,19 +563,7 @@ struct CancellationTests {
 
     @Test("an info sent behind events waits behind a producer-consumer's queued input")
     func infoBehindQueuedInput() async throws {
-        let calls = Observed<[String]>([])
-        let producerCalls = Observed<[String]>([])
-        let log = Observed(ConsumerLog())
-        let producer = try await StageHandle.start(WatchingProducer(calls: producerCalls))
-        let relay = try await StageHandle.start(
-            OrderedRelay(calls: calls),
-            subscribeTo: [.init(producer, options: .init(maxDemand: 10))]
-        )
-        let consumer = try await StageHandle.start(
-            RecordingConsumer(log: log),
-            subscribeTo: [.init(relay, options: .init(maxDemand: 10, demand: .manual))]
-        )
-        try await producerCalls.wait("the relay's demand") { $0.contains("demand 10") }
+        let (producer, relay, consumer, calls, log) = try await relayChain()
         producer.send(.emit([1, 2]))
         try await producer.settle()
         relay.sendBehindEvents(.mark("behind"))
