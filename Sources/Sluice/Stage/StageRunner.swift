@@ -489,7 +489,7 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
             // Never established: no callback, but the cancel mode applies as to any lost producer.
             let error = SluiceError(.stageEnded, "cannot subscribe to \(source.stageName) (\(source.stageID)): it has ended")
             reply?.fail(error)
-            self.stopOnCancel(options.cancel, subscription, source, reason: .failure(error))
+            self.stopOnCancel(options.cancel, subscription, source, reason: .failure(error), cancelled: false)
             return
         }
         let mode: DemandMode
@@ -622,17 +622,25 @@ struct StageRunner<S: Stage, D: EventDispatcher> where D.Event == S.Output {
     mutating func upstreamEnded(_ subscription: SubscriptionID, reason: CancelReason) async {
         guard let upstream = self.upstreams.removeValue(forKey: subscription) else { return }
         await self.callback { stage, context in try await stage.handleCancel(subscription, reason: reason, context: &context) }
-        self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: reason.reason)
+        self.stopOnCancel(upstream.cancel, subscription, upstream.source, reason: reason.reason, cancelled: reason.isCancellation)
     }
 
-    /// Applies a lost subscription's cancel mode: stops the stage with `reason` if the mode says so.
+    /// Applies a lost subscription's cancel mode: stops the stage with `reason` if the mode says
+    /// so; `cancelled` tells a cancellation (by either side) from the producer's end.
     @usableFromInline
-    mutating func stopOnCancel(_ mode: CancelMode, _ subscription: SubscriptionID, _ source: EventSource<S.Input>, reason: StopReason) {
+    mutating func stopOnCancel(
+        _ mode: CancelMode,
+        _ subscription: SubscriptionID,
+        _ source: EventSource<S.Input>,
+        reason: StopReason,
+        cancelled: Bool
+    ) {
         guard mode.endsConsumer(for: reason), self.stopReason == nil, self.drainingReason == nil else { return }
-        // Once per stop: at info for an abnormal reason, at debug for the routine end of a
-        // chain (a normal finish or a shutdown travelling downstream).
+        // Once per stop, at info (as GenStage), except for the routine end of a chain, a
+        // producer that finished or shut down, logged at debug so that a pipeline's end does not
+        // log a line per stage. A cancellation is never routine, whatever its reason.
         self.context.logger.log(
-            level: reason.isNormalOrShutdown ? .debug : .info,
+            level: !cancelled && reason.isNormalOrShutdown ? .debug : .info,
             "stopping after cancel of subscription \(subscription) to \(source.stageName) (\(source.stageID)), reason \(reason)",
             metadata: [SluiceLogKey.subscription: "\(subscription)", SluiceLogKey.reason: "\(reason)"]
         )

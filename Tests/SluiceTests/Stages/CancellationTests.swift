@@ -122,8 +122,8 @@ struct CancellationTests {
     }
 
     @Test(
-        "a permanent stop on cancel is logged once, naming the subscription and the reason (info when abnormal, debug otherwise)",
-        arguments: [StopReason.normal, .failure(TestFailure())]
+        "a permanent stop on its own cancel is logged once at info, naming the subscription and the reason, whatever the reason",
+        arguments: [StopReason.normal, .shutdown, .failure(TestFailure())]
     )
     func permanentStopIsLoggedOnce(reason: StopReason) async throws {
         let (infoLogger, logs) = recordingLogger()
@@ -142,8 +142,30 @@ struct CancellationTests {
         let stops = logs.entries.filter { "\($0.message)".hasPrefix("stopping after cancel of subscription") }
         #expect(stops.count == 1)
         #expect(stops.first.map { "\($0.message)".contains("\(subscription)") && "\($0.message)".contains("reason \(reason)") } == true)
-        #expect(stops.first?.level == (reason == .normal ? .debug : .info))
+        #expect(stops.first?.level == .info)
         try await producer.halt()
+    }
+
+    @Test(
+        "a stop on the producer's end is logged once, at debug for the routine end of a chain (normal, shutdown) and at info otherwise",
+        arguments: [StopReason.normal, .shutdown, .killed, .failure(TestFailure())]
+    )
+    func stopOnProducerEndIsLoggedOnce(reason: StopReason) async throws {
+        let (infoLogger, logs) = recordingLogger()
+        var logger = infoLogger
+        logger.logLevel = .debug
+        let producer = try await StageHandle.start(ScriptedProducer(.queue), options: .init(name: "upstream"))
+        let consumer = try await StageHandle.start(
+            RecordingConsumer(),
+            options: .init(logger: logger),
+            subscribeTo: [.init(producer)]
+        )
+        try await producer.halt(reason)
+        #expect(try await consumer.ended() == reason)
+        let stops = logs.entries.filter { "\($0.message)".hasPrefix("stopping after cancel of subscription") }
+        #expect(stops.count == 1)
+        #expect(stops.first.map { "\($0.message)".contains("to upstream (\(producer.id))") && "\($0.message)".hasSuffix("reason \(reason)") } == true)
+        #expect(stops.first?.level == (reason.isNormalOrShutdown ? .debug : .info))
     }
 
     @Test("a subscription that was never established (the producer had ended) gets no handleCancel")
