@@ -13,6 +13,7 @@ public enum BufferLimit: Hashable, Sendable, CustomStringConvertible {
     /// Keep every event. Use with care: memory then grows without bound.
     case unbounded
 
+    /// The limit as written in messages: the count, or "unbounded".
     public var description: String {
         switch self {
         case .events(let count): return "\(count)"
@@ -28,6 +29,7 @@ public enum BufferKeep: Hashable, Sendable, CustomStringConvertible {
     /// Keep the oldest events and discard the new ones.
     case first
 
+    /// "last" or "first".
     public var description: String { self == .last ? "last" : "first" }
 }
 

@@ -54,6 +54,7 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
         /// A stage that emits nothing (a consumer) was subscribed to, or asked for its demand mode.
         public static let notAProducer = Code(.notAProducer)
 
+        /// The code's name, as in messages ("invalidOption").
         public var description: String { self.base.rawValue }
     }
 
@@ -68,6 +69,7 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
         self.message = message
     }
 
+    /// The code and the message, for logs.
     public var description: String { "SluiceError.\(self.code): \(self.message)" }
 
     @usableFromInline

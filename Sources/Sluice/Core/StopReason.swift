@@ -40,6 +40,7 @@ public enum StopReason: Sendable, Equatable, CustomStringConvertible {
         return nil
     }
 
+    /// The reason as written in logs and messages ("normal", "failure(…)").
     public var description: String {
         switch self {
         case .normal: return "normal"
@@ -49,6 +50,8 @@ public enum StopReason: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether two reasons are the same case; failures compare their errors where those are
+    /// `Equatable`.
     public static func == (lhs: StopReason, rhs: StopReason) -> Bool {
         switch (lhs, rhs) {
         case (.normal, .normal), (.shutdown, .shutdown), (.killed, .killed):
@@ -98,6 +101,7 @@ public enum CancelReason: Sendable, Equatable, CustomStringConvertible {
         return false
     }
 
+    /// The reason as written in logs and messages ("cancelled(normal)", "down(shutdown)").
     public var description: String {
         switch self {
         case .cancelled(let reason): return "cancelled(\(reason))"

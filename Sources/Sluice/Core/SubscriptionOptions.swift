@@ -22,6 +22,7 @@ public struct SubscriptionID: Hashable, Sendable, CustomStringConvertible {
         SubscriptionID(rawValue: Self.counter.wrappingAdd(1, ordering: .relaxed).newValue)
     }
 
+    /// The identifier as written in logs ("sub#12").
     public var description: String { "sub#\(self.rawValue)" }
 }
 
@@ -39,6 +40,7 @@ public struct StageID: Hashable, Sendable, CustomStringConvertible {
         StageID(rawValue: Self.counter.wrappingAdd(1, ordering: .relaxed).newValue)
     }
 
+    /// The identifier as written in logs ("stage#3").
     public var description: String { "stage#\(self.rawValue)" }
 }
 
@@ -85,6 +87,7 @@ public struct CancelMode: Hashable, Sendable, CustomStringConvertible {
     /// Whether a consumer with this mode ends when its producer ended for `reason`.
     public func endsConsumer(for reason: StopReason) -> Bool { self.rule.applies(to: reason) }
 
+    /// The mode's name ("permanent", "transient", "temporary").
     public var description: String { self.rule.name }
 }
 
@@ -111,6 +114,7 @@ public enum PartitionKey: Hashable, Sendable, CustomStringConvertible, Expressib
     /// The partition with this name.
     public init(stringLiteral value: String) { self = .name(value) }
 
+    /// The partition as written in messages: its index, or its name in quotes.
     public var description: String {
         switch self {
         case .index(let index): return "\(index)"

@@ -114,10 +114,13 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         self.restarts = restarts
     }
 
+    /// Keeps the handle its tasks report back to.
     public mutating func didStart(handle: StageHandle<Self>, context: inout StageContext<Never>) {
         self.handle = handle
     }
 
+    /// Asks for `maxDemand` events and takes the subscription into manual mode: it re-asks as
+    /// tasks finish.
     public mutating func handleSubscribe(
         _ subscription: SubscriptionInfo,
         context: inout StageContext<Never>
@@ -128,6 +131,7 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         return .manual
     }
 
+    /// Starts a task for each event.
     public mutating func handleEvents(
         _ events: [Input],
         from subscription: SubscriptionID,
@@ -161,6 +165,8 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         }
     }
 
+    /// A task ended: runs a failed handler again (transient, within the restart intensity), or
+    /// re-asks once enough tasks finished.
     public mutating func handleInfo(_ info: Info, context: inout StageContext<Never>) {
         guard self.tasks.removeValue(forKey: info.task) != nil else { return }
         if case .failed(let event, let error) = info.outcome, let handle = self.handle, var restarts = self.restarts {
@@ -183,6 +189,7 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         }
     }
 
+    /// Stops counting the subscription's slots; its running tasks still finish.
     public mutating func handleCancel(
         _ subscription: SubscriptionID,
         reason: CancelReason,
@@ -191,6 +198,7 @@ public struct ConcurrentConsumer<Input: Sendable>: Consumer {
         self.slots[subscription] = nil
     }
 
+    /// Waits for the running tasks; a killed consumer cancels them first.
     public mutating func terminate(reason: StopReason) async {
         // Killed (the stage's task was cancelled): cancel the running handlers too. Otherwise
         // let them finish.

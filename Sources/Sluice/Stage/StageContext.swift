@@ -17,6 +17,7 @@ public enum ProducerDemandMode: Hashable, Sendable, CustomStringConvertible {
     /// first and each held demand is replayed separately, in order.
     case accumulate
 
+    /// "forward" or "accumulate".
     public var description: String { self == .forward ? "forward" : "accumulate" }
 }
 
