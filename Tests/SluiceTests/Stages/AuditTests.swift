@@ -264,15 +264,6 @@ struct AuditTests {
         try await producer.halt()
     }
 
-    @Test("a demand mode given to a consumer is rejected with invalidOption naming demandMode")
-    func demandModeRejectedForConsumerIsTyped() async throws {
-        let error = await #expect(throws: SluiceError.self) {
-            try await StageHandle.start(RecordingConsumer(), options: .init(demandMode: .accumulate))
-        }
-        #expect(error?.code == .invalidOption)
-        #expect(error?.message.hasPrefix("invalid option demandMode=accumulate:") == true)
-    }
-
     // MARK: 3. Producer-side callbacks of a producer-consumer
 
     @Test("a producer-consumer gets handleSubscribe and handleCancel for its own subscribers and may emit from both")
