@@ -87,8 +87,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// demand). Default 1000; at most 5000.
     public var batchSize: Int = 1000
     /// The most items read and not yet settled with Redis (acknowledged, failed or given
-    /// back): reading waits for settlement beyond it. Default 100 000; 1 to 10 000 000.
-    public var maxInFlight: Int = 100_000
+    /// back): reading waits for settlement beyond it, so a consumer killed with `kill -9` has
+    /// at most this many delivered again (reliable and stream modes). Default `nil`: the
+    /// pipeline's window (`SourceContext/window`: Σ processor concurrency × maxDemand plus
+    /// the batches being built), as much as the stages can hold; 1 to 10 000 000 when set
+    /// (URL `max_in_flight`).
+    public var maxInFlight: Int?
     /// The most payload bytes read and not yet settled: no read starts while this many are
     /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
     public var maxInFlightBytes: Int = 256 << 20
@@ -179,8 +183,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard self.unixSocketPath != nil || !self.host.isEmpty else { throw fail("host must not be empty") }
         guard (1...65535).contains(self.port) else { throw fail("port \(self.port) is not between 1 and 65535") }
         guard (1...5000).contains(self.batchSize) else { throw fail("batchSize \(self.batchSize) must be between 1 and 5000") }
-        guard (1...10_000_000).contains(self.maxInFlight) else {
-            throw fail("maxInFlight \(self.maxInFlight) must be between 1 and 10000000")
+        if let window = self.maxInFlight, !(1...10_000_000).contains(window) {
+            throw fail("maxInFlight \(window) must be between 1 and 10000000")
         }
         guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
             throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
