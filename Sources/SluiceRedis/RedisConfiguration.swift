@@ -360,26 +360,49 @@ extension RedisConfiguration {
     }
 
     /// `text` with every password of a Redis URL in it replaced by `***`, for output: the
-    /// password part of any `scheme://user:password@` (up to the last `@`), and the value of
-    /// every `password=` parameter, however many there are and wherever they stand.
+    /// password part of any `scheme://user:password@` (up to the last `@`), all the
+    /// credentials of a malformed `scheme:user:password@` or `scheme:/password@` (which way
+    /// they were meant cannot be told), and the value of every `password=` parameter, however
+    /// many there are and wherever they stand.
     public static func redacting(_ text: String) -> String {
-        var result = Substring(text)
         var output = ""
-        while let scheme = result.range(of: "://") {
-            output += result[..<scheme.upperBound]
-            result = result[scheme.upperBound...]
+        var rest = Substring(text)
+        while let colon = Self.schemeColon(in: rest) {
+            output += rest[...colon]
+            rest = rest[rest.index(after: colon)...]
+            let slashes = rest.prefix { $0 == "/" }
+            output += slashes
+            rest = rest[slashes.endIndex...]
             // The authority runs to the next whitespace; its credentials to its last "@".
-            let end = result.firstIndex(where: \.isWhitespace) ?? result.endIndex
-            let authority = result[..<end]
-            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
-                output += authority[...colon] + "***"
-                result = result[at...]
+            let end = rest.firstIndex(where: \.isWhitespace) ?? rest.endIndex
+            guard let at = rest[..<end].lastIndex(of: "@") else { continue }
+            let credentials = rest[..<at]
+            if slashes.count == 2 {
+                guard let separator = credentials.firstIndex(of: ":") else { continue }
+                output += credentials[...separator] + "***"
+            } else {
+                output += "***"
             }
+            rest = rest[at...]
         }
-        output += result
+        output += rest
         // Then every parameter whose name ends in "password" (percent-decoded, any case; also
         // inside another value, as in dead=password=…): its value up to the next & or #.
         return SecretParameters.redacting(output) { $0.hasSuffix("password") }
+    }
+
+    /// The first colon in `text` that could end a URL scheme (it follows a letter, digit, `+`,
+    /// `-` or `.`; malformed input counts too, as in `9redis://`), or `nil`.
+    private static func schemeColon(in text: Substring) -> Substring.Index? {
+        var previous: Character?
+        for index in text.indices {
+            let character = text[index]
+            if character == ":", let before = previous, before.isASCII, before.isLetter || before.isNumber || "+-.".contains(before) {
+                return index
+            }
+            previous = character
+        }
+        return nil
     }
 
     /// A URL (or part of one) as errors show it: redacted (``redacting(_:)``), its percent-
