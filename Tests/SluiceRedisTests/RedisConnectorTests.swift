@@ -90,12 +90,10 @@ struct RedisConnectorTests {
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.cleanUp(configuration.key); await client.close() } }
         let total = 20_000
+        try await client.fill(configuration, payloads(total))
         if mode == .stream {
-            for start in stride(from: 0, to: total, by: 5000) { try await client.add(configuration.key, payloads(5000, prefix: "s\(start)-")) }
             // The group exists before the pipeline starts, so the sampling can read it from the first moment.
             _ = try await client.command(["XGROUP", "CREATE", configuration.key, configuration.group, "0"])
-        } else {
-            try await client.push(configuration.key, payloads(total))
         }
         let handled = Atomic<Int>(0)
         let pipeline = Pipeline("pipeline-window", source: RedisSource(configuration: configuration)) {

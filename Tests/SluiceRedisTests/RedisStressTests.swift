@@ -109,11 +109,7 @@ struct RedisStressTests {
         defer { Task { await client.cleanUp(configuration.key); await client.close() } }
         let large = "L" + String(repeating: "x", count: 64 << 10)
         let values = (0..<40).map { $0 == 20 ? large : "s\($0)-" + String(repeating: "y", count: 100) }
-        if mode == .stream {
-            try await client.add(configuration.key, values.map { Array($0.utf8) })
-        } else {
-            try await client.push(configuration.key, values.map { Array($0.utf8) })
-        }
+        try await client.fill(configuration, values.map { Array($0.utf8) })
         let handled = Recorder<String>()
         let pipeline = Pipeline("over-budget", source: RedisSource(configuration: configuration)) {
             Processors(concurrency: 1, maxDemand: 100) { message in handled.append(message.text) }
