@@ -82,14 +82,14 @@ struct RedisConnectorTests {
     /// (here 2 × maxDemand 50 = 100), not a fixed 100 000: fast handlers settle faster than
     /// Redis trims or acknowledges, and what Redis holds unsettled (the reliable processing
     /// list, the stream's pending entries: what a `kill -9` would deliver again) stays within
-    /// it while 20 000 items pass.
+    /// it while 5 000 items pass.
     @Test(arguments: [RedisConfiguration.Mode.reliable, .stream])
     func withoutMaxInFlightTheWindowIsThePipelines(mode: RedisConfiguration.Mode) async throws {
         let configuration = try RedisTestEnvironment.configuration("pipeline-window", mode: mode)
         #expect(configuration.maxInFlight == nil)
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.cleanUp(configuration.key); await client.close() } }
-        let total = 20_000
+        let total = 5000
         try await client.fill(configuration, payloads(total))
         if mode == .stream {
             // The group exists before the pipeline starts, so the sampling can read it from the first moment.
