@@ -87,8 +87,12 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// demand). Default 1000; at most 5000.
     public var batchSize: Int = 1000
     /// The most items read and not yet settled with Redis (acknowledged, failed or given
-    /// back): reading waits for settlement beyond it. Default 100 000; 1 to 10 000 000.
-    public var maxInFlight: Int = 100_000
+    /// back): reading waits for settlement beyond it, so a consumer killed with `kill -9` has
+    /// at most this many delivered again (reliable and stream modes). Default `nil`: the
+    /// pipeline's window (`SourceContext/window`: Σ processor concurrency × maxDemand plus
+    /// the batches being built), as much as the stages can hold; 1 to 10 000 000 when set
+    /// (URL `max_in_flight`).
+    public var maxInFlight: Int?
     /// The most payload bytes read and not yet settled: no read starts while this many are
     /// unsettled. Default 256 MiB; 1 KiB to 1 TiB.
     public var maxInFlightBytes: Int = 256 << 20
@@ -179,8 +183,8 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
         guard self.unixSocketPath != nil || !self.host.isEmpty else { throw fail("host must not be empty") }
         guard (1...65535).contains(self.port) else { throw fail("port \(self.port) is not between 1 and 65535") }
         guard (1...5000).contains(self.batchSize) else { throw fail("batchSize \(self.batchSize) must be between 1 and 5000") }
-        guard (1...10_000_000).contains(self.maxInFlight) else {
-            throw fail("maxInFlight \(self.maxInFlight) must be between 1 and 10000000")
+        if let window = self.maxInFlight, !(1...10_000_000).contains(window) {
+            throw fail("maxInFlight \(window) must be between 1 and 10000000")
         }
         guard (1024...(1 << 40)).contains(self.maxInFlightBytes) else {
             throw fail("maxInFlightBytes \(self.maxInFlightBytes) must be between 1024 and 1099511627776")
@@ -356,26 +360,49 @@ extension RedisConfiguration {
     }
 
     /// `text` with every password of a Redis URL in it replaced by `***`, for output: the
-    /// password part of any `scheme://user:password@` (up to the last `@`), and the value of
-    /// every `password=` parameter, however many there are and wherever they stand.
+    /// password part of any `scheme://user:password@` (up to the last `@`), all the
+    /// credentials of a malformed `scheme:user:password@` or `scheme:/password@` (which way
+    /// they were meant cannot be told), and the value of every `password=` parameter, however
+    /// many there are and wherever they stand.
     public static func redacting(_ text: String) -> String {
-        var result = Substring(text)
         var output = ""
-        while let scheme = result.range(of: "://") {
-            output += result[..<scheme.upperBound]
-            result = result[scheme.upperBound...]
+        var rest = Substring(text)
+        while let colon = Self.schemeColon(in: rest) {
+            output += rest[...colon]
+            rest = rest[rest.index(after: colon)...]
+            let slashes = rest.prefix { $0 == "/" }
+            output += slashes
+            rest = rest[slashes.endIndex...]
             // The authority runs to the next whitespace; its credentials to its last "@".
-            let end = result.firstIndex(where: \.isWhitespace) ?? result.endIndex
-            let authority = result[..<end]
-            if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
-                output += authority[...colon] + "***"
-                result = result[at...]
+            let end = rest.firstIndex(where: \.isWhitespace) ?? rest.endIndex
+            guard let at = rest[..<end].lastIndex(of: "@") else { continue }
+            let credentials = rest[..<at]
+            if slashes.count == 2 {
+                guard let separator = credentials.firstIndex(of: ":") else { continue }
+                output += credentials[...separator] + "***"
+            } else {
+                output += "***"
             }
+            rest = rest[at...]
         }
-        output += result
+        output += rest
         // Then every parameter whose name ends in "password" (percent-decoded, any case; also
         // inside another value, as in dead=password=…): its value up to the next & or #.
         return SecretParameters.redacting(output) { $0.hasSuffix("password") }
+    }
+
+    /// The first colon in `text` that could end a URL scheme (it follows a letter, digit, `+`,
+    /// `-` or `.`; malformed input counts too, as in `9redis://`), or `nil`.
+    private static func schemeColon(in text: Substring) -> Substring.Index? {
+        var previous: Character?
+        for index in text.indices {
+            let character = text[index]
+            if character == ":", let before = previous, before.isASCII, before.isLetter || before.isNumber || "+-.".contains(before) {
+                return index
+            }
+            previous = character
+        }
+        return nil
     }
 
     /// A URL (or part of one) as errors show it: redacted (``redacting(_:)``), its percent-

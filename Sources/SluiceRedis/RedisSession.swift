@@ -66,7 +66,9 @@ final class RedisSession: Sendable {
         let value = Atomic<Int>(-1)
     }
 
-    init(configuration: RedisConfiguration, logger: Logger) {
+    /// A session whose read window is ``RedisConfiguration/maxInFlight``, or `window` (the
+    /// pipeline's) when that is `nil`.
+    init(configuration: RedisConfiguration, window: Int, logger: Logger) {
         var logger = logger
         logger[metadataKey: RedisLogKey.address] = "\(configuration.address)"
         logger[metadataKey: RedisLogKey.key] = "\(configuration.key)"
@@ -81,7 +83,7 @@ final class RedisSession: Sendable {
         self.fetch = Fetch(
             FetchState(
                 credit: ReadCredit(
-                    window: ReadCredit.Window(count: configuration.maxInFlight, bytes: configuration.maxInFlightBytes),
+                    window: ReadCredit.Window(count: configuration.maxInFlight ?? max(1, window), bytes: configuration.maxInFlightBytes),
                     limit: configuration.limit
                 ),
                 // Until the first items show their size, a read asks for few: a full first

@@ -33,7 +33,8 @@ import SluiceConnector
 ///   counts from the pending entries list (at least once).
 ///
 /// What was read and not yet settled stays within ``RedisConfiguration/maxInFlight`` items
-/// (and ``RedisConfiguration/maxInFlightBytes``): reading waits for settlement, not only for
+/// (by default the pipeline's window: what its stages can hold) and
+/// ``RedisConfiguration/maxInFlightBytes``: reading waits for settlement, not only for
 /// demand.
 ///
 /// Reads run on a connection and thread of their own; acknowledgements on a second one. Both
@@ -68,7 +69,7 @@ public struct RedisSource: PipelineSource {
     ///   `authenticationFailed`, `wrongType`.
     public func makeParts(context: SourceContext) async throws -> SourceParts<RedisSourceStage, RedisAcknowledger> {
         try self.configuration.validate()
-        let session = RedisSession(configuration: self.configuration, logger: context.logger)
+        let session = RedisSession(configuration: self.configuration, window: context.window, logger: context.logger)
         do {
             try await session.start()
         } catch {

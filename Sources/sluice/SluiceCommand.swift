@@ -40,13 +40,32 @@ struct SluiceCommand: AsyncParsableCommand {
             }
         } catch {
             let code = Self.exitCode(for: error)
-            let message = Redaction.redact(Self.fullMessage(for: error))
+            let message = Redaction.redact(Self.oneLineMessage(for: error, code: code))
             if !message.isEmpty {
                 let stream = code == .success ? FileHandle.standardOutput : FileHandle.standardError
                 stream.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
             }
             Foundation.exit(code.rawValue)
         }
+    }
+
+    /// What the argument parser prints for `error`: help and version texts whole; a usage
+    /// error (a bad or missing value, an unknown argument) in one line: its first, then the
+    /// option's help (which states its range) and the parser's pointer to `--help`, instead
+    /// of the help and usage lines below it.
+    static func oneLineMessage(for error: any Error, code: ExitCode) -> String {
+        let full = Self.fullMessage(for: error)
+        guard code != .success else { return full }
+        guard let first = Self.message(for: error).split(whereSeparator: \.isNewline).first else { return full }
+        let lines = full.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        var line = "Error: " + first
+        // "Help:  --count <count>  How many … (1 or more)." names the range of a bad value.
+        if let help = lines.first(where: { $0.hasPrefix("Help:") }) {
+            let text = help.dropFirst("Help:".count).trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: ".")))
+            line += ": " + (text.range(of: "  ").map { String(text[$0.upperBound...]).trimmingCharacters(in: .whitespaces) } ?? text)
+        }
+        if let hint = lines.last(where: { $0.contains("--help") }) { line += "; " + hint.prefix(1).lowercased() + hint.dropFirst() }
+        return line
     }
 }
 

@@ -30,17 +30,7 @@ struct DrainBoundsTests {
         let key = self.key("rss")
         let total = 3_000_000
         defer { _ = try? runRedis(base, ["DEL", key, "\(key):processing:rss", "\(key):positions:rss", "\(key):alive:rss", "\(key):consumers"]) }
-        // 1 000 items per RPUSH inside one script: the preload takes about a second.
-        let script = """
-            local p = string.rep('x', 100)
-            for i = 1, tonumber(ARGV[1]), 1000 do
-              local t = {}
-              for j = 1, 1000 do t[j] = p end
-              redis.call('RPUSH', KEYS[1], unpack(t))
-            end
-            return redis.call('LLEN', KEYS[1])
-            """
-        let length = try await redisCLI(base, ["EVAL", script, "1", key, "\(total)"])
+        let length = try await redisCLI(base, ["EVAL", hundredByteItems, "1", key, "\(total)"])
         #expect(length.trimmingCharacters(in: .whitespacesAndNewlines) == "\(total)")
 
         let started = try startSluice(["drain", "\(base)/0?key=\(key)&mode=reliable&consumer=rss", "--count", "\(total)"])
@@ -101,6 +91,18 @@ struct DrainBoundsTests {
         #expect(rounds.min()! < .milliseconds(30), "the drain exited \(rounds) after the push's reply")
     }
 }
+
+/// A script that pushes ARGV[1] items of 100 bytes to the list KEYS[1] and returns its
+/// length: 1 000 items per `RPUSH` inside Redis, so 3 000 000 take about a second.
+let hundredByteItems = """
+    local p = string.rep('x', 100)
+    for i = 1, tonumber(ARGV[1]), 1000 do
+      local t = {}
+      for j = 1, 1000 do t[j] = p end
+      redis.call('RPUSH', KEYS[1], unpack(t))
+    end
+    return redis.call('LLEN', KEYS[1])
+    """
 
 /// Sends one command to Redis on 127.0.0.1:`port` over a socket of its own (no client process
 /// in the measure) and returns when the reply's first line arrived.

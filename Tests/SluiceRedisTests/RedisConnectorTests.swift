@@ -78,6 +78,45 @@ struct RedisConnectorTests {
         #expect(try await client.length(processing) == 0)
     }
 
+    /// Issue 13: without ``RedisConfiguration/maxInFlight`` the window is the pipeline's
+    /// (here 2 × maxDemand 50 = 100), not a fixed 100 000: fast handlers settle faster than
+    /// Redis trims or acknowledges, and what Redis holds unsettled (the reliable processing
+    /// list, the stream's pending entries: what a `kill -9` would deliver again) stays within
+    /// it while 5 000 items pass.
+    @Test(arguments: [RedisConfiguration.Mode.reliable, .stream])
+    func withoutMaxInFlightTheWindowIsThePipelines(mode: RedisConfiguration.Mode) async throws {
+        let configuration = try RedisTestEnvironment.configuration("pipeline-window", mode: mode)
+        #expect(configuration.maxInFlight == nil)
+        let client = RedisClient(configuration: configuration)
+        defer { Task { await client.cleanUp(configuration.key); await client.close() } }
+        let total = 5000
+        try await client.fill(configuration, payloads(total))
+        if mode == .stream {
+            // The group exists before the pipeline starts, so the sampling can read it from the first moment.
+            _ = try await client.command(["XGROUP", "CREATE", configuration.key, configuration.group, "0"])
+        }
+        let handled = Atomic<Int>(0)
+        let pipeline = Pipeline("pipeline-window", source: RedisSource(configuration: configuration)) {
+            Processors(concurrency: 2, maxDemand: 50) { _ in handled.add(1, ordering: .relaxed) }
+        }
+        #expect(pipeline.window == 100)
+        let processing = "\(configuration.key):processing:\(configuration.consumer)"
+        let most = try await withRunningPipeline(pipeline) {
+            var most = 0
+            while handled.load(ordering: .relaxed) < total {
+                let held = mode == .stream
+                    ? try await client.command(["XPENDING", configuration.key, configuration.group]).array?.first?.integer ?? 0
+                    : try await client.length(processing)
+                most = max(most, held)
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            return most
+        }
+        #expect(most <= 100, "Redis held \(most) unsettled items against the pipeline's window of 100")
+        #expect(most > 0, "the sampling saw the reads")
+        #expect(handled.load(ordering: .relaxed) == total)
+    }
+
     @Test func windowOptionsOutsideTheirRangeAreTypedErrors() throws {
         var configuration = RedisConfiguration(key: "k")
         configuration.maxInFlight = 0

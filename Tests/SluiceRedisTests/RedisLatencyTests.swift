@@ -81,11 +81,7 @@ struct RedisLatencyTests {
         let configuration = base
         let client = RedisClient(configuration: configuration)
         defer { Task { await client.cleanUp(configuration.key); await client.close() } }
-        if mode == .stream {
-            try await client.add(configuration.key, payloads(1000))
-        } else {
-            try await client.push(configuration.key, payloads(1000))
-        }
+        try await client.fill(configuration, payloads(1000))
         let handled = Recorder<String>()
         let pipeline = Pipeline("limit", source: RedisSource(configuration: configuration)) {
             Processors(concurrency: 4, maxDemand: 1000) { message in handled.append(message.text) }

@@ -87,6 +87,15 @@ extension RedisClient {
         _ = try await self.pipeline(values.map { [Array("XADD".utf8), Array(stream.utf8), Array("*".utf8), Array("payload".utf8), $0] })
     }
 
+    /// Puts `values` where a source of `configuration` reads them: `XADD`s to a stream in
+    /// stream mode (pipelined 5000 at a time), `RPUSH`es to a list otherwise.
+    func fill(_ configuration: RedisConfiguration, _ values: [[UInt8]]) async throws {
+        guard configuration.mode == .stream else { return try await self.push(configuration.key, values) }
+        for start in stride(from: 0, to: values.count, by: 5000) {
+            try await self.add(configuration.key, Array(values[start..<min(start + 5000, values.count)]))
+        }
+    }
+
     func length(_ key: String) async throws -> Int {
         try await self.command(["LLEN", key]).integer ?? -1
     }
