@@ -43,7 +43,8 @@ struct TailTests {
         let result = try await sluiceIO(["tail", "\(base)/0?key=\(key)&mode=stream", "--count", "20", "--format", "json"])
         #expect(result.status == 0, "\(result.error)")
         #expect(try jsonPayloads(result.output) == (1...20).map { "entry \"\($0)\"" })
-        let first = try JSONSerialization.jsonObject(with: Data(result.output.split(separator: "\n")[0].utf8)) as? [String: Any]
+        let line = try #require(result.output.split(separator: "\n").first, "tail printed nothing: \(result.error)")
+        let first = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         let metadata = first?["metadata"] as? [String: Any]
         #expect(metadata?["key"] as? String == key)
         #expect((metadata?["id"] as? String)?.contains("-") == true)
