@@ -26,19 +26,23 @@ import Testing
         return bytes
     }
 
+    /// Appends `key` behind its length as `length` writes it (a null key: the length −1
+    /// alone). Returns where the key starts (−1: null).
+    static func append(_ key: [UInt8]?, to bytes: inout [UInt8], length: (Int) -> [UInt8]) -> Int {
+        guard let key else {
+            bytes += length(-1)
+            return -1
+        }
+        bytes += length(key.count)
+        defer { bytes += key }
+        return bytes.count
+    }
+
     /// A v2 record (as in a record batch: length, attributes, timestamp and offset deltas, key,
     /// value, headers). Returns the bytes and where the key and value start.
     static func v2(key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])]) -> (bytes: [UInt8], key: Int, value: Int) {
         var body: [UInt8] = [0] + varint(0) + varint(0)
-        let keyAt: Int
-        if let key {
-            body += varint(key.count)
-            keyAt = body.count
-            body += key
-        } else {
-            body += varint(-1)
-            keyAt = -1
-        }
+        let keyAt = append(key, to: &body, length: varint)
         body += varint(value.count)
         let valueAt = body.count
         body += value
@@ -53,15 +57,7 @@ import Testing
     static func v1(key: [UInt8]?, value: [UInt8], trailer: [UInt8]) -> (bytes: [UInt8], key: Int, value: Int) {
         func int32(_ value: Int) -> [UInt8] { withUnsafeBytes(of: Int32(value).bigEndian) { Array($0) } }
         var bytes = [UInt8](repeating: 0, count: 8) + int32(0) + int32(0) + [1, 0] + [UInt8](repeating: 0, count: 8)
-        let keyAt: Int
-        if let key {
-            bytes += int32(key.count)
-            keyAt = bytes.count
-            bytes += key
-        } else {
-            bytes += int32(-1)
-            keyAt = -1
-        }
+        let keyAt = append(key, to: &bytes, length: int32)
         bytes += int32(value.count)
         let valueAt = bytes.count
         return (bytes + value + trailer, keyAt, valueAt)
