@@ -147,8 +147,12 @@ public struct KafkaSourceStage: Producer, Sendable {
 
     /// Emits every batch taken so far; ends once draining (a drain takes nothing more).
     private mutating func emitFetched(_ context: inout StageContext<Output>) {
-        let (batches, finished) = self.session.takeFetched()
-        for batch in batches { context.emit(batch) }
+        var (batches, finished) = self.session.takeFetched()
+        // Each batch is moved out of the list, never copied: a batch the list still shared
+        // would be copied message by message (three retains each) when the context appends it
+        // after the first, and released message by message with the list.
+        batches.reverse()
+        while let batch = batches.popLast() { context.emit(batch) }
         if self.draining && finished { context.stop(.normal) }
     }
 

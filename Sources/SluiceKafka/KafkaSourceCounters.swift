@@ -22,6 +22,7 @@ public final class KafkaSourceCounters: Sendable {
         var stale = 0
         var givenBack = 0
         var revocations = 0
+        var headerParses = 0
         /// librdkafka's own count of messages received from the brokers, per client.
         var received: [ObjectIdentifier: Int] = [:]
         /// The payload bytes librdkafka's partition queues hold, per client, as last reported.
@@ -75,6 +76,11 @@ public final class KafkaSourceCounters: Sendable {
         }
     }
 
+    /// librdkafka parsed the headers of `count` records (the rest were proven headerless).
+    func parsedHeaders(_ count: Int) {
+        self.state.withLock { $0.headerParses += count }
+    }
+
     /// A revoke of some of the sources' partitions began.
     func revokeBegan() {
         self.state.withLock { $0.revocations += 1 }
@@ -108,6 +114,9 @@ public final class KafkaSourceCounters: Sendable {
     public var queuedBytes: Int { self.state.withLock { $0.queued.values.reduce(0, +) } }
     /// The most payload bytes one consumer's partition queues held in any of its statistics.
     public var peakQueuedBytes: Int { self.state.withLock { $0.peakQueued } }
+    /// Records taken whose headers librdkafka parsed: those whose layout did not prove that
+    /// they have none (a v2 record whose header count is 0 is read without librdkafka).
+    public var headerParses: Int { self.state.withLock { $0.headerParses } }
     /// How many revokes began (each takes one or more partitions away).
     public var revocations: Int { self.state.withLock { $0.revocations } }
     /// Settlements dropped because their partition had been revoked.

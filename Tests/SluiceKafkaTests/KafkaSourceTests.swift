@@ -76,6 +76,38 @@ struct KafkaSourceTests {
         #expect(metadata.allSatisfy { ($0.timestampMilliseconds ?? 0) >= before }, "\(metadata.map(\.timestampMilliseconds))")
     }
 
+    /// Records with and without headers, keyed and not, mixed in one partition: each reaches
+    /// its metadata with exactly its own headers, and librdkafka parses the headers only of the
+    /// records that have some (the others are proven headerless by their layout as the broker
+    /// sent it).
+    @Test func onlyRecordsWithHeadersAreParsedByLibrdkafka() async throws {
+        let configuration = try await KafkaTestEnvironment.configuration("header-shortcut")
+        let admin = KafkaTestEnvironment.admin(configuration)
+        let topic = configuration.topics[0]
+        let headers = [KafkaHeader(name: "trace", text: "abc"), KafkaHeader(name: "empty", value: nil)]
+        // Offsets 0-9 keyed without headers, 10-19 keyless without, 20-24 keyed with, 25-29
+        // keyless with.
+        try await admin.produce(topic: topic, values: (0..<10).map { Array("plain-\($0)".utf8) }, keys: (0..<10).map { Array("k\($0)".utf8) })
+        try await admin.produce(topic: topic, values: (10..<20).map { Array("plain-\($0)".utf8) })
+        try await admin.produce(topic: topic, values: (20..<25).map { Array("headed-\($0)".utf8) }, keys: (20..<25).map { Array("k\($0)".utf8) }, headers: headers)
+        try await admin.produce(topic: topic, values: (25..<30).map { Array("headed-\($0)".utf8) }, headers: headers)
+        let seen = Recorder<(Int64, String, [KafkaHeader])>()
+        let (source, counters) = KafkaTestEnvironment.countedSource(configuration)
+        let pipeline = Pipeline("kafka-header-shortcut", source: source, configuration: PipelineConfiguration(logger: KafkaTestEnvironment.logger)) {
+            Processors(concurrency: 1, maxDemand: 10) { message in seen.add((message.metadata.offset, text(message), message.metadata.headers)) }
+        }
+        try await withPipeline(pipeline) {
+            try await waitUntil("30 messages were handled") { seen.count >= 30 }
+        }
+        let records = seen.all.sorted { $0.0 < $1.0 }
+        #expect(records.map(\.0) == Array(0..<30))
+        for (offset, value, got) in records {
+            #expect(got == (offset < 20 ? [] : headers), "offset \(offset) (\(value)): \(got)")
+            #expect(value == (offset < 20 ? "plain-\(offset)" : "headed-\(offset)"))
+        }
+        #expect(counters.headerParses == 10, "librdkafka parsed the headers of \(counters.headerParses) records; 10 have headers")
+    }
+
     /// One busy partition does not starve another of processors (broadway_kafka's known
     /// problem): with 3000 messages waiting on partition 0 and 20 on partition 1, and slow
     /// handlers, partition 1's messages are all handled while partition 0 is not half done.

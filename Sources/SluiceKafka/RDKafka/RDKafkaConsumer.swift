@@ -298,7 +298,8 @@ final class RDKafkaConsumer: ConnectionDriver {
     ///
     /// Per message only what the message keeps is paid for: one copy of its bytes into the
     /// shared buffer and one view of it each for payload and key; the partition's topic,
-    /// number and assignment are read once.
+    /// number and assignment are read once; librdkafka parses headers only for records that
+    /// may have some (``KafkaRecordLayout``).
     private func convert(_ count: Int, from partition: Assigned, into messages: inout [Message<KafkaMetadata>], bytes: inout Int) -> Int {
         let topic = partition.key.topic
         let number = partition.key.partition
@@ -337,6 +338,7 @@ final class RDKafkaConsumer: ConnectionDriver {
         let shared = Payload(storage)
         var at = 0
         var valid = 0
+        var parsed = 0
         for index in 0..<count {
             let pointer = self.buffer[index]!
             let message = pointer.pointee
@@ -352,6 +354,11 @@ final class RDKafkaConsumer: ConnectionDriver {
             }
             bytes += message.len
             valid += 1
+            var headers: [KafkaHeader] = []
+            if !KafkaRecordLayout.provesNoHeaders(value: message.payload, length: message.len, key: message.key, keyLength: message.key_len) {
+                parsed += 1
+                headers = Self.headers(of: pointer)
+            }
             messages.append(
                 Message(
                     payload: payload,
@@ -360,7 +367,7 @@ final class RDKafkaConsumer: ConnectionDriver {
                         partition: number,
                         offset: message.offset,
                         key: key,
-                        headers: Self.headers(of: pointer),
+                        headers: headers,
                         timestampMilliseconds: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp,
                         assignment: assignment,
                         size: UInt32(truncatingIfNeeded: message.len)
@@ -369,6 +376,7 @@ final class RDKafkaConsumer: ConnectionDriver {
             )
         }
         for index in 0..<count { rd_kafka_message_destroy(self.buffer[index]) }
+        if parsed > 0 { self.session.counters?.parsedHeaders(parsed) }
         return valid
     }
 
