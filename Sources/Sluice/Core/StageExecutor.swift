@@ -130,6 +130,9 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     /// Jobs in the workers' own queues.
     private let kept = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    /// A parked worker was signalled and has not woken yet: further enqueues need not signal.
+    /// Cleared under the park mutex by every worker that parks or wakes.
+    private let wakePending = Atomic<Bool>(false)
     /// Workers executing a job now: only a running job can hand an idle worker its next one
     /// soon, so only then is polling long worth a processor.
     private let running = Atomic<Int>(0)
@@ -257,12 +260,22 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.queue.withLock { $0.liveWorkers }
     }
 
+    /// Wakes one parked worker, unless one was woken already and has not run yet.
+    ///
+    /// Waking costs a system call on the enqueuing thread. Until the woken worker runs, every
+    /// further enqueue would signal again; on a busy machine, where the woken worker waits for a
+    /// processor, that turned each hand-off between stages into a system call (tens of
+    /// thousands per second at `maxDemand` 1). Jobs queued beyond the first still wake a worker
+    /// each, and a worker that wakes passes the wake on when it takes a job and more are queued.
     private func wakeSleeper() {
-        if self.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-            pthread_mutex_lock(self.parkMutex)
-            pthread_cond_signal(self.parkCondition)
-            pthread_mutex_unlock(self.parkMutex)
-        }
+        guard self.sleepers.load(ordering: .sequentiallyConsistent) > 0 else { return }
+        // A second job queued behind the one the pending wake is for wakes another worker.
+        guard self.wakePending.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
+            || self.queued.load(ordering: .sequentiallyConsistent) > 1
+        else { return }
+        pthread_mutex_lock(self.parkMutex)
+        pthread_cond_signal(self.parkCondition)
+        pthread_mutex_unlock(self.parkMutex)
     }
 
     private func next() -> UnownedJob? {
@@ -322,6 +335,8 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
                 keptInARow = 0
                 job = self.next() ?? self.takeKept(from: me) ?? self.steal(for: me, clock: clock)
             }
+            // More work waits than this worker takes: pass on the one wake that enqueuing gave.
+            if job != nil, self.queued.load(ordering: .relaxed) > 0 { self.wakeSleeper() }
             if let job {
                 self.run(job, on: executor)
                 continue
@@ -381,11 +396,15 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     private func park() {
         pthread_mutex_lock(self.parkMutex)
         self.sleepers.add(1, ordering: .sequentiallyConsistent)
+        // Any signal sent before this point has been consumed or is about to find the job it
+        // announced in the check below: from here on, an enqueue must signal again.
+        self.wakePending.store(false, ordering: .sequentiallyConsistent)
         while self.queued.load(ordering: .sequentiallyConsistent) == 0
             && self.kept.load(ordering: .sequentiallyConsistent) == 0
             && !self.stopping.load(ordering: .sequentiallyConsistent)
         {
             pthread_cond_wait(self.parkCondition, self.parkMutex)
+            self.wakePending.store(false, ordering: .sequentiallyConsistent)
         }
         self.sleepers.subtract(1, ordering: .sequentiallyConsistent)
         pthread_mutex_unlock(self.parkMutex)
