@@ -120,7 +120,7 @@ struct ExecutorTests {
         }
     }
 
-    @Test("jobs queued while every worker is parked run side by side: one enqueue wakes one worker, which wakes the next")
+    @Test("jobs queued while every worker is parked all get a worker, though a pending wake keeps enqueues from signalling again")
     func parkedWorkersWakeEachOther() async throws {
         let workers = 3
         let executor = try StageExecutor(threads: workers, spinDuration: .zero)
@@ -128,8 +128,9 @@ struct ExecutorTests {
         try await Task.sleep(for: .milliseconds(20))
         let arrivals = Arrivals()
         // Each job holds its worker until every job has started: they finish only if each of
-        // them got a worker of its own. Enqueues that find a wake already pending do not signal
-        // again, so the woken worker must wake the next while jobs still wait.
+        // them got a worker of its own. Enqueues that find a wake already pending signal again
+        // only for a second queued job, and a woken worker wakes the next while jobs still
+        // wait (without both, this test fails after its limit).
         let jobs = (0..<workers).map { _ in
             Task(executorPreference: executor) { arrivals.arriveAndWait(for: workers, limit: .seconds(10)) }
         }
