@@ -107,6 +107,12 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         let owner: Int
         /// Set while this worker's job delivers a large batch: the consumer it readies stays.
         var keepsHandOff = false
+        /// Whether this worker executes a job now. Written only by the worker itself, twice per
+        /// job: a counter shared by all workers moved its cache line between processors on
+        /// every job.
+        let running = Atomic<Bool>(false)
+        /// Keeps the next worker's `running` off this one's cache line.
+        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
 
         init(owner: Int) {
             self.owner = owner
@@ -133,9 +139,6 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     /// A parked worker was signalled and has not woken yet: further enqueues need not signal.
     /// Cleared under the park mutex by every worker that parks or wakes.
     private let wakePending = Atomic<Bool>(false)
-    /// Workers executing a job now: only a running job can hand an idle worker its next one
-    /// soon, so only then is polling long worth a processor.
-    private let running = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private let parkMutex: UnsafeMutablePointer<pthread_mutex_t>
     private let parkCondition: UnsafeMutablePointer<pthread_cond_t>
@@ -338,15 +341,18 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
             // More work waits than this worker takes: pass on the one wake that enqueuing gave.
             if job != nil, self.queued.load(ordering: .relaxed) > 0 { self.wakeSleeper() }
             if let job {
-                self.run(job, on: executor)
+                self.run(job, on: executor, as: me)
                 continue
             }
             if self.mayEnd(me) { break }
-            let budget = policy.budget(partnerRunning: self.running.load(ordering: .relaxed) > 0)
+            // Only a running job can hand an idle worker its next one soon, so only then is
+            // polling long worth a processor.
+            let partnerRunning = self.workers.contains { $0 !== me && $0.running.load(ordering: .relaxed) }
+            let budget = policy.budget(partnerRunning: partnerRunning)
             let (outcome, stolen) = self.spin(for: budget, clock: clock, me: me)
             policy.record(outcome)
             if let stolen {
-                self.run(stolen, on: executor)
+                self.run(stolen, on: executor, as: me)
                 continue
             }
             if outcome.foundWork { continue }
@@ -355,10 +361,10 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.workerEnded()
     }
 
-    private func run(_ job: UnownedJob, on executor: UnownedTaskExecutor) {
-        self.running.add(1, ordering: .relaxed)
+    private func run(_ job: UnownedJob, on executor: UnownedTaskExecutor, as me: Worker) {
+        me.running.store(true, ordering: .relaxed)
         job.runSynchronously(on: executor)
-        self.running.subtract(1, ordering: .relaxed)
+        me.running.store(false, ordering: .relaxed)
     }
 
     /// Polls the queue for at most `budget`, yielding the processor between polls: when the
