@@ -107,6 +107,12 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         let owner: Int
         /// Set while this worker's job delivers a large batch: the consumer it readies stays.
         var keepsHandOff = false
+        /// Whether this worker executes a job now. Written only by the worker itself, twice per
+        /// job: a counter shared by all workers moved its cache line between processors on
+        /// every job.
+        let running = Atomic<Bool>(false)
+        /// Keeps the next worker's `running` off this one's cache line.
+        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
 
         init(owner: Int) {
             self.owner = owner
@@ -130,9 +136,9 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     /// Jobs in the workers' own queues.
     private let kept = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
-    /// Workers executing a job now: only a running job can hand an idle worker its next one
-    /// soon, so only then is polling long worth a processor.
-    private let running = Atomic<Int>(0)
+    /// A parked worker was signalled and has not woken yet: further enqueues need not signal.
+    /// Cleared under the park mutex by every worker that parks or wakes.
+    private let wakePending = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private let parkMutex: UnsafeMutablePointer<pthread_mutex_t>
     private let parkCondition: UnsafeMutablePointer<pthread_cond_t>
@@ -257,12 +263,22 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.queue.withLock { $0.liveWorkers }
     }
 
+    /// Wakes one parked worker, unless one was woken already and has not run yet.
+    ///
+    /// Waking costs a system call on the enqueuing thread. Until the woken worker runs, every
+    /// further enqueue would signal again; on a busy machine, where the woken worker waits for a
+    /// processor, that turned each hand-off between stages into a system call (tens of
+    /// thousands per second at `maxDemand` 1). Jobs queued beyond the first still wake a worker
+    /// each, and a worker that wakes passes the wake on when it takes a job and more are queued.
     private func wakeSleeper() {
-        if self.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-            pthread_mutex_lock(self.parkMutex)
-            pthread_cond_signal(self.parkCondition)
-            pthread_mutex_unlock(self.parkMutex)
-        }
+        guard self.sleepers.load(ordering: .sequentiallyConsistent) > 0 else { return }
+        // A second job queued behind the one the pending wake is for wakes another worker.
+        guard self.wakePending.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
+            || self.queued.load(ordering: .sequentiallyConsistent) > 1
+        else { return }
+        pthread_mutex_lock(self.parkMutex)
+        pthread_cond_signal(self.parkCondition)
+        pthread_mutex_unlock(self.parkMutex)
     }
 
     private func next() -> UnownedJob? {
@@ -322,16 +338,21 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
                 keptInARow = 0
                 job = self.next() ?? self.takeKept(from: me) ?? self.steal(for: me, clock: clock)
             }
+            // More work waits than this worker takes: pass on the one wake that enqueuing gave.
+            if job != nil, self.queued.load(ordering: .relaxed) > 0 { self.wakeSleeper() }
             if let job {
-                self.run(job, on: executor)
+                self.run(job, on: executor, as: me)
                 continue
             }
             if self.mayEnd(me) { break }
-            let budget = policy.budget(partnerRunning: self.running.load(ordering: .relaxed) > 0)
+            // Only a running job can hand an idle worker its next one soon, so only then is
+            // polling long worth a processor.
+            let partnerRunning = self.workers.contains { $0 !== me && $0.running.load(ordering: .relaxed) }
+            let budget = policy.budget(partnerRunning: partnerRunning)
             let (outcome, stolen) = self.spin(for: budget, clock: clock, me: me)
             policy.record(outcome)
             if let stolen {
-                self.run(stolen, on: executor)
+                self.run(stolen, on: executor, as: me)
                 continue
             }
             if outcome.foundWork { continue }
@@ -340,10 +361,10 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
         self.workerEnded()
     }
 
-    private func run(_ job: UnownedJob, on executor: UnownedTaskExecutor) {
-        self.running.add(1, ordering: .relaxed)
+    private func run(_ job: UnownedJob, on executor: UnownedTaskExecutor, as me: Worker) {
+        me.running.store(true, ordering: .relaxed)
         job.runSynchronously(on: executor)
-        self.running.subtract(1, ordering: .relaxed)
+        me.running.store(false, ordering: .relaxed)
     }
 
     /// Polls the queue for at most `budget`, yielding the processor between polls: when the
@@ -381,11 +402,15 @@ public final class StageExecutor: TaskExecutor, @unchecked Sendable {
     private func park() {
         pthread_mutex_lock(self.parkMutex)
         self.sleepers.add(1, ordering: .sequentiallyConsistent)
+        // Any signal sent before this point has been consumed or is about to find the job it
+        // announced in the check below: from here on, an enqueue must signal again.
+        self.wakePending.store(false, ordering: .sequentiallyConsistent)
         while self.queued.load(ordering: .sequentiallyConsistent) == 0
             && self.kept.load(ordering: .sequentiallyConsistent) == 0
             && !self.stopping.load(ordering: .sequentiallyConsistent)
         {
             pthread_cond_wait(self.parkCondition, self.parkMutex)
+            self.wakePending.store(false, ordering: .sequentiallyConsistent)
         }
         self.sleepers.subtract(1, ordering: .sequentiallyConsistent)
         pthread_mutex_unlock(self.parkMutex)

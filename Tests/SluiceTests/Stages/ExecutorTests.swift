@@ -104,6 +104,42 @@ struct ExecutorTests {
         #expect(executor.liveThreadCount == 0)
     }
 
+    /// Counts arrivals; a job waits (on its own worker, which this test owns) until all came.
+    final class Arrivals: Sendable {
+        private let count = Atomic<Int>(0)
+
+        /// Arrives, then waits up to `limit` for `expected` arrivals; whether they all came.
+        func arriveAndWait(for expected: Int, limit: Duration) -> Bool {
+            self.count.add(1, ordering: .sequentiallyConsistent)
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: limit)
+            while self.count.load(ordering: .sequentiallyConsistent) < expected {
+                if clock.now > deadline { return false }
+            }
+            return true
+        }
+    }
+
+    @Test("jobs queued while every worker is parked all get a worker, though a pending wake keeps enqueues from signalling again")
+    func parkedWorkersWakeEachOther() async throws {
+        let workers = 3
+        let executor = try StageExecutor(threads: workers, spinDuration: .zero)
+        // With no spin budget and no work the workers park at once.
+        try await Task.sleep(for: .milliseconds(20))
+        let arrivals = Arrivals()
+        // Each job holds its worker until every job has started: they finish only if each of
+        // them got a worker of its own. Enqueues that find a wake already pending signal again
+        // only for a second queued job, and a woken worker wakes the next while jobs still
+        // wait (without both, this test fails after its limit).
+        let jobs = (0..<workers).map { _ in
+            Task(executorPreference: executor) { arrivals.arriveAndWait(for: workers, limit: .seconds(10)) }
+        }
+        for job in jobs {
+            #expect(await job.value, "a job waited for a worker that was never woken")
+        }
+        try await withTimeout("the executor to shut down") { await executor.shutdown() }
+    }
+
     /// When each batch's handling started and ended.
     struct Handling: Sendable {
         var started: [ContinuousClock.Instant] = []
