@@ -104,7 +104,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// The most payload bytes one read takes; an item larger than it comes alone. Reliable
     /// mode holds each read to it exactly (its move script counts each item's bytes); list
     /// and stream replies cannot be cut by bytes in Redis, so those modes size each read by
-    /// the items seen so far.
+    /// the largest item of the read before (the first read asks for at most 64 items).
     /// Default 4 MiB; 1 KiB to 1 GiB.
     public var maxReadBytes: Int = 4 << 20
     /// How long one blocking read waits on an empty list or stream before it looks again.

@@ -48,7 +48,7 @@ final class RedisSession: Sendable {
         /// Whether a blocking command is (about to be) waiting for its reply.
         var blocking = false
         /// The most items the next read asks for: ``RedisConfiguration/batchSize``, or fewer
-        /// when the items seen so far are so large that a full read would exceed
+        /// when the largest item of the last read says that a full read would exceed
         /// ``RedisConfiguration/maxReadBytes`` (list and stream replies cannot be cut by
         /// bytes in Redis; reliable mode's move script also stops at the budget).
         var readCap: Int
@@ -232,13 +232,20 @@ final class RedisSession: Sendable {
     /// A read that reserved `asked` brought `messages` (none if it failed): they go to the
     /// outbox, and the stage is told unless a note is on its way already.
     func completeRead(asked: Int, messages: [Message<RedisMetadata>]) {
-        let bytes = messages.reduce(0) { $0 + $1.payload.count }
+        var bytes = 0
+        var largest = 0
+        for message in messages {
+            bytes += message.payload.count
+            largest = max(largest, message.payload.count)
+        }
         let budget = self.configuration.maxReadBytes
         let batchSize = self.configuration.batchSize
         let notify = self.fetch.state.withLock { state -> Bool in
             state.credit.completed(asked: asked, got: messages.count, bytes: bytes)
             if !messages.isEmpty {
-                state.readCap = max(1, min(batchSize, budget / max(1, bytes / messages.count)))
+                // Sized by the largest item of this read, not the average: a read of items no
+                // larger than those seen stays within the budget.
+                state.readCap = max(1, min(batchSize, budget / max(1, largest)))
             }
             guard !messages.isEmpty else { return false }
             state.outbox.append(messages)
