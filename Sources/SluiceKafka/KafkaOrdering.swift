@@ -44,11 +44,12 @@ public struct KafkaOrdering: Hashable, Sendable, CustomStringConvertible {
     /// The ordering's name: `perPartition`, `perKey` or `none`.
     public var description: String { self.base.rawValue }
 
-    /// What routes a message to its processor under this ordering (`nil`: any processor).
+    /// The key that routes a message to its processor under ``perKey`` (`nil` for the other
+    /// orderings: ``perPartition`` routes by partition number, ``none`` not at all).
     var route: (@Sendable (Message<KafkaMetadata>) -> KafkaOrderingKey)? {
         switch self.base {
         case .perPartition:
-            return { KafkaOrderingKey(topic: $0.metadata.topic, partition: $0.metadata.partition, key: nil) }
+            return nil
         case .perKey:
             return { message in
                 let metadata = message.metadata
@@ -85,7 +86,12 @@ extension Processors where Metadata == KafkaMetadata {
         minDemand: Int? = nil,
         handler: nonisolated(nonsending) @escaping @Sendable (inout Message<KafkaMetadata>) async throws -> Void
     ) {
-        if let route = ordering.route {
+        if ordering == .perPartition {
+            // By partition number, not by a hash: with as many processors as partitions, each
+            // partition gets its own processor in every run (partition i of every topic goes to
+            // processor i modulo `concurrency`).
+            self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, processor: { Int($0.metadata.partition) }, handler: handler)
+        } else if let route = ordering.route {
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partitionBy: route, handler: handler)
         } else {
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, handler: handler)

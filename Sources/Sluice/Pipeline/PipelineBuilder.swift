@@ -51,6 +51,24 @@ public struct Processors<Metadata: Sendable>: Sendable {
         self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: { message in key(message).hashValue }, handler: .async(handler))
     }
 
+    /// Creates processors that send each message to processor number `processor(message)`
+    /// modulo `concurrency`, keeping the messages sent to one processor in order.
+    ///
+    /// `partitionBy` hashes its keys with the process's random seed, so which keys share a
+    /// processor changes from run to run. This routing is the same in every run: use it when
+    /// the key is already a small number that should spread evenly, such as a Kafka partition.
+    /// A negative number is taken by its bit pattern.
+    @inlinable
+    public init(
+        concurrency: Int = StageExecutor.defaultThreadCount,
+        maxDemand: Int = 10,
+        minDemand: Int? = nil,
+        processor: @escaping @Sendable (Message<Metadata>) -> Int,
+        handler: nonisolated(nonsending) @escaping @Sendable (inout Message<Metadata>) async throws -> Void
+    ) {
+        self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partition: processor, handler: .async(handler))
+    }
+
     /// Creates processors with a synchronous handler.
     ///
     /// A handler that never suspends (parsing, transforming, routing) is called directly, without
