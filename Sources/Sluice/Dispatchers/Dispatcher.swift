@@ -142,11 +142,6 @@ struct RemovedSubscriber<Event: Sendable> {
     }
 }
 
-/// The engine's dispatcher contract. Implementations are plain value types whose decisions are
-/// made in their mutating methods; they are not pure state machines in the strict sense, since
-/// `ask` and `dispatch` deliver the batches they decide on to the subscribers' sinks themselves
-/// (posting to a mailbox, which never blocks), so that a batch is moved once, not returned and
-/// moved again.
 /// Where the events a dispatcher holds stood at one moment: for each place that held some (a
 /// partition's queue, a broadcast subscriber's backlog), how many events that place must have
 /// sent in all for them to be gone. An info sent behind events waits until the dispatcher has
@@ -165,6 +160,11 @@ struct HeldEventsMark: Sendable {
     var isEmpty: Bool { self.positions.isEmpty }
 }
 
+/// The engine's dispatcher contract. Implementations are plain value types whose decisions are
+/// made in their mutating methods; they are not pure state machines in the strict sense, since
+/// `ask` and `dispatch` deliver the batches they decide on to the subscribers' sinks themselves
+/// (posting to a mailbox, which never blocks), so that a batch is moved once, not returned and
+/// moved again.
 @usableFromInline
 protocol EventDispatcher<Event>: SendableMetatype {
     associatedtype Event: Sendable

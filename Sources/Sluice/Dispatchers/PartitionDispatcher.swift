@@ -101,11 +101,9 @@ struct PartitionDispatcher<Event: Sendable>: EventDispatcher {
         self.partitions.reduce(0) { $0 + ($1.subscriber == nil ? 0 : $1.queue.count) }
     }
 
-    /// Events queued in partitions, waiting for their subscriber's demand.
-    @inlinable
-    var queuedCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
+    /// Events queued in partitions, waiting for their subscriber's demand (or for a subscriber).
     @usableFromInline
-    var heldCount: Int { self.queuedCount }
+    var heldCount: Int { self.partitions.reduce(0) { $0 + $1.queue.count } }
 
     // The signature is EventDispatcher.subscribe's, hence its likeness to DemandDispatcher.subscribe
     // and BroadcastDispatcher.subscribe; the bodies differ (a partition must be named and free).

@@ -51,7 +51,7 @@ struct PartitionDispatcherTests {
         _ = dispatcher.dispatch([0, 1, 2, 3])
         #expect(self.log.events(for: even) == [0, 2])
         #expect(self.log.events(for: odd) == [])
-        #expect(dispatcher.queuedCount == 2)
+        #expect(dispatcher.heldCount == 2)
         // odd asks 1: it gets the oldest of its queued events at once.
         _ = dispatcher.ask(1, from: odd)
         #expect(self.log.events(for: odd) == [1])
@@ -60,7 +60,7 @@ struct PartitionDispatcherTests {
         #expect(self.log.events(for: odd) == [1, 3])
         _ = dispatcher.dispatch([5, 7])
         #expect(self.log.events(for: odd) == [1, 3, 5])
-        #expect(dispatcher.queuedCount == 1)
+        #expect(dispatcher.heldCount == 1)
         // even's queue was never involved.
         #expect(self.log.events(for: even) == [0, 2])
     }
