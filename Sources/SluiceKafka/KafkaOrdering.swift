@@ -30,8 +30,8 @@ public import Sluice
 /// ```
 public struct KafkaOrdering: Hashable, Sendable, CustomStringConvertible {
     // Same extensible-enum shape as KafkaConfiguration.OffsetReset (STYLE habit 7).
-    private enum Base: String, Hashable, Sendable { case perPartition, perKey, none }
-    private let base: Base
+    fileprivate enum Base: String, Hashable, Sendable { case perPartition, perKey, none }
+    fileprivate let base: Base
     private init(_ base: Base) { self.base = base }
 
     /// One partition's messages serially, in offset order (the default for Kafka).
@@ -43,25 +43,9 @@ public struct KafkaOrdering: Hashable, Sendable, CustomStringConvertible {
 
     /// The ordering's name: `perPartition`, `perKey` or `none`.
     public var description: String { self.base.rawValue }
-
-    /// The key that routes a message to its processor under ``perKey`` (`nil` for the other
-    /// orderings: ``perPartition`` routes by partition number, ``none`` not at all).
-    var route: (@Sendable (Message<KafkaMetadata>) -> KafkaOrderingKey)? {
-        switch self.base {
-        case .perPartition:
-            return nil
-        case .perKey:
-            return { message in
-                let metadata = message.metadata
-                return KafkaOrderingKey(topic: metadata.topic, partition: metadata.key == nil ? metadata.partition : -1, key: metadata.key)
-            }
-        case .none:
-            return nil
-        }
-    }
 }
 
-/// The key processors are partitioned by under a ``KafkaOrdering``.
+/// The key processors are partitioned by under ``KafkaOrdering/perKey``.
 struct KafkaOrderingKey: Hashable, Sendable {
     var topic: String
     var partition: Int32
@@ -86,14 +70,19 @@ extension Processors where Metadata == KafkaMetadata {
         minDemand: Int? = nil,
         handler: nonisolated(nonsending) @escaping @Sendable (inout Message<KafkaMetadata>) async throws -> Void
     ) {
-        if ordering == .perPartition {
+        switch ordering.base {
+        case .perPartition:
             // By partition number, not by a hash: with as many processors as partitions, each
             // partition gets its own processor in every run (partition i of every topic goes to
             // processor i modulo `concurrency`).
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, processor: { Int($0.metadata.partition) }, handler: handler)
-        } else if let route = ordering.route {
-            self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partitionBy: route, handler: handler)
-        } else {
+        case .perKey:
+            // Keyless messages are ordered per partition; keyed ones per key, across partitions.
+            self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partitionBy: { message in
+                let metadata = message.metadata
+                return KafkaOrderingKey(topic: metadata.topic, partition: metadata.key == nil ? metadata.partition : -1, key: metadata.key)
+            }, handler: handler)
+        case .none:
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, handler: handler)
         }
     }

@@ -8,6 +8,7 @@
 
 import Sluice
 import SluiceTestKit
+import Synchronization
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct PipelineBasicsTests {
@@ -128,6 +129,36 @@ import Testing
             let order = all.filter { $0.key == key }.map(\.sequence)
             #expect(order == Array(0..<100), "key \(key) out of order")
         }
+    }
+
+    /// `processor:` sends a message to processor number n modulo the concurrency, the same in
+    /// every run: numbers 0 and 4 (1 and 5, …) share one of 4 processors, so they never run at
+    /// once, while 0, 1, 2 and 3 have a processor each and do.
+    @Test func aMessageGoesToTheProcessorItsNumberNames() async throws {
+        let source = InMemorySource()
+        let running = Mutex((perProcessor: [Int](repeating: 0, count: 4), all: 0, mostInOne: 0, mostAll: 0))
+        let pipeline = Pipeline("numbered", source: source) {
+            Processors(concurrency: 4, maxDemand: 2, processor: { message in Int((try? message.string()) ?? "") ?? 0 }) { message in
+                let processor = Int(try message.string())! % 4
+                running.withLock {
+                    $0.perProcessor[processor] += 1
+                    $0.all += 1
+                    $0.mostInOne = max($0.mostInOne, $0.perProcessor[processor])
+                    $0.mostAll = max($0.mostAll, $0.all)
+                }
+                try await Task.sleep(for: .milliseconds(2))
+                running.withLock {
+                    $0.perProcessor[processor] -= 1
+                    $0.all -= 1
+                }
+            }
+        }
+        source.push((0..<200).map { Array("\($0 % 8)".utf8) })
+        source.finishWhenEmpty()
+        try await withTimeLimit(.seconds(20)) { try await pipeline.run() }
+        let seen = running.withLock { $0 }
+        #expect(seen.mostInOne == 1, "numbers sharing a processor ran at once")
+        #expect(seen.mostAll > 1, "the four processors never ran at once")
     }
 
     @Test func aWindowLargerThanTheSourceAllowsIsRejectedWithTheNumbers() async throws {
