@@ -19,28 +19,12 @@ import Glibc
 struct RabbitMQBadInputTests {
     let logger = Logger(label: "sluice.test.amqp.bad")
 
-    /// Starts a pipeline on `configuration` and returns the error it ends with.
-    func startError(_ configuration: RabbitMQConfiguration, maxDemand: Int = 10) async -> RabbitMQError? {
-        let pipeline = Pipeline("bad", source: RabbitMQSource(configuration: configuration), configuration: PipelineConfiguration(logger: self.logger)) {
-            Processors(concurrency: 1, maxDemand: maxDemand) { _ in }
-        }
-        do {
-            try await pipeline.run()
-            return nil
-        } catch let error as RabbitMQError {
-            return error
-        } catch {
-            Issue.record("not a RabbitMQError: \(error)")
-            return nil
-        }
-    }
-
     @Test func anUnreachableBrokerFailsAtStartWithinTheTimeout() async throws {
         var configuration = try RabbitTestEnvironment.configuration("unreachable")
         configuration.port = 1
         configuration.connectTimeout = .seconds(2)
         let started = ContinuousClock.now
-        let error = await self.startError(configuration)
+        let error = await rabbitStartError(configuration, logger: self.logger)
         #expect(error?.code == .connectionFailed)
         #expect(error?.message.contains("cannot connect to RabbitMQ at 127.0.0.1:1") == true)
         #expect(ContinuousClock.now - started < .seconds(5))
@@ -57,7 +41,7 @@ struct RabbitMQBadInputTests {
         configuration.port = listener.port
         configuration.connectTimeout = .seconds(1)
         let started = ContinuousClock.now
-        let error = await self.startError(configuration)
+        let error = await rabbitStartError(configuration, logger: self.logger)
         #expect(error?.code == .connectionFailed, "\(String(describing: error))")
         #expect(error?.message.contains("127.0.0.1:\(listener.port)") == true, "\(String(describing: error))")
         #expect(error?.message.contains("timed out") == true, "\(String(describing: error))")
@@ -67,7 +51,7 @@ struct RabbitMQBadInputTests {
     @Test func wrongCredentialsAreAccessRefused() async throws {
         var configuration = try RabbitTestEnvironment.configuration("credentials")
         configuration.password = "not-the-password"
-        let error = await self.startError(configuration)
+        let error = await rabbitStartError(configuration, logger: self.logger)
         #expect(error?.code == .accessRefused, "\(String(describing: error))")
         #expect(error?.message.contains("not-the-password") == false)
     }
@@ -75,7 +59,7 @@ struct RabbitMQBadInputTests {
     @Test func aMissingQueueIsNotFound() async throws {
         var configuration = try RabbitTestEnvironment.configuration("missing")
         configuration.topology.declare = false
-        let error = await self.startError(configuration)
+        let error = await rabbitStartError(configuration, logger: self.logger)
         #expect(error?.code == .notFound, "\(String(describing: error))")
         #expect(error?.message.contains(configuration.queue) == true)
     }
@@ -83,7 +67,7 @@ struct RabbitMQBadInputTests {
     @Test func aWrongVhostIsNotAllowed() async throws {
         var configuration = try RabbitTestEnvironment.configuration("vhost")
         configuration.virtualHost = "no-such-vhost"
-        let error = await self.startError(configuration)
+        let error = await rabbitStartError(configuration, logger: self.logger)
         #expect(error?.code == .notAllowed, "\(String(describing: error))")
         #expect(error?.message.contains("no-such-vhost") == true)
     }

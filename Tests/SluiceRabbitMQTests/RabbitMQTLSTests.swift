@@ -127,7 +127,7 @@ struct RabbitMQTLSTests {
             var configuration = try RabbitMQConfiguration(url: "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)")
             configuration.connectTimeout = .seconds(3)
             let started = ContinuousClock.now
-            let error = await self.startError(configuration)
+            let error = await rabbitStartError(configuration, logger: self.logger)
             #expect(error?.code == .connectionFailed, "\(String(describing: error))")
             #expect(error?.message.contains("TLS") == true, "\(String(describing: error))")
             #expect(error?.message.contains("client certificate") == true, "\(String(describing: error))")
@@ -144,28 +144,11 @@ struct RabbitMQTLSTests {
             for key in [missing, front.otherKeyPath] {
                 let url = "amqps://localhost:\(front.port)/?queue=\(plain.queue)&cacertfile=\(front.caPath)"
                     + "&certfile=\(front.clientCertificatePath)&keyfile=\(key)"
-                let error = await self.startError(try RabbitMQConfiguration(url: url))
+                let error = await rabbitStartError(try RabbitMQConfiguration(url: url), logger: self.logger)
                 #expect(error?.code == .invalidConfiguration, "\(String(describing: error))")
                 #expect(error?.message.contains(key) == true, "\(String(describing: error))")
                 #expect(error?.message.contains(front.clientCertificatePath) == true, "\(String(describing: error))")
             }
-        }
-    }
-
-    /// Starts a source on `configuration` and returns the error its start throws.
-    private func startError(_ configuration: RabbitMQConfiguration) async -> RabbitMQError? {
-        do {
-            _ = try await RabbitMQSource(configuration: configuration).makeParts(
-                context: SourceContext(pipelineName: "tls", window: 10, logger: self.logger)
-            )
-            Issue.record("the source started")
-            return nil
-        } catch {
-            guard let error = error as? RabbitMQError else {
-                Issue.record("not a RabbitMQError: \(error)")
-                return nil
-            }
-            return error
         }
     }
 

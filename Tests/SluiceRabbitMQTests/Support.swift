@@ -230,3 +230,21 @@ enum RabbitControl {
         _ = try await self.run(["close_connection", String(connection), "closed by a Sluice test"])
     }
 }
+
+/// Starts a source on `configuration` and returns the typed error its start throws; a start
+/// that succeeds, or another error, is recorded as an issue.
+func rabbitStartError(_ configuration: RabbitMQConfiguration, logger: Logger) async -> RabbitMQError? {
+    do {
+        _ = try await RabbitMQSource(configuration: configuration).makeParts(
+            context: SourceContext(pipelineName: "start-error", window: 10, logger: logger)
+        )
+        Issue.record("the source started")
+        return nil
+    } catch {
+        guard let error = error as? RabbitMQError else {
+            Issue.record("not a RabbitMQError: \(error)")
+            return nil
+        }
+        return error
+    }
+}
