@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import Sluice
+import Synchronization
 
 /// A Kafka record header: a name and an optional value.
 public struct KafkaHeader: Sendable, Hashable {
@@ -30,7 +31,13 @@ public struct KafkaHeader: Sendable, Hashable {
 /// What a ``KafkaSource`` knows about a message.
 public struct KafkaMetadata: MessageMetadata {
     /// The topic.
-    public var topic: String
+    public var topic: String {
+        get { self.topicName.name }
+        set { self.topicName = KafkaTopicName.interned(newValue) }
+    }
+    /// The topic, interned: copying the metadata (every move of a message between stages)
+    /// costs no reference count for it, and topics compare by identity.
+    unowned(unsafe) var topicName: KafkaTopicName
     /// The partition.
     public var partition: Int32
     /// The offset within the partition.
@@ -54,7 +61,11 @@ public struct KafkaMetadata: MessageMetadata {
     }
 
     init(topic: String, partition: Int32, offset: Int64, key: Payload?, headers: [KafkaHeader], timestampMilliseconds: Int64?, assignment: UInt64, size: UInt32) {
-        self.topic = topic
+        self.init(topic: KafkaTopicName.interned(topic), partition: partition, offset: offset, key: key, headers: headers, timestampMilliseconds: timestampMilliseconds, assignment: assignment, size: size)
+    }
+
+    init(topic: KafkaTopicName, partition: Int32, offset: Int64, key: Payload?, headers: [KafkaHeader], timestampMilliseconds: Int64?, assignment: UInt64, size: UInt32) {
+        self.topicName = topic
         self.partition = partition
         self.offset = offset
         self.key = key
@@ -67,5 +78,27 @@ public struct KafkaMetadata: MessageMetadata {
     /// The value of the first header named `name`.
     public func header(_ name: String) -> [UInt8]? {
         self.headers.first { $0.name == name }?.value ?? nil
+    }
+}
+
+/// A topic's name, interned: one object per distinct name, kept for the life of the process
+/// (a process sees few topic names: those its sources subscribe to and its users name), so
+/// that ``KafkaMetadata`` can refer to it without counting references.
+final class KafkaTopicName: Sendable {
+    /// The name.
+    let name: String
+
+    private init(_ name: String) { self.name = name }
+
+    private static let table = Mutex<[String: KafkaTopicName]>([:])
+
+    /// The one object for `name`.
+    static func interned(_ name: String) -> KafkaTopicName {
+        Self.table.withLock { table in
+            if let known = table[name] { return known }
+            let made = KafkaTopicName(name)
+            table[name] = made
+            return made
+        }
     }
 }

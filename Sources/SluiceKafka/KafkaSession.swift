@@ -343,7 +343,7 @@ struct KafkaRuns: Sequence, IteratorProtocol {
         var end = first + 1
         while end < self.messages.count, self.messages[end].metadata.partition == self.messages[first].metadata.partition,
               !self.sameAssignment || self.messages[end].metadata.assignment == self.messages[first].metadata.assignment,
-              self.messages[end].metadata.topic == self.messages[first].metadata.topic {
+              self.messages[end].metadata.topicName === self.messages[first].metadata.topicName {
             end += 1
         }
         self.start = end

@@ -39,6 +39,8 @@ final class RDKafkaConsumer: ConnectionDriver {
         let key: KafkaPartitionKey
         let queue: OpaquePointer
         let assignment: UInt64
+        /// The key's topic, interned once for all of the partition's messages.
+        unowned(unsafe) let topic: KafkaTopicName
     }
 
     /// How long the credit must stay empty before the assigned partitions are paused:
@@ -272,18 +274,19 @@ final class RDKafkaConsumer: ConnectionDriver {
     private func read() -> (hasCredit: Bool, more: Bool) {
         for _ in 0..<4 {
             guard let asked = self.session.withState({ $0.credit.nextRead(cap: self.batchSize) }) else { return (false, false) }
-            var messages: [Message<KafkaMetadata>] = []
-            messages.reserveCapacity(asked)
             var bytes = 0
-            var remaining = asked
             let count = self.partitions.count
-            var visited = 0
-            while remaining > 0 && visited < count {
-                let partition = self.partitions[(self.rotation + visited) % count]
-                visited += 1
-                let got = rd_kafka_consume_batch_queue(partition.queue, 0, self.buffer, remaining)
-                guard got > 0 else { continue }
-                remaining -= self.convert(Int(got), from: partition, into: &messages, bytes: &bytes)
+            // Each message is built in its place in the array: appending would copy its
+            // metadata (counting references to its key and headers) and destroy the original.
+            let messages = [Message<KafkaMetadata>](unsafeUninitializedCapacity: asked) { buffer, initialized in
+                var visited = 0
+                while initialized < asked && visited < count {
+                    let partition = self.partitions[(self.rotation + visited) % count]
+                    visited += 1
+                    let got = rd_kafka_consume_batch_queue(partition.queue, 0, self.buffer, asked - initialized)
+                    guard got > 0 else { continue }
+                    initialized += self.convert(Int(got), from: partition, into: buffer.baseAddress! + initialized, bytes: &bytes)
+                }
             }
             if count > 0 { self.rotation = (self.rotation + 1) % count }
             let full = messages.count == asked
@@ -294,26 +297,19 @@ final class RDKafkaConsumer: ConnectionDriver {
     }
 
     /// Copies `count` messages out of the buffer (payloads and keys into one shared buffer)
-    /// and destroys them. Returns how many were messages (error events are logged).
+    /// into uninitialized memory at `messages`, and destroys them. Returns how many were
+    /// messages (error events are logged).
     ///
     /// Per message only what the message keeps is paid for: one copy of its bytes into the
     /// shared buffer and one view of it each for payload and key; the partition's topic,
     /// number and assignment are read once; librdkafka parses headers only for records that
     /// may have some (``KafkaRecordLayout``).
-    private func convert(_ count: Int, from partition: Assigned, into messages: inout [Message<KafkaMetadata>], bytes: inout Int) -> Int {
-        let topic = partition.key.topic
-        let number = partition.key.partition
-        let assignment = partition.assignment
+    private func convert(_ count: Int, from partition: Assigned, into messages: UnsafeMutablePointer<Message<KafkaMetadata>>, bytes: inout Int) -> Int {
         var total = 0
         for index in 0..<count {
             let message = self.buffer[index]!.pointee
             guard message.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                if message.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    self.logger.debug(
-                        "fetch error",
-                        metadata: [KafkaLogKey.partition: "\(partition.key)", KafkaLogKey.error: "\(RDKafkaConfig.describe(message.err))"]
-                    )
-                }
+                if message.err != RD_KAFKA_RESP_ERR__PARTITION_EOF { self.logFetchError(message.err, partition.key) }
                 continue
             }
             total += message.len + (message.key == nil ? 0 : message.key_len)
@@ -336,8 +332,8 @@ final class RDKafkaConsumer: ConnectionDriver {
             initialized = at
         }
         let shared = Payload(storage)
-        var at = 0
         var valid = 0
+        var at = 0
         var parsed = 0
         for index in 0..<count {
             let pointer = self.buffer[index]!
@@ -353,31 +349,30 @@ final class RDKafkaConsumer: ConnectionDriver {
                 at += message.key_len
             }
             bytes += message.len
-            valid += 1
             var headers: [KafkaHeader] = []
             if !KafkaRecordLayout.provesNoHeaders(value: message.payload, length: message.len, key: message.key, keyLength: message.key_len) {
                 parsed += 1
                 headers = Self.headers(of: pointer)
             }
-            messages.append(
-                Message(
-                    payload: payload,
-                    metadata: KafkaMetadata(
-                        topic: topic,
-                        partition: number,
-                        offset: message.offset,
-                        key: key,
-                        headers: headers,
-                        timestampMilliseconds: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp,
-                        assignment: assignment,
-                        size: UInt32(truncatingIfNeeded: message.len)
-                    )
-                )
-            )
+            (messages + valid).initialize(to: Message(payload: payload, metadata: KafkaMetadata(
+                topic: partition.topic,
+                partition: partition.key.partition,
+                offset: message.offset,
+                key: key,
+                headers: headers,
+                timestampMilliseconds: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp,
+                assignment: partition.assignment,
+                size: UInt32(truncatingIfNeeded: message.len)
+            )))
+            valid += 1
         }
         for index in 0..<count { rd_kafka_message_destroy(self.buffer[index]) }
         if parsed > 0 { self.session.counters?.parsedHeaders(parsed) }
         return valid
+    }
+
+    private func logFetchError(_ error: rd_kafka_resp_err_t, _ key: KafkaPartitionKey) {
+        self.logger.debug("fetch error", metadata: [KafkaLogKey.partition: "\(key)", KafkaLogKey.error: "\(RDKafkaConfig.describe(error))"])
     }
 
     private static func headers(of message: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
@@ -503,7 +498,7 @@ final class RDKafkaConsumer: ConnectionDriver {
                 rd_kafka_queue_io_event_enable(queue, self.wake.writeEnd, "m", 1)
                 let assignment = self.session.withState { $0.ledger.assign(key) }
                 self.partitions.removeAll { $0.key == key }
-                self.partitions.append(Assigned(key: key, queue: queue, assignment: assignment))
+                self.partitions.append(Assigned(key: key, queue: queue, assignment: assignment, topic: KafkaTopicName.interned(key.topic)))
             }
             if cooperative {
                 if let failure = rd_kafka_incremental_assign(handle, list) { self.report(failure, "assigning") }
