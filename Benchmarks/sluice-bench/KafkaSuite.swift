@@ -20,7 +20,7 @@ struct KafkaSuite {
     let quick: Bool
 
     private var total: Int { self.quick ? 200_000 : 1_000_000 }
-    private var repetitions: Int { self.quick ? 1 : 3 }
+    private var repetitions: Int { self.quick ? 1 : 5 }
     private let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 100)
     private let logger = Logger(label: "sluice.bench.kafka")
 
@@ -44,7 +44,7 @@ struct KafkaSuite {
     private var only: String? { ProcessInfo.processInfo.environment["SLUICE_KAFKA_ONLY"] }
 
     /// How many raw/Sluice pairs a comparison alternates: `SLUICE_KAFKA_RUNS` (1 to 50), else
-    /// 3 (1 with `--quick`).
+    /// 5 (1 with `--quick`).
     private var runs: Int {
         guard let text = ProcessInfo.processInfo.environment["SLUICE_KAFKA_RUNS"] else { return self.repetitions }
         guard let runs = Int(text), (1...50).contains(runs) else {
