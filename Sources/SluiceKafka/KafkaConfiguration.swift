@@ -271,10 +271,11 @@ public struct KafkaConfiguration: Sendable, CustomStringConvertible {
     /// librdkafka's queues held up to 13 MB of payload and resident memory grew 64–70 MB
     /// from the start, mostly librdkafka's few hundred bytes of bookkeeping per queued
     /// message; with 1 MiB per partition and per response they held 4.6 MB and memory grew
-    /// 7–25 MB; with 1 MiB per partition and 2 MiB per response (the default) 8 MB and
-    /// 44 MB. A response twice the partition's bound halves the fetches a fast consumer
-    /// waits for (this broker answers each with a fixed overhead): 0.83× the raw loop's
-    /// speed became 0.89× (medians). ``prefetchKilobytes`` trades memory for speed.
+    /// 7–25 MB; with 1 MiB per partition and 2 MiB per response (the default) about 8 MB and
+    /// 25–44 MB. A response twice the partition's bound halves the fetches a fast consumer
+    /// waits for (this broker answers each with a fixed overhead): in consume-only runs the
+    /// median went from 0.83× the raw loop's speed to 0.89×. ``prefetchKilobytes`` trades
+    /// memory for speed.
     public func prefetchBound(window: Int) -> PrefetchBound {
         func property(_ name: String) -> Int? { self.properties[name].flatMap { Int($0) } }
         let messages = property("queued.min.messages") ?? self.prefetchMessages ?? max(self.batchSize, window)
