@@ -31,6 +31,10 @@ public struct KafkaHeader: Sendable, Hashable {
 /// What a ``KafkaSource`` knows about a message.
 public struct KafkaMetadata: MessageMetadata {
     /// The topic.
+    ///
+    /// Names are interned: each distinct name is kept once for the life of the process (a
+    /// process names few topics), so that a message refers to its topic without counting
+    /// references.
     public var topic: String {
         get { self.topicName.name }
         set { self.topicName = KafkaTopicName.interned(newValue) }

@@ -47,7 +47,9 @@ public struct KafkaOrdering: Hashable, Sendable, CustomStringConvertible {
 
 /// The key processors are partitioned by under ``KafkaOrdering/perKey``.
 struct KafkaOrderingKey: Hashable, Sendable {
-    var topic: String
+    /// The interned topic's identity: hashed per message, as cheap as an integer (its name's
+    /// characters would be hashed every time).
+    var topic: ObjectIdentifier
     var partition: Int32
     var key: Payload?
 }
@@ -80,7 +82,7 @@ extension Processors where Metadata == KafkaMetadata {
             // Keyless messages are ordered per partition; keyed ones per key, across partitions.
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, partitionBy: { message in
                 let metadata = message.metadata
-                return KafkaOrderingKey(topic: metadata.topic, partition: metadata.key == nil ? metadata.partition : -1, key: metadata.key)
+                return KafkaOrderingKey(topic: ObjectIdentifier(metadata.topicName), partition: metadata.key == nil ? metadata.partition : -1, key: metadata.key)
             }, handler: handler)
         case .none:
             self.init(concurrency: concurrency, maxDemand: maxDemand, minDemand: minDemand, handler: handler)

@@ -301,9 +301,9 @@ final class RDKafkaConsumer: ConnectionDriver {
     /// messages (error events are logged).
     ///
     /// Per message only what the message keeps is paid for: one copy of its bytes into the
-    /// shared buffer and one view of it each for payload and key; the partition's topic,
-    /// number and assignment are read once; librdkafka parses headers only for records that
-    /// may have some (``KafkaRecordLayout``).
+    /// shared buffer and one view of it each for payload and key; the partition's topic was
+    /// interned at assignment (no reference is counted for it); librdkafka parses headers only
+    /// for records that may have some (``KafkaRecordLayout``).
     private func convert(_ count: Int, from partition: Assigned, into messages: UnsafeMutablePointer<Message<KafkaMetadata>>, bytes: inout Int) -> Int {
         var total = 0
         for index in 0..<count {
