@@ -68,6 +68,7 @@ struct EngineSuite {
         let demands = [1, 10, 100, 1000, 10_000]
         print("suite engine: A counts, B doubles, C sums (events/s, median of \(self.repetitions) interleaved runs)")
         print("  sluice: stages on the Sluice executor (default); global: stages on the global executor")
+        print("  round trip: one cache line from processor 0 to 1 and back, before and after the row (see CoreRoundTrip)")
         self.header()
         var quiet: [Int: Rates] = [:]
         for demand in demands {
@@ -90,11 +91,16 @@ struct EngineSuite {
         }
         load.stop()
         let worstContended = contended.values.map { $0.sluice / $0.stream }.min() ?? 0
+        let worstQuiet = quiet.values.map { $0.sluice / $0.stream }.min() ?? 0
+        let md1RoundTrip = [quiet[1]!.roundTrip.before, quiet[1]!.roundTrip.after].compactMap { $0 }.max()
         let at1000 = quiet[1000]!
         let busy1000 = contended[1000]!
         print(
             "RESULT engine events_per_s=\(Int(at1000.sluice)) vs_asyncstream=\(Self.ratio(at1000.sluice, at1000.stream))"
-                + " max_demand_1_per_s=\(Int(quiet[1]!.sluice)) fan_out_4_per_s=\(Int(fanOut.sluice))"
+                + " min_vs_asyncstream=\(String(format: "%.2f", worstQuiet))"
+                + " max_demand_1_per_s=\(Int(quiet[1]!.sluice))"
+                + " max_demand_1_round_trip_ns=\(md1RoundTrip.map(String.init) ?? "n/a")"
+                + " fan_out_4_per_s=\(Int(fanOut.sluice))"
                 + " contended_events_per_s=\(Int(busy1000.sluice))"
                 + " contended_vs_asyncstream=\(Self.ratio(busy1000.sluice, busy1000.stream))"
                 + " contended_min_vs_asyncstream=\(String(format: "%.2f", worstContended))"
@@ -107,6 +113,8 @@ struct EngineSuite {
         var sluice: Double
         var global: Double
         var stream: Double
+        /// ``CoreRoundTrip`` before and after the row's runs.
+        var roundTrip: (before: Int?, after: Int?) = (nil, nil)
     }
 
     /// One A→B→C row, printing every run's rate as well as the medians.
@@ -147,14 +155,16 @@ struct EngineSuite {
         _ global: @escaping () async -> Int,
         _ stream: @escaping () async -> Int
     ) async -> Rates {
+        let before = await CoreRoundTrip.measure()
         let medians = await interleavedMedianRates(repetitions: self.repetitions, [sluice, global, stream])
-        return Rates(sluice: medians[0], global: medians[1], stream: medians[2])
+        let after = await CoreRoundTrip.measure()
+        return Rates(sluice: medians[0], global: medians[1], stream: medians[2], roundTrip: (before, after))
     }
 
     private func header() {
         Swift.print(
             pad("topology", 24) + pad("sluice", 12) + pad("global", 12) + pad("asyncstream", 13)
-                + pad("sluice/as", 11) + "global/as"
+                + pad("sluice/as", 11) + pad("global/as", 11) + "round trip before / after"
         )
     }
 
@@ -162,7 +172,8 @@ struct EngineSuite {
         Swift.print(
             pad(label, 24) + pad(formatRate(rates.sluice), 12) + pad(formatRate(rates.global), 12)
                 + pad(formatRate(rates.stream), 13) + pad(Self.ratio(rates.sluice, rates.stream) + "×", 11)
-                + Self.ratio(rates.global, rates.stream) + "×"
+                + pad(Self.ratio(rates.global, rates.stream) + "×", 11)
+                + CoreRoundTrip.describe(rates.roundTrip.before) + " / " + CoreRoundTrip.describe(rates.roundTrip.after)
         )
     }
 

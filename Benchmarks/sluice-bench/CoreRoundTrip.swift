@@ -1,0 +1,104 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Sluice open source project
+//
+// Licensed under Apache License v2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Synchronization
+
+/// How long one cache line takes to go from processor 0 to processor 1 and back, measured by
+/// two threads pinned to them that pass a counter back and forth.
+///
+/// On a virtual machine this is not a constant: the host places the guest's processors on
+/// cores that share a cache, or not, and moves them while the guest runs. On the 2-processor
+/// machines here it flips between about 60 ns and about 330 ns from one second to the next,
+/// and every figure that hands work between processors follows it (the A→B→C row at
+/// `maxDemand` 1 halves, for the Sluice executor, the global executor and AsyncStream alike).
+/// The engine suite prints it before and after each row so a reader can tell the two apart.
+enum CoreRoundTrip {
+    /// The median of three probes of 100 000 round trips, in nanoseconds; `nil` on a machine
+    /// with one processor or where threads cannot be pinned.
+    static func measure() async -> Int? {
+        guard sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 else { return nil }
+        var probes: [Int] = []
+        for _ in 0..<3 {
+            guard let nanoseconds = await Self.probe(roundTrips: 100_000) else { return nil }
+            probes.append(nanoseconds)
+        }
+        return probes.sorted()[1]
+    }
+
+    /// `"61 ns"`, or `"n/a"` when the probe cannot run here.
+    static func describe(_ nanoseconds: Int?) -> String {
+        nanoseconds.map { "\($0) ns" } ?? "n/a"
+    }
+
+    private final class Shared: Sendable {
+        let counter = Atomic<Int>(0)
+        let pinned = Atomic<Int>(0)
+        let failed = Atomic<Bool>(false)
+        let roundTrips: Int
+        init(roundTrips: Int) { self.roundTrips = roundTrips }
+    }
+
+    /// One probe on two threads of its own (the caller's task only waits for the answer).
+    private static func probe(roundTrips: Int) async -> Int? {
+        let shared = Shared(roundTrips: roundTrips)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Int?, Never>) in
+            let answer = Thread {
+                guard Self.pin(to: 1) else {
+                    shared.failed.store(true, ordering: .releasing)
+                    return
+                }
+                shared.pinned.add(1, ordering: .releasing)
+                for index in 0..<shared.roundTrips {
+                    while shared.counter.load(ordering: .acquiring) != 2 * index + 1 {
+                        if shared.failed.load(ordering: .relaxed) { return }
+                    }
+                    shared.counter.store(2 * index + 2, ordering: .releasing)
+                }
+            }
+            let ask = Thread {
+                guard Self.pin(to: 0) else {
+                    shared.failed.store(true, ordering: .releasing)
+                    continuation.resume(returning: nil)
+                    return
+                }
+                while shared.pinned.load(ordering: .acquiring) == 0 {
+                    if shared.failed.load(ordering: .acquiring) {
+                        continuation.resume(returning: nil)
+                        return
+                    }
+                }
+                let clock = ContinuousClock()
+                let start = clock.now
+                for index in 0..<shared.roundTrips {
+                    shared.counter.store(2 * index + 1, ordering: .releasing)
+                    while shared.counter.load(ordering: .acquiring) != 2 * index + 2 {}
+                }
+                let elapsed = clock.now - start
+                let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+                continuation.resume(returning: Int(nanoseconds / Double(shared.roundTrips)))
+            }
+            answer.start()
+            ask.start()
+        }
+    }
+
+    /// Pins the calling thread to processor `cpu` with `sched_setaffinity` (found at run time:
+    /// Glibc's module does not export the GNU scheduling calls).
+    private static func pin(to cpu: Int) -> Bool {
+        typealias SetAffinity = @convention(c) (pid_t, Int, UnsafeRawPointer) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") else { return false }
+        let setAffinity = unsafeBitCast(symbol, to: SetAffinity.self)
+        // A 1024-processor mask, the size of glibc's `cpu_set_t`.
+        var mask = [UInt](repeating: 0, count: 1024 / UInt.bitWidth)
+        guard cpu / UInt.bitWidth < mask.count else { return false }
+        mask[cpu / UInt.bitWidth] |= 1 << UInt(cpu % UInt.bitWidth)
+        // Thread 0: the calling thread.
+        return mask.withUnsafeBytes { setAffinity(0, $0.count, $0.baseAddress!) } == 0
+    }
+}
