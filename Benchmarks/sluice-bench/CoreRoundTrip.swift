@@ -14,9 +14,10 @@ import Synchronization
 ///
 /// On a virtual machine this is not a constant: the host places the guest's processors on
 /// cores that share a cache, or not, and moves them while the guest runs. On the 2-processor
-/// machines here it flips between about 60 ns and about 330 ns from one second to the next,
-/// and every figure that hands work between processors follows it (the A→B→C row at
-/// `maxDemand` 1 halves, for the Sluice executor, the global executor and AsyncStream alike).
+/// machines here it moves between about 60, 90 and 330 ns from one second to the next, and
+/// figures that hand small pieces of work between processors follow it (the A→B→C row at
+/// `maxDemand` 1 can halve at 330 ns, for the Sluice executor, the global executor and
+/// AsyncStream alike).
 /// The engine suite prints it before and after each row so a reader can tell the two apart.
 enum CoreRoundTrip {
     /// The median of three probes of 100 000 round trips, in nanoseconds; `nil` on a machine
