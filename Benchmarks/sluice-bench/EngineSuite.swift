@@ -132,8 +132,7 @@ struct EngineSuite {
             for body in bodies {
                 var moved = 0
                 let elapsed = await clock.measure { moved = await body() }
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                line += pad(formatRate(Double(moved) / seconds), 12)
+                line += pad(formatRate(Double(moved) / elapsed.inSeconds), 12)
             }
             print(line)
         }

@@ -39,8 +39,14 @@ private func rate(of body: () async throws -> Int) async rethrows -> Double {
     let clock = ContinuousClock()
     var moved = 0
     let elapsed = try await clock.measure { moved = try await body() }
-    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    return Double(moved) / seconds
+    return Double(moved) / elapsed.inSeconds
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var inSeconds: Double {
+        Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
+    }
 }
 
 private func median(_ values: [Double]) -> Double {

@@ -54,8 +54,8 @@ struct WordCountSuite {
                 let elapsed = await clock.measure { await run.body() }
                 let cpuUsed = processCPUTime() - cpuBefore
                 if round > 0 {
-                    seconds[index].append(Self.seconds(elapsed))
-                    cpu[index].append(Self.seconds(cpuUsed))
+                    seconds[index].append(elapsed.inSeconds)
+                    cpu[index].append(cpuUsed.inSeconds)
                 }
             }
         }
@@ -76,10 +76,6 @@ struct WordCountSuite {
         let flow2 = rates[1]
         let plain = rates[2]
         print(String(format: "RESULT wordcount mb_per_s=%.1f speedup_2=%.2f vs_plain=%.2f", flow2, flow2 / flow1, flow2 / plain))
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// The word count as `sluice wordcount` runs it.
