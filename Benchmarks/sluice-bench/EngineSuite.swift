@@ -91,6 +91,8 @@ struct EngineSuite {
         }
         load.stop()
         let worstContended = contended.values.map { $0.sluice / $0.stream }.min() ?? 0
+        // min_vs_asyncstream and contended_min_vs_asyncstream: the lowest ratio over the A→B→C
+        // rows of each table (every maxDemand), the "at least as fast at every maxDemand".
         let worstQuiet = quiet.values.map { $0.sluice / $0.stream }.min() ?? 0
         let md1RoundTrip = [quiet[1]!.roundTrip.before, quiet[1]!.roundTrip.after].compactMap { $0 }.max()
         let at1000 = quiet[1000]!
