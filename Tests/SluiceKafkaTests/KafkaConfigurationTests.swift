@@ -9,7 +9,7 @@
 @testable import SluiceKafka
 import Testing
 
-/// URLs, ranges, librdkafka's own checks and redaction, without a broker.
+/// URLs, ranges, librdkafka's own checks, redaction and the prefetch bound's defaults, without a broker.
 @Suite struct KafkaConfigurationTests {
     @Test func readsAURL() throws {
         let configuration = try KafkaConfiguration(url: "kafka://127.0.0.1:9092,10.0.0.2:9093/orders,refunds?group=etl&offset=earliest&session.timeout.ms=6000&batch=500&fetch.min.bytes=1")
@@ -98,5 +98,21 @@ import Testing
             return error.code == .runtimeTooOld && error.message.contains("2.0.2") && error.message.contains("LD_LIBRARY_PATH")
         }
         #expect(throws: Never.self) { try RDKafkaConfig.checkRuntime(version: 0x0210_01ff, text: "2.16.1") }
+    }
+
+    @Test func oneResponseAsksForTwiceThePartitionsBound() {
+        var configuration = KafkaConfiguration(bootstrapServers: ["127.0.0.1:9092"], topics: ["t"])
+        let bound = configuration.prefetchBound(window: 500)
+        #expect(bound.bytesPerPartition == 1024 * 1024)
+        #expect(bound.bytesPerFetch == 2 * 1024 * 1024)
+        #expect(bound.messagesPerPartition == 1000)
+        configuration.prefetchKilobytes = 100
+        // At least message.max.bytes (1 000 000 by default), which one response must hold.
+        #expect(configuration.prefetchBound(window: 500).bytesPerFetch == 1_000_000)
+        configuration.properties["fetch.max.bytes"] = "3000000"
+        #expect(configuration.prefetchBound(window: 500).bytesPerFetch == 3_000_000)
+        let properties = Dictionary(configuration.librdkafkaProperties(window: 500, consumer: true), uniquingKeysWith: { $1 })
+        #expect(properties["fetch.max.bytes"] == "3000000")
+        #expect(properties["queued.max.messages.kbytes"] == "100")
     }
 }

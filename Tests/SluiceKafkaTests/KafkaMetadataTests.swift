@@ -9,8 +9,8 @@
 @testable import SluiceKafka
 import Testing
 
-/// The metadata's topic is interned (one object per name, so copying a message counts no
-/// reference for it), and the prefetch bound's defaults.
+/// The metadata's topic is interned: one object per name, so copying a message counts no
+/// reference for it.
 @Suite struct KafkaMetadataTests {
     @Test func aTopicReadsBackAndEqualNamesShareOneObject() {
         let name = "orders-\(Int.random(in: 0..<1_000_000))"
@@ -36,21 +36,5 @@ import Testing
         // The table keeps it: metadata refer to it without counting references.
         #expect(interned != nil)
         #expect(interned?.name == name)
-    }
-
-    @Test func oneResponseAsksForTwiceThePartitionsBound() {
-        var configuration = KafkaConfiguration(bootstrapServers: ["127.0.0.1:9092"], topics: ["t"])
-        let bound = configuration.prefetchBound(window: 500)
-        #expect(bound.bytesPerPartition == 1024 * 1024)
-        #expect(bound.bytesPerFetch == 2 * 1024 * 1024)
-        #expect(bound.messagesPerPartition == 1000)
-        configuration.prefetchKilobytes = 100
-        // At least message.max.bytes (1 000 000 by default), which one response must hold.
-        #expect(configuration.prefetchBound(window: 500).bytesPerFetch == 1_000_000)
-        configuration.properties["fetch.max.bytes"] = "3000000"
-        #expect(configuration.prefetchBound(window: 500).bytesPerFetch == 3_000_000)
-        let properties = Dictionary(configuration.librdkafkaProperties(window: 500, consumer: true), uniquingKeysWith: { $1 })
-        #expect(properties["fetch.max.bytes"] == "3000000")
-        #expect(properties["queued.max.messages.kbytes"] == "100")
     }
 }
